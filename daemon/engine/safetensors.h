@@ -1,0 +1,85 @@
+/* SPDX-License-Identifier: MIT */
+/* safetensors files: a read-only mmap view with a validated header, and a writer.
+ * Layout: u64 LE header length H, H bytes of JSON {name: {dtype, shape, data_offsets}},
+ * optional "__metadata__" (string -> string), then the raw little-endian data. */
+#pragma once
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "error.h"
+
+typedef enum st_dtype {
+        ST_F32,
+        ST_F16,
+        ST_BF16,
+        ST_F64,
+        ST_I64,
+        ST_I32,
+        ST_U8,
+        ST_BOOL,
+        _ST_DTYPE_MAX,
+} st_dtype;
+
+#define ST_MAX_DIMS 8
+
+typedef struct st_tensor {
+        char *name;
+        st_dtype dtype;
+        int ndim;
+        int64_t shape[ST_MAX_DIMS];
+        int64_t numel;
+        size_t nbytes;
+        const void *data; /* points into the mapping */
+} st_tensor;
+
+typedef struct st_file {
+        char *path;
+        void *map;
+        size_t size;
+        st_tensor *tensors; /* in header order */
+        size_t n_tensors;
+        char **meta_keys, **meta_values; /* "__metadata__" entries */
+        size_t n_meta;
+} st_file;
+
+size_t st_dtype_size(st_dtype t);
+const char *st_dtype_name(st_dtype t);
+
+/* Map and validate a file: header length sane, JSON parses, every entry well-formed, offsets
+ * inside the data section, not overlapping, nbytes == numel * dtype size. On failure returns a
+ * negative errno and a one-line message naming the file and the problem. */
+int st_open(const char *path, st_file **ret, p3_err *err);
+/* Same, from a buffer the caller keeps alive (no mmap). */
+int st_open_buffer(const void *buf, size_t size, const char *name, st_file **ret, p3_err *err);
+void st_close(st_file *f);
+DEFINE_TRIVIAL_CLEANUP_FUNC(st_file *, st_close);
+
+const st_tensor *st_find(const st_file *f, const char *name);
+const char *st_meta(const st_file *f, const char *key);
+
+/* Convert any float tensor (F32/F16/BF16/F64) to F32, any integer tensor (I64/I32/U8/BOOL) to
+ * I64/I32. dst holds numel elements. -EINVAL if the kind does not match. */
+int st_to_f32(const st_tensor *t, float *dst);
+int st_to_i64(const st_tensor *t, int64_t *dst);
+int st_to_i32(const st_tensor *t, int32_t *dst);
+
+/* Writer: tensors are written in the order they were added. Data is referenced, not copied,
+ * until st_writer_write*() returns. */
+typedef struct st_writer st_writer;
+int st_writer_new(st_writer **ret);
+void st_writer_free(st_writer *w);
+DEFINE_TRIVIAL_CLEANUP_FUNC(st_writer *, st_writer_free);
+int st_writer_add(st_writer *w, const char *name, st_dtype dtype, int ndim, const int64_t *shape,
+                  const void *data);
+int st_writer_add_meta(st_writer *w, const char *key, const char *value);
+/* Write to an open descriptor (from its current position). */
+int st_writer_write_fd(st_writer *w, int fd, p3_err *err);
+/* Write to path via a temporary file in the same directory, renamed only on success. */
+int st_writer_write_file(st_writer *w, const char *path, p3_err *err);
+
+/* Float conversions used across the engine. */
+float p3_half_to_float(uint16_t h);
+uint16_t p3_float_to_half(float f);
+float p3_bf16_to_float(uint16_t h);

@@ -1,0 +1,44 @@
+/* SPDX-License-Identifier: MIT */
+/* The model's parameters: the expected key set derived from a p3_config, loading and checking
+ * a safetensors checkpoint against it, and lookup by name. Values are host FP32. */
+#pragma once
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "model_config.h"
+#include "safetensors.h"
+
+typedef struct p3_weight_spec {
+        char name[96];
+        int ndim;
+        int64_t shape[5];
+        int64_t numel;
+} p3_weight_spec;
+
+/* Every tensor the model has, in upstream state_dict order (the order of
+ * golden/full/keys.json). *ret is malloc'd. */
+int p3_weight_specs(const p3_config *cfg, p3_weight_spec **ret, size_t *n);
+
+typedef struct p3_weights {
+        p3_config cfg;
+        p3_weight_spec *specs;
+        size_t n;
+        const float **data; /* [n], FP32 host pointers: into the mapping, or into owned */
+        float *owned;       /* converted copies for F16/BF16 files, and synthetic weights */
+        st_file *file;      /* the mapping, NULL for synthetic weights */
+        size_t total_params;
+} p3_weights;
+
+/* Map a checkpoint, strip a leading "dit." from key names, check that every expected key is
+ * present with the right shape and that there are no extra keys; accept F32/F16/BF16.
+ * Errors name the file and the key. */
+int p3_weights_load(const char *path, const p3_config *cfg, p3_weights **ret, p3_err *err);
+/* Build the synthetic weights of SYNTH.md in memory. */
+int p3_weights_synth(const p3_config *cfg, p3_weights **ret, p3_err *err);
+void p3_weights_free(p3_weights *w);
+DEFINE_TRIVIAL_CLEANUP_FUNC(p3_weights *, p3_weights_free);
+
+/* FP32 data of a tensor by full name; NULL if absent. */
+const float *p3_weights_get(const p3_weights *w, const char *name);
+const p3_weight_spec *p3_weights_spec(const p3_weights *w, const char *name);

@@ -1,0 +1,49 @@
+/* SPDX-License-Identifier: MIT */
+/* Helpers shared by the test programs: where the data lives, skipping, and tensor comparison
+ * with the tolerances the golden README states (max|diff| relative to max|ref|). */
+#pragma once
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "safetensors.h"
+
+#define EXIT_TEST_SKIP 77
+
+/* Abort the test with a message when cond is false. */
+#define CHECK(cond)                                                                            \
+        do {                                                                                   \
+                if (!(cond)) {                                                                 \
+                        fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__, #cond); \
+                        exit(EXIT_FAILURE);                                                    \
+                }                                                                              \
+        } while (0)
+#define CHECK_OK(r)                                                                            \
+        do {                                                                                   \
+                int _r = (r);                                                                  \
+                if (_r < 0) {                                                                  \
+                        fprintf(stderr, "%s:%d: %s failed: %d\n", __FILE__, __LINE__, #r, _r);  \
+                        exit(EXIT_FAILURE);                                                    \
+                }                                                                              \
+        } while (0)
+
+/* tests/data/<rel> (always present in a checkout). malloc'd. */
+char *test_data_path(const char *rel);
+/* ../shared/<rel>, or NULL when ../shared (or that file) is absent. malloc'd. */
+char *test_shared_path(const char *rel);
+/* Print "SKIP: why" and exit 77 (meson counts it as skipped). */
+_Noreturn void test_skip(const char *why);
+
+/* Open a safetensors file or fail the test. */
+st_file *test_open(const char *path);
+/* A tensor converted to FP32 / I64 (malloc'd), failing the test if missing. */
+float *test_f32(const st_file *f, const char *name, int64_t *numel);
+int64_t *test_i64(const st_file *f, const char *name, int64_t *numel);
+
+/* max|got-ref| <= rel * max|ref| + abs; prints the figures; returns true if within. */
+bool test_close_f32(const char *what, const float *got, const float *ref, int64_t n, double rel,
+                    double abs);
+bool test_equal_i64(const char *what, const int64_t *got, const int64_t *ref, int64_t n);

@@ -1,1 +1,62 @@
 /* SPDX-License-Identifier: MIT */
+/* Backend-independent helpers around the ops table. */
+#include "backend.h"
+
+#include <errno.h>
+
+size_t p3_dtype_size(p3_dtype t) {
+        return t == P3_F16 ? 2 : 4;
+}
+
+p3_tensor p3_tensor_cols(const p3_tensor *t, int64_t c0, int64_t nc) {
+        p3_tensor v = *t;
+        v.data = (char *) t->data + (size_t) c0 * p3_dtype_size(t->dtype);
+        v.cols = nc;
+        v.ld = p3_ld(t);
+        return v;
+}
+
+void p3_backend_free(p3_backend *be) {
+        if (be)
+                be->ops->destroy(be);
+}
+
+int p3_tensor_alloc(p3_backend *be, int64_t rows, int64_t cols, p3_tensor *ret) {
+        size_t bytes = (size_t) rows * (size_t) cols * p3_dtype_size(be->act_dtype);
+        void *p = NULL;
+        int r = be->ops->alloc(be, bytes ? bytes : 1, &p);
+        if (r < 0)
+                return r;
+        *ret = (p3_tensor) { .data = p, .dtype = be->act_dtype, .rows = rows, .cols = cols };
+        return 0;
+}
+
+void p3_tensor_free(p3_backend *be, p3_tensor *t) {
+        if (!t->data)
+                return;
+        size_t bytes = (size_t) t->rows * (size_t) p3_ld(t) * p3_dtype_size(t->dtype);
+        be->ops->free(be, t->data, bytes ? bytes : 1);
+        t->data = NULL;
+}
+
+int p3_ibuf_upload(p3_backend *be, const int32_t *host, int64_t n, int32_t **ret) {
+        void *p = NULL;
+        size_t bytes = (size_t) n * sizeof(int32_t);
+        int r = be->ops->alloc(be, bytes ? bytes : 1, &p);
+        if (r < 0)
+                return r;
+        if (n > 0) {
+                r = be->ops->upload(be, p, host, bytes);
+                if (r < 0) {
+                        be->ops->free(be, p, bytes);
+                        return r;
+                }
+        }
+        *ret = p;
+        return 0;
+}
+
+void p3_ibuf_free(p3_backend *be, int32_t *buf, int64_t n) {
+        if (buf)
+                be->ops->free(be, buf, n > 0 ? (size_t) n * sizeof(int32_t) : 1);
+}

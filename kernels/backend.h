@@ -1,0 +1,155 @@
+/* SPDX-License-Identifier: MIT */
+/* The compute-backend interface. The engine (daemon/engine) describes the network in terms of
+ * these ops on device tensors; each backend (cpu/, cuda/) implements them. The CPU backend is
+ * FP32 and the numerical reference; the CUDA one stores FP16 and accumulates in FP32.
+ *
+ * Conventions: tensors are 2-D, row-major, on the backend's device. Linear weights follow
+ * PyTorch ([out, in], y = x·Wᵀ + b). Index arrays are int32 on the device. Every op returns 0 or
+ * a negative errno (-ENOMEM when the device arena is exhausted, so the caller can retry
+ * smaller). Ops run in order on the backend's one stream; `sync` waits for them. */
+#pragma once
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+typedef enum p3_dtype {
+        P3_F32,
+        P3_F16,
+} p3_dtype;
+
+size_t p3_dtype_size(p3_dtype t);
+
+typedef struct p3_tensor {
+        void *data;
+        p3_dtype dtype;
+        int64_t rows, cols;
+        int64_t ld; /* row stride in elements (>= cols); 0 means cols */
+} p3_tensor;
+
+static inline int64_t p3_ld(const p3_tensor *t) {
+        return t->ld ? t->ld : t->cols;
+}
+
+/* A column slice [c0, c0+nc) of a tensor: a view, no copy. */
+p3_tensor p3_tensor_cols(const p3_tensor *t, int64_t c0, int64_t nc);
+
+/* Flags for linear / layernorm. */
+enum {
+        P3_GELU = 1 << 0,       /* apply exact GELU to the result */
+        P3_ACCUMULATE = 1 << 1, /* y += result instead of y = result */
+};
+
+/* Linear–GELU–Linear–GELU–Linear, the shape of every P3-SAM head. */
+typedef struct p3_mlp3 {
+        p3_tensor w[3], b[3];
+} p3_mlp3;
+
+/* The P3-SAM heads (spec §4). First-layer weights keep upstream's concatenated column layout:
+ *   seg[h].w[0]  [512, 518]  = [feat 512 | point 3 | prompt 3]
+ *   s2g.w[0]     [256, 521]  = [feat | point | prompt | m1 3]
+ *   s2[h].w[0]   [256, 777]  = [global 256 | feat | point | prompt | m1]
+ *   iou.w[0]     [256, 777]  = [global 256 | feat | point | prompt | s2 3]
+ * Backends split them into per-point and per-prompt products; nothing of size
+ * prompts × points × channels is ever built. */
+typedef struct p3_heads_params {
+        p3_mlp3 seg[3], s2g, s2[3], iou, iou_out;
+} p3_heads_params;
+
+/* Inputs of one prompt batch. Per-point features live per voxel: feat [m, 512] and the
+ * point→voxel map inverse [n] (device), points [n, 3] (device, centre-shifted, f32). */
+typedef struct p3_heads_input {
+        const p3_tensor *feat;
+        const int32_t *inverse;
+        const p3_tensor *points;
+        int64_t n;
+        const float *prompts; /* host [k, 3] */
+        int k;
+} p3_heads_input;
+
+/* Outputs (host memory; any pointer may be NULL when not wanted). */
+typedef struct p3_heads_output {
+        float *iou;        /* [k, 3] sigmoid IoU predictions */
+        float *global;     /* [k, 256] max over points of seg_s2_mlp_g */
+        float *iou_feat;   /* [k, 256] max over points of iou_mlp */
+        float *s1_logit;   /* [3][k][n] stage-1 logits */
+        float *s2_logit;   /* [3][k][n] stage-2 logits */
+        uint8_t *mask_bits; /* [3][k][ceil(n/8)], bit (i&7) of byte i>>3: sigmoid(s2) > 0.5 */
+} p3_heads_output;
+
+typedef struct p3_backend p3_backend;
+
+typedef struct p3_backend_ops {
+        const char *name;
+        void (*destroy)(p3_backend *be);
+
+        /* Device memory, accounted in be->cur_bytes / be->peak_bytes and capped by
+         * be->limit_bytes (0 = no cap): over the cap → -ENOMEM. */
+        int (*alloc)(p3_backend *be, size_t bytes, void **ret);
+        void (*free)(p3_backend *be, void *ptr, size_t bytes);
+        int (*upload)(p3_backend *be, void *dst, const void *src, size_t bytes);
+        int (*download)(p3_backend *be, void *dst, const void *src, size_t bytes);
+        int (*sync)(p3_backend *be);
+
+        /* A weight matrix from host FP32 into the backend's storage type. The CPU backend may
+         * reference `host` without copying; it must then outlive the tensor. */
+        int (*weight_upload)(p3_backend *be, const float *host, int64_t rows, int64_t cols,
+                             p3_tensor *ret);
+        void (*weight_free)(p3_backend *be, p3_tensor *t);
+
+        /* y = x·Wᵀ + b (b may be NULL), then flags. */
+        int (*linear)(p3_backend *be, const p3_tensor *x, const p3_tensor *w, const p3_tensor *b,
+                      p3_tensor *y, unsigned flags);
+        /* y = LayerNorm(x)·g + b (eps 1e-5, biased variance), then flags. y may equal x. */
+        int (*layernorm)(p3_backend *be, const p3_tensor *x, const p3_tensor *g,
+                         const p3_tensor *b, p3_tensor *y, unsigned flags);
+        /* y += x (same shape). */
+        int (*add)(p3_backend *be, const p3_tensor *x, p3_tensor *y);
+        /* y = Σ_r x[nbr[i,r]] · W_rᵀ + b, with w the KRSC weight viewed as [cout, 27·cin]
+         * and nbr [n, 27] (-1 = absent neighbour). */
+        int (*subm_conv)(p3_backend *be, const p3_tensor *x, const int32_t *nbr,
+                         const p3_tensor *w, const p3_tensor *b, p3_tensor *y);
+        /* Windowed multi-head self-attention on qkv [n, 3C] (q|k|v, head-major, head dim 16):
+         * slot s of the padded sequence holds point slot_point[s]; windows are `window`
+         * consecutive slots; out[point] is taken from the point's first slot (slots < n).
+         * Softmax scale = 16^-0.5. */
+        int (*attention)(p3_backend *be, const p3_tensor *qkv, const int32_t *slot_point,
+                         int64_t n_pad, int64_t window, int heads, p3_tensor *out);
+        /* y[i, col0 : col0 + x.cols] = x[idx[i]] for i < y.rows (idx NULL: identity). */
+        int (*gather_rows)(p3_backend *be, const p3_tensor *x, const int32_t *idx, p3_tensor *y,
+                           int64_t col0);
+        /* y[i] += x[idx[i]] for i < y.rows. */
+        int (*gather_add)(p3_backend *be, const p3_tensor *x, const int32_t *idx, p3_tensor *y);
+        /* y[c] = max over {i : cluster[i] == c} of x[i]; every c in [0, y.rows) has a member. */
+        int (*segment_max)(p3_backend *be, const p3_tensor *x, const int32_t *cluster,
+                           p3_tensor *y);
+        /* Tensor → host FP32 (for traces and outputs). */
+        int (*to_host_f32)(p3_backend *be, const p3_tensor *x, float *host);
+
+        /* One prompt batch through all heads (two passes over the points). */
+        int (*heads)(p3_backend *be, const p3_heads_params *hp, const p3_heads_input *in,
+                     p3_heads_output *out);
+} p3_backend_ops;
+
+struct p3_backend {
+        const p3_backend_ops *ops;
+        p3_dtype act_dtype; /* activations and weights as stored */
+        size_t cur_bytes, peak_bytes, limit_bytes;
+        int threads;
+        char device[128]; /* for people: "CPU (2 threads, OpenBLAS)" */
+        void *priv;
+};
+
+typedef struct p3_backend_options {
+        int threads; /* 0 = all online CPUs */
+        size_t limit_bytes;
+} p3_backend_options;
+
+int p3_backend_cpu_new(const p3_backend_options *opt, p3_backend **ret);
+void p3_backend_free(p3_backend *be);
+
+/* Convenience wrappers: a device tensor of rows × cols in the backend's activation type. */
+int p3_tensor_alloc(p3_backend *be, int64_t rows, int64_t cols, p3_tensor *ret);
+void p3_tensor_free(p3_backend *be, p3_tensor *t);
+int p3_ibuf_upload(p3_backend *be, const int32_t *host, int64_t n, int32_t **ret);
+void p3_ibuf_free(p3_backend *be, int32_t *buf, int64_t n);

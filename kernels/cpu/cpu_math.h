@@ -1,0 +1,53 @@
+/* SPDX-License-Identifier: MIT */
+/* Vectorizable float math shared by the CPU ops: exp for x <= 0 and exact-erf GELU. */
+#pragma once
+
+#include <math.h>
+#include <stdint.h>
+
+/* exp(x) for x <= 0 to ~1 ulp: Cody–Waite reduction by ln 2, then Cephes' degree-6
+ * polynomial; written without branches so that loops around it vectorize. */
+static inline float exp_neg(float x) {
+        x = fmaxf(x, -87.0f);
+        float n = floorf(x * 1.44269504088896341f + 0.5f);
+        float r = x - n * 0.693359375f;
+        r = r + n * 2.12194440e-4f;
+        float p = 1.9875691500e-4f;
+        p = p * r + 1.3981999507e-3f;
+        p = p * r + 8.3334519073e-3f;
+        p = p * r + 4.1665795894e-2f;
+        p = p * r + 1.6666665459e-1f;
+        p = p * r + 5.0000001201e-1f;
+        p = p * (r * r) + r + 1.0f;
+        union {
+                int32_t i;
+                float f;
+        } s = { .i = ((int32_t) n + 127) << 23 };
+        return p * s.f;
+}
+
+/* erfc(a) for a >= 0 with fractional error < 1.2e-7 (the classic Chebyshev fit of
+ * Numerical Recipes §6.2); relative accuracy in the tail is what GELU needs for x < 0. */
+static inline float erfc_pos(float a) {
+        float t = 1.0f / (1.0f + 0.5f * a);
+        float p = 0.17087277f;
+        p = p * t - 0.82215223f;
+        p = p * t + 1.48851587f;
+        p = p * t - 1.13520398f;
+        p = p * t + 0.27886807f;
+        p = p * t - 0.18628806f;
+        p = p * t + 0.09678418f;
+        p = p * t + 0.37409196f;
+        p = p * t + 1.00002368f;
+        p = p * t - 1.26551223f;
+        return t * exp_neg(-a * a + p);
+}
+
+/* GELU(x) = x/2 · (1 + erf(x/√2)) = x/2 · erfc(-x/√2). */
+static inline float gelu(float x) {
+        float a = fabsf(x) * 0.70710678118654752f;
+        float c = erfc_pos(a);
+        float one_plus_erf = x < 0.0f ? c : 2.0f - c;
+        return 0.5f * x * one_plus_erf;
+}
+

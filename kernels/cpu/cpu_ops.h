@@ -1,0 +1,44 @@
+/* SPDX-License-Identifier: MIT */
+/* The CPU backend's ops (FP32, OpenBLAS through CBLAS, OpenMP threads). Private to kernels/cpu. */
+#pragma once
+
+#include "backend.h"
+
+#ifdef P3_NO_CBLAS_H
+enum CBLAS_ORDER { CblasRowMajor = 101 };
+enum CBLAS_TRANSPOSE { CblasNoTrans = 111, CblasTrans = 112 };
+void cblas_sgemm(enum CBLAS_ORDER, enum CBLAS_TRANSPOSE, enum CBLAS_TRANSPOSE, int, int, int, float,
+                 const float *, int, const float *, int, float, float *, int);
+#else
+#include <cblas.h>
+#endif
+
+/* Exact-erf GELU to ~2 ulp, written so that the compiler vectorizes it. */
+void cpu_gelu_inplace(float *x, int64_t n);
+float cpu_gelu1(float x);
+
+/* C[m,n] (ldc) = A[m,k] (lda) · B[n,k]ᵀ (ldb) (+ C when accumulate): one single-threaded
+ * sgemm call; callers split rows across threads themselves. */
+void cpu_sgemm_nt(int64_t m, int64_t n, int64_t k, const float *a, int64_t lda, const float *b,
+                  int64_t ldb, float *c, int64_t ldc, bool accumulate);
+
+int cpu_linear(p3_backend *be, const p3_tensor *x, const p3_tensor *w, const p3_tensor *b,
+               p3_tensor *y, unsigned flags);
+int cpu_layernorm(p3_backend *be, const p3_tensor *x, const p3_tensor *g, const p3_tensor *b,
+                  p3_tensor *y, unsigned flags);
+int cpu_add(p3_backend *be, const p3_tensor *x, p3_tensor *y);
+int cpu_subm_conv(p3_backend *be, const p3_tensor *x, const int32_t *nbr, const p3_tensor *w,
+                  const p3_tensor *b, p3_tensor *y);
+int cpu_attention(p3_backend *be, const p3_tensor *qkv, const int32_t *slot_point, int64_t n_pad,
+                  int64_t window, int heads, p3_tensor *out);
+int cpu_gather_rows(p3_backend *be, const p3_tensor *x, const int32_t *idx, p3_tensor *y,
+                    int64_t col0);
+int cpu_gather_add(p3_backend *be, const p3_tensor *x, const int32_t *idx, p3_tensor *y);
+int cpu_segment_max(p3_backend *be, const p3_tensor *x, const int32_t *cluster, p3_tensor *y);
+int cpu_to_host_f32(p3_backend *be, const p3_tensor *x, float *host);
+int cpu_heads(p3_backend *be, const p3_heads_params *hp, const p3_heads_input *in,
+              p3_heads_output *out);
+
+static inline float *cpu_row(const p3_tensor *t, int64_t i) {
+        return (float *) t->data + i * p3_ld(t);
+}

@@ -4,6 +4,7 @@
  * torch.randperm for small n, and PCG64 seeded through NumPy's SeedSequence (default_rng). */
 #pragma once
 
+#include <stddef.h>
 #include <stdint.h>
 
 typedef struct p3_mt19937 {
@@ -24,6 +25,9 @@ typedef struct p3_pcg64 {
         __uint128_t state, inc;
 } p3_pcg64;
 
+/* Added: SeedSequence(seed).generate_state(n, uint64), the words PCG64 is seeded from (exposed
+ * so that the test can check them against NumPy's). */
+void p3_seedseq_generate_u64(uint64_t seed, uint64_t *out, size_t n);
 /* np.random.default_rng(seed): SeedSequence(seed) -> PCG64. */
 void p3_pcg64_seed(p3_pcg64 *g, uint64_t seed);
 uint64_t p3_pcg64_next64(p3_pcg64 *g);

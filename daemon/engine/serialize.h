@@ -9,6 +9,10 @@
 #include "error.h"
 #include "model_config.h"
 
+/* Added: stable ascending argsort of 64-bit keys (LSD radix); sorted_key may be NULL.
+ * GridSample uses it for the hash order, serialization for the codes, pooling for the cells. */
+int p3_argsort_u64(const uint64_t *key, int64_t n, int32_t *order, uint64_t *sorted_key);
+
 /* bit_length(max over all axes of grid_coord + 1). */
 int p3_serial_depth(const int32_t *grid_coord, int64_t n);
 uint64_t p3_z_encode(uint32_t x, uint32_t y, uint32_t z, int depth);
@@ -27,8 +31,10 @@ int p3_serialize(const int32_t *grid_coord, int64_t n, const p3_order *orders, i
 int p3_subm_neighbors(const int32_t *grid_coord, int64_t n, int32_t *nbr);
 
 /* Attention windows (upstream's padding rule): window = min(n, patch); n_pad = ceil(n/window) *
- * window; slot s < n holds rank s, slots [n, n_pad) hold ranks [n - window + (n % window)...)
- * so the last window is the last `window` ranks. pad[n_pad] receives the rank of each slot. */
+ * window; slot s < n holds rank s, slots s in [n, n_pad) hold rank s - window (fixed: this
+ * comment said n - window + (n % window), which contradicts spec §3.6's example n = 2500,
+ * window 1024: slots 2500..3071 hold ranks 1476..2047), so the last window is the last `window`
+ * ranks. pad[n_pad] receives the rank of each slot. */
 void p3_attention_windows(int64_t n, int patch, int64_t *window, int64_t *n_pad);
 void p3_attention_pad(int64_t n, int64_t window, int64_t n_pad, int32_t *pad);
 

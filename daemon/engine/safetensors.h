@@ -42,6 +42,7 @@ typedef struct st_file {
         size_t n_tensors;
         char **meta_keys, **meta_values; /* "__metadata__" entries */
         size_t n_meta;
+        bool mapped; /* map came from mmap() (st_open), not from the caller (st_open_buffer) */
 } st_file;
 
 size_t st_dtype_size(st_dtype t);
@@ -57,6 +58,8 @@ void st_close(st_file *f);
 DEFINE_TRIVIAL_CLEANUP_FUNC(st_file *, st_close);
 
 const st_tensor *st_find(const st_file *f, const char *name);
+/* Parse a dtype string ("F32", ...); negative errno if unknown. */
+int st_dtype_from_string(const char *s, st_dtype *ret);
 const char *st_meta(const st_file *f, const char *key);
 
 /* Convert any float tensor (F32/F16/BF16/F64) to F32, any integer tensor (I64/I32/U8/BOOL) to
@@ -74,6 +77,12 @@ DEFINE_TRIVIAL_CLEANUP_FUNC(st_writer *, st_writer_free);
 int st_writer_add(st_writer *w, const char *name, st_dtype dtype, int ndim, const int64_t *shape,
                   const void *data);
 int st_writer_add_meta(st_writer *w, const char *key, const char *value);
+/* Add a tensor whose bytes are produced only when the file is written: fill(userdata, dst,
+ * nbytes) must fill dst with nbytes of little-endian data and return 0 or a negative errno.
+ * Lets a caller stream a checkpoint larger than it wants to hold in memory. */
+typedef int (*st_fill_fn)(void *userdata, void *dst, size_t nbytes);
+int st_writer_add_fill(st_writer *w, const char *name, st_dtype dtype, int ndim,
+                       const int64_t *shape, st_fill_fn fill, void *userdata);
 /* Write to an open descriptor (from its current position). */
 int st_writer_write_fd(st_writer *w, int fd, p3_err *err);
 /* Write to path via a temporary file in the same directory, renamed only on success. */

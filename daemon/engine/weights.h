@@ -28,6 +28,8 @@ typedef struct p3_weights {
         float *owned;       /* converted copies for F16/BF16 files, and synthetic weights */
         st_file *file;      /* the mapping, NULL for synthetic weights */
         size_t total_params;
+        uint32_t *slots;  /* open-addressing name index into specs: slot -> spec index + 1 */
+        size_t slot_mask; /* number of slots - 1 (a power of two minus one) */
 } p3_weights;
 
 /* Map a checkpoint, strip a leading "dit." from key names, check that every expected key is
@@ -42,3 +44,7 @@ DEFINE_TRIVIAL_CLEANUP_FUNC(p3_weights *, p3_weights_free);
 /* FP32 data of a tensor by full name; NULL if absent. */
 const float *p3_weights_get(const p3_weights *w, const char *name);
 const p3_weight_spec *p3_weights_spec(const p3_weights *w, const char *name);
+/* Index of a tensor in w->specs / w->data, or -ENOENT. */
+int p3_weights_index(const p3_weights *w, const char *name);
+/* Sum of numel over specs. */
+size_t p3_weight_specs_total(const p3_weight_spec *specs, size_t n);

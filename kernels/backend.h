@@ -103,6 +103,8 @@ typedef struct p3_backend_ops {
         /* y = LayerNorm(x)·g + b (eps 1e-5, biased variance), then flags. y may equal x. */
         int (*layernorm)(p3_backend *be, const p3_tensor *x, const p3_tensor *g,
                          const p3_tensor *b, p3_tensor *y, unsigned flags);
+        /* x = GELU(x), in place. */
+        int (*gelu)(p3_backend *be, p3_tensor *x);
         /* y += x (same shape). */
         int (*add)(p3_backend *be, const p3_tensor *x, p3_tensor *y);
         /* y = Σ_r x[nbr[i,r]] · W_rᵀ + b, with w the KRSC weight viewed as [cout, 27·cin]

@@ -16,7 +16,8 @@ typedef struct p3_err {
  * which must be a negative errno. e may be NULL. */
 int p3_errf(p3_err *e, int r, const char *fmt, ...) _printf_(3, 4);
 
+const char *p3_strerror(int r);
+
 static inline const char *p3_err_msg(const p3_err *e, int r) {
-        extern const char *p3_strerror(int r);
         return e && e->msg[0] ? e->msg : p3_strerror(r);
 }

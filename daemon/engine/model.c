@@ -1,1 +1,188 @@
 /* SPDX-License-Identifier: MIT */
+/* Building a p3_model: every weight of the checkpoint uploaded once to the backend, in the
+ * shapes the ops take. */
+#include <stdio.h>
+#include <string.h>
+
+#include "model-internal.h"
+
+static int upload(p3_model *m, const p3_weights *w, const char *name, int64_t rows, int64_t cols,
+                  p3_tensor *ret, p3_err *err) {
+        const p3_weight_spec *s = p3_weights_spec(w, name);
+        const float *data = p3_weights_get(w, name);
+        if (!s || !data)
+                return p3_errf(err, -ENOENT, "weights have no tensor %s", name);
+        if (s->numel != rows * cols)
+                return p3_errf(err, -EINVAL, "weight %s has %lld values, expected %lld", name,
+                               (long long) s->numel, (long long) (rows * cols));
+        int r = m->be->ops->weight_upload(m->be, data, rows, cols, ret);
+        if (r < 0)
+                return p3_errf(err, r, "cannot upload weight %s: %s", name, p3_strerror(r));
+        return 0;
+}
+
+/* prefix.weight [out, in·k] and prefix.bias [out] (or a LayerNorm's gamma/beta: in = 0). */
+static int upload_linear(p3_model *m, const p3_weights *w, const char *prefix, int64_t out,
+                         int64_t in, p3_linear *l, p3_err *err) {
+        char name[128];
+        snprintf(name, sizeof(name), "%s.weight", prefix);
+        int r = upload(m, w, name, in ? out : 1, in ? in : out, &l->w, err);
+        if (r < 0)
+                return r;
+        snprintf(name, sizeof(name), "%s.bias", prefix);
+        return upload(m, w, name, 1, out, &l->b, err);
+}
+
+static int upload_mlp3(p3_model *m, const p3_weights *w, const char *prefix, const int dims[4],
+                       p3_mlp3 *mlp, p3_err *err) {
+        for (int i = 0; i < 3; i++) {
+                char p[96];
+                p3_linear l;
+                snprintf(p, sizeof(p), "%s.%d", prefix, 2 * i);
+                int r = upload_linear(m, w, p, dims[i + 1], dims[i], &l, err);
+                if (r < 0)
+                        return r;
+                mlp->w[i] = l.w;
+                mlp->b[i] = l.b;
+        }
+        return 0;
+}
+
+static int upload_block(p3_model *m, const p3_weights *w, int s, int b, int c, p3_block *bl,
+                        p3_err *err) {
+        char p[96];
+        int r, hid = c * m->cfg.mlp_ratio;
+        struct {
+                const char *suffix;
+                int64_t out, in;
+                p3_linear *l;
+        } parts[] = {
+                { "cpe.0", c, 27 * c, &bl->conv },  { "cpe.1", c, c, &bl->cpe_fc },
+                { "cpe.2", c, 0, &bl->cpe_norm },   { "norm1.0", c, 0, &bl->norm1 },
+                { "attn.qkv", 3 * c, c, &bl->qkv }, { "attn.proj", c, c, &bl->proj },
+                { "norm2.0", c, 0, &bl->norm2 },    { "mlp.0.fc1", hid, c, &bl->fc1 },
+                { "mlp.0.fc2", c, hid, &bl->fc2 },
+        };
+        for (size_t i = 0; i < ELEMENTSOF(parts); i++) {
+                snprintf(p, sizeof(p), "sonata.enc.enc%d.block%d.%s", s, b, parts[i].suffix);
+                r = upload_linear(m, w, p, parts[i].out, parts[i].in, parts[i].l, err);
+                if (r < 0)
+                        return r;
+        }
+        return 0;
+}
+
+static int upload_backbone(p3_model *m, const p3_weights *w, p3_err *err) {
+        const p3_config *cfg = &m->cfg;
+        int r = upload_linear(m, w, "sonata.embedding.stem.linear", cfg->channels[0],
+                              cfg->in_channels, &m->stem, err);
+        if (r >= 0)
+                r = upload_linear(m, w, "sonata.embedding.stem.norm", cfg->channels[0], 0,
+                                  &m->stem_norm, err);
+        for (int s = 0; r >= 0 && s < cfg->num_stages; s++) {
+                p3_stage *st = &m->stages[s];
+                char p[96];
+                if (s > 0) {
+                        snprintf(p, sizeof(p), "sonata.enc.enc%d.down.proj", s);
+                        r = upload_linear(m, w, p, cfg->channels[s], cfg->channels[s - 1],
+                                          &st->down, err);
+                        snprintf(p, sizeof(p), "sonata.enc.enc%d.down.norm.0", s);
+                        if (r >= 0)
+                                r = upload_linear(m, w, p, cfg->channels[s], 0, &st->down_norm,
+                                                  err);
+                }
+                st->depth = cfg->depths[s];
+                st->blocks = calloc(st->depth, sizeof(p3_block));
+                if (!st->blocks)
+                        return -ENOMEM;
+                for (int b = 0; r >= 0 && b < st->depth; b++)
+                        r = upload_block(m, w, s, b, cfg->channels[s], &st->blocks[b], err);
+        }
+        return r;
+}
+
+static int upload_heads(p3_model *m, const p3_weights *w, p3_err *err) {
+        static const int seg[4] = { 518, 512, 512, 1 }, s2g[4] = { 521, 256, 256, 256 },
+                         s2[4] = { 777, 256, 256, 1 }, iou[4] = { 777, 256, 256, 256 },
+                         iou_out[4] = { 256, 256, 256, 3 };
+        int mlp[4] = { m->cfg.concat_width, 512, 512, 512 };
+        int r = upload_mlp3(m, w, "mlp", mlp, &m->mlp, err);
+        for (int h = 0; r >= 0 && h < 3; h++) {
+                char p[32];
+                snprintf(p, sizeof(p), "seg_mlp_%d", h + 1);
+                r = upload_mlp3(m, w, p, seg, &m->heads.seg[h], err);
+                snprintf(p, sizeof(p), "seg_s2_mlp_%d", h + 1);
+                if (r >= 0)
+                        r = upload_mlp3(m, w, p, s2, &m->heads.s2[h], err);
+        }
+        if (r >= 0)
+                r = upload_mlp3(m, w, "seg_s2_mlp_g", s2g, &m->heads.s2g, err);
+        if (r >= 0)
+                r = upload_mlp3(m, w, "iou_mlp", iou, &m->heads.iou, err);
+        if (r >= 0)
+                r = upload_mlp3(m, w, "iou_mlp_out", iou_out, &m->heads.iou_out, err);
+        return r;
+}
+
+static void free_tensor(p3_model *m, p3_tensor *t) {
+        if (t->data)
+                m->be->ops->weight_free(m->be, t);
+}
+
+static void free_mlp3(p3_model *m, p3_mlp3 *l) {
+        for (int i = 0; i < 3; i++) {
+                free_tensor(m, &l->w[i]);
+                free_tensor(m, &l->b[i]);
+        }
+}
+
+void p3_model_free(p3_model *m) {
+        if (!m)
+                return;
+        /* Every tensor of the model is a p3_tensor field: walk the structs as arrays. */
+        p3_tensor *t = (p3_tensor *) &m->stem;
+        for (size_t i = 0; i < 4; i++)
+                free_tensor(m, &t[i]);
+        for (int s = 0; s < m->cfg.num_stages; s++) {
+                p3_stage *st = &m->stages[s];
+                t = (p3_tensor *) &st->down;
+                for (size_t i = 0; i < 4; i++)
+                        free_tensor(m, &t[i]);
+                for (int b = 0; st->blocks && b < st->depth; b++) {
+                        t = (p3_tensor *) &st->blocks[b];
+                        for (size_t i = 0; i < sizeof(p3_block) / sizeof(p3_tensor); i++)
+                                free_tensor(m, &t[i]);
+                }
+                free(st->blocks);
+        }
+        free_mlp3(m, &m->mlp);
+        p3_mlp3 *h = (p3_mlp3 *) &m->heads;
+        for (size_t i = 0; i < sizeof(p3_heads_params) / sizeof(p3_mlp3); i++)
+                free_mlp3(m, &h[i]);
+        free(m);
+}
+
+int p3_model_new(p3_backend *be, const p3_weights *w, p3_model **ret, p3_err *err) {
+        p3_model *m = calloc(1, sizeof(*m));
+        if (!m)
+                return -ENOMEM;
+        m->be = be;
+        m->cfg = w->cfg;
+        int r = upload_backbone(m, w, err);
+        if (r >= 0)
+                r = upload_heads(m, w, err);
+        if (r < 0) {
+                p3_model_free(m);
+                return r;
+        }
+        *ret = m;
+        return 0;
+}
+
+const p3_config *p3_model_config(const p3_model *m) {
+        return &m->cfg;
+}
+
+p3_backend *p3_model_backend(const p3_model *m) {
+        return m->be;
+}

@@ -70,6 +70,7 @@ static const p3_backend_ops cpu_ops = {
         .weight_free = cpu_weight_free,
         .linear = cpu_linear,
         .layernorm = cpu_layernorm,
+        .gelu = cpu_gelu,
         .add = cpu_add,
         .subm_conv = cpu_subm_conv,
         .attention = cpu_attention,

@@ -54,3 +54,10 @@ int cpu_add(p3_backend *be, const p3_tensor *x, p3_tensor *y) {
         }
         return 0;
 }
+
+int cpu_gelu(p3_backend *be, p3_tensor *x) {
+#pragma omp parallel for num_threads(be->threads) schedule(static)
+        for (int64_t i = 0; i < x->rows; i++)
+                cpu_gelu_inplace(cpu_row(x, i), x->cols);
+        return 0;
+}

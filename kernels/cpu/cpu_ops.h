@@ -26,6 +26,7 @@ int cpu_linear(p3_backend *be, const p3_tensor *x, const p3_tensor *w, const p3_
                p3_tensor *y, unsigned flags);
 int cpu_layernorm(p3_backend *be, const p3_tensor *x, const p3_tensor *g, const p3_tensor *b,
                   p3_tensor *y, unsigned flags);
+int cpu_gelu(p3_backend *be, p3_tensor *x);
 int cpu_add(p3_backend *be, const p3_tensor *x, p3_tensor *y);
 int cpu_subm_conv(p3_backend *be, const p3_tensor *x, const int32_t *nbr, const p3_tensor *w,
                   const p3_tensor *b, p3_tensor *y);

@@ -1,0 +1,35 @@
+/* SPDX-License-Identifier: MIT */
+/* The model's weights as backend tensors, shared by model.c (upload), sonata.c (backbone) and
+ * heads.c (prompt batches). */
+#pragma once
+
+#include "model.h"
+
+typedef struct p3_linear {
+        p3_tensor w, b;
+} p3_linear;
+
+typedef struct p3_block {
+        p3_linear conv;     /* cpe.0: SubMConv3d, weight viewed [C, 27·C] */
+        p3_linear cpe_fc;   /* cpe.1 */
+        p3_linear cpe_norm; /* cpe.2 (LayerNorm: w = gamma, b = beta) */
+        p3_linear norm1, qkv, proj, norm2, fc1, fc2;
+} p3_block;
+
+typedef struct p3_stage {
+        p3_linear down, down_norm; /* pooling (stages >= 1) */
+        p3_block *blocks;
+        int depth;
+} p3_stage;
+
+struct p3_model {
+        p3_backend *be;
+        p3_config cfg;
+        p3_linear stem, stem_norm;
+        p3_stage stages[P3_MAX_STAGES];
+        p3_mlp3 mlp; /* feature projector: concat → 512 */
+        p3_heads_params heads;
+};
+
+int p3_sonata_forward(p3_model *m, double *pts, const double *normals, int64_t n,
+                      const p3_run_opts *o, p3_features *ret, p3_err *err);

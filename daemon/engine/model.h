@@ -1,0 +1,79 @@
+/* SPDX-License-Identifier: MIT */
+/* The P3-SAM network on a compute backend: the Sonata backbone (point features) and the
+ * point-prompted heads (masks and IoUs). This is the engine's public API for inference; the
+ * pipeline (sampling, prompts, post-processing) is built on top of it.
+ *
+ * Randomness: a seed drives two MT19937 generators exactly as upstream seeds NumPy's legacy
+ * RandomState and torch's CPU generator (np.random.seed(s); torch.manual_seed(s)): the NumPy one
+ * picks GridSample's representative points and then the FPS start, the torch one permutes the
+ * serialization orders (one randperm(4) at the embedding and one per pooling). A p3_replay
+ * supplies those choices instead, to reproduce a recorded run. */
+#pragma once
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "backend.h"
+#include "error.h"
+#include "rng.h"
+#include "weights.h"
+
+typedef struct p3_model p3_model;
+
+/* Upload the weights to the backend (the CPU backend references w's memory: keep w alive). */
+int p3_model_new(p3_backend *be, const p3_weights *w, p3_model **ret, p3_err *err);
+void p3_model_free(p3_model *m);
+DEFINE_TRIVIAL_CLEANUP_FUNC(p3_model *, p3_model_free);
+const p3_config *p3_model_config(const p3_model *m);
+p3_backend *p3_model_backend(const p3_model *m);
+
+/* Called with named intermediates (host FP32, row-major) when tracing; names as in the golden
+ * files: embedding_feat, stage{s}_pooled_feat, stage{s}_block{b}_{cpe_out,attn_out,out},
+ * stage{s}_feat, concat_feat, mlp_feat, point_feat. */
+typedef void (*p3_trace_fn)(void *userdata, const char *name, const float *data, int64_t rows,
+                            int64_t cols);
+/* Return true to abort (checked between stages and prompt batches: -ECANCELED). */
+typedef bool (*p3_abort_fn)(void *userdata);
+typedef void (*p3_progress_fn)(void *userdata, const char *stage, double fraction);
+
+typedef struct p3_replay {
+        const int64_t *grid_sample_index; /* [grid_sample_m] or NULL */
+        int64_t grid_sample_m;
+        const int64_t *order_perm[P3_MAX_STAGES]; /* [num_orders] each, or NULL */
+} p3_replay;
+
+typedef struct p3_run_opts {
+        uint64_t seed;
+        const p3_replay *replay;
+        p3_trace_fn trace;
+        p3_abort_fn abort;
+        p3_progress_fn progress;
+        void *userdata;
+} p3_run_opts;
+
+/* Per-point features of one cloud, on the backend. */
+typedef struct p3_features {
+        int64_t n, m;        /* points, voxels */
+        p3_tensor feat;      /* [m, 512] per voxel */
+        int32_t *inverse;    /* [n] point → voxel, device */
+        p3_tensor points;    /* [n, 3] centre-shifted coordinates, device */
+        float *points_host;  /* [n, 3] the same, host (prompts are picked from these) */
+        double shift[3];     /* the CenterShift that was subtracted */
+        int64_t *grid_index; /* [m] representative point of each voxel */
+        p3_mt19937 np_rng;   /* NumPy-like generator after GridSample's draws (FPS start) */
+} p3_features;
+
+/* Backbone: CenterShift (in place on pts: the heads and FPS use the shifted coordinates, as
+ * upstream), GridSample, Sonata, the P3-SAM mlp. pts/normals: [n, 3] float64. */
+int p3_model_features(p3_model *m, double *pts, const double *normals, int64_t n,
+                      const p3_run_opts *o, p3_features *ret, p3_err *err);
+void p3_features_done(p3_model *m, p3_features *f);
+
+/* The heads for k prompts (host [k, 3], coordinates of the shifted cloud), split into batches of
+ * at most `batch` prompts; outputs as p3_heads_output for all k (each array sized for k). */
+int p3_model_heads(p3_model *m, const p3_features *f, const float *prompts, int k, int batch,
+                   const p3_run_opts *o, p3_heads_output *out, p3_err *err);
+
+/* FPS prompt indices on the shifted cloud: start = randint(0, n) from f->np_rng (or `start` if
+ * >= 0), k indices into out. */
+int p3_model_fps(p3_features *f, int64_t k, int64_t start, int64_t *out);

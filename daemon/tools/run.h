@@ -5,3 +5,25 @@
 
 /* subcommands */
 int run_synth(int argc, char **argv);
+int run_infer(int argc, char **argv);
+
+/* Shared by the subcommands that run the model. */
+#include "error.h"
+#include "model.h"
+
+typedef struct run_model {
+        p3_backend *be;
+        p3_weights *w;
+        p3_model *m;
+} run_model;
+
+/* Load the config (NULL: the real one), map the weights, build the backend and the model.
+ * On failure prints nothing; the message is in err. */
+int run_model_open(const char *weights, const char *config, int threads, run_model *rm,
+                   p3_err *err);
+void run_model_close(run_model *rm);
+
+/* Parse a decimal integer option in [lo, hi]; returns false if it is not one. */
+bool run_parse_int(const char *s, long long lo, long long hi, long long *ret);
+/* "p3sam-run: <message>" on stderr; returns 1. */
+int run_fail(const char *fmt, ...) _printf_(1, 2);

@@ -332,7 +332,7 @@ int cpu_heads(p3_backend *be, const p3_heads_params *hp, const p3_heads_input *i
         if (r < 0)
                 return r;
         hc.m1 = m1;
-        _cleanup_free_ float *pk = malloc(sizeof(float) * (size_t) k * (3 * FEAT + 6 * G));
+        _cleanup_free_ float *pk = malloc(sizeof(float) * (size_t) k * (3 * FEAT + 7 * G));
         if (!pk) {
                 be->ops->free(be, m1, m1_bytes);
                 return -ENOMEM;

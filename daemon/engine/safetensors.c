@@ -169,6 +169,8 @@ static char *find_duplicate_key(const char *s, size_t len) {
                         want_key = true;
         }
 
+        if (n < 2)
+                return NULL;
         qsort(keys, n, sizeof(*keys), span_cmp);
         for (size_t i = 1; i < n; i++)
                 if (span_cmp(&keys[i - 1], &keys[i]) == 0)

@@ -102,6 +102,8 @@ static int synth_fill_cb(void *userdata, void *dst, size_t nbytes) {
         const p3_weight_spec *s = j->spec;
         float *f = j->dtype == ST_F32 ? dst : j->scratch;
 
+        if (nbytes != (size_t) s->numel * st_dtype_size(j->dtype))
+                return -EINVAL;
         p3_synth_fill(s->name, s->ndim, s->shape, f);
         if (j->gain != 1.0)
                 for (int64_t i = 0; i < s->numel; i++)

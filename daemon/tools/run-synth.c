@@ -55,6 +55,7 @@ int run_synth(int argc, char **argv) {
         int c;
 
         optind = 0; /* a fresh scan: the caller may have run getopt on its own argv */
+        opterr = 0; /* our own message below, with the p3sam-run: prefix */
         while ((c = getopt_long(argc, argv, "+c:o:t:g:h", opts, NULL)) >= 0) {
                 switch (c) {
                 case 'c':
@@ -83,8 +84,8 @@ int run_synth(int argc, char **argv) {
                         usage(stdout);
                         return 0;
                 default:
-                        usage(stderr);
-                        return 2;
+                        return usage_error("synth: unknown option or missing value in \"%s\".",
+                                           argv[optind - 1]);
                 }
         }
         if (optind < argc)

@@ -147,6 +147,12 @@ typedef struct p3_backend_options {
         size_t limit_bytes;
 } p3_backend_options;
 
+/* Call first thing in main(): re-executes the program once with OPENBLAS_CORETYPE set when
+ * OpenBLAS failed to recognise a CPU that has AVX2/AVX-512 (see cpu/cpu_blas_env.c). */
+void p3_blas_reexec_if_slow(char **argv);
+/* The core p3_blas_reexec_if_slow would choose, or NULL when none is needed. */
+const char *p3_blas_core_override(void);
+
 int p3_backend_cpu_new(const p3_backend_options *opt, p3_backend **ret);
 void p3_backend_free(p3_backend *be);
 

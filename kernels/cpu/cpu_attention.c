@@ -20,7 +20,7 @@ __attribute__((target_clones("avx512f", "avx2", "default"))) static void softmax
                 float *row = s + i * w;
                 float mx = row[0];
                 for (int64_t j = 1; j < w; j++)
-                        mx = fmaxf(mx, row[j]);
+                        mx = maxf(mx, row[j]);
                 for (int64_t j = 0; j < w; j++) /* vectorizes: no reduction inside */
                         row[j] = exp_neg(row[j] - mx);
                 float sum = 0;

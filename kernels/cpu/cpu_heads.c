@@ -148,7 +148,7 @@ static void running_max(const float *v, int64_t np, int k, float *vmax) {
         for (int64_t t = 0; t < np; t++)
                 for (int j = 0; j < k; j++)
                         for (int64_t c = 0; c < G; c++)
-                                vmax[j * G + c] = fmaxf(vmax[j * G + c], v[(t * k + j) * G + c]);
+                                vmax[j * G + c] = maxf(vmax[j * G + c], v[(t * k + j) * G + c]);
 }
 
 static void pass1_tile(heads_ctx *hc, tile_buf *tb, int64_t p0, int64_t np) {
@@ -268,7 +268,7 @@ static int run_pass(p3_backend *be, heads_ctx *hc, int pass, float *vmax) {
 #pragma omp critical
                 if (r >= 0)
                         for (int64_t i = 0; i < (int64_t) k * G; i++)
-                                vmax[i] = fmaxf(vmax[i], tb.vmax[i]);
+                                vmax[i] = maxf(vmax[i], tb.vmax[i]);
                 tile_buf_done(&tb);
         }
         return err;

@@ -4,12 +4,14 @@
 
 #include <math.h>
 #include <stdint.h>
+#include <string.h>
 
 /* exp(x) for x <= 0 to ~1 ulp: Cody–Waite reduction by ln 2, then Cephes' degree-6
  * polynomial; written without branches so that loops around it vectorize. */
 static inline float exp_neg(float x) {
-        x = fmaxf(x, -87.0f);
-        float n = floorf(x * 1.44269504088896341f + 0.5f);
+        x = x > -87.0f ? x : -87.0f;
+        /* n = round(x / ln 2) by the 1.5·2^23 trick: floorf would not vectorize */
+        float n = (x * 1.44269504088896341f + 12582912.0f) - 12582912.0f;
         float r = x - n * 0.693359375f;
         r = r + n * 2.12194440e-4f;
         float p = 1.9875691500e-4f;
@@ -19,11 +21,15 @@ static inline float exp_neg(float x) {
         p = p * r + 1.6666665459e-1f;
         p = p * r + 5.0000001201e-1f;
         p = p * (r * r) + r + 1.0f;
-        union {
-                int32_t i;
-                float f;
-        } s = { .i = ((int32_t) n + 127) << 23 };
-        return p * s.f;
+        int32_t e = ((int32_t) n + 127) << 23;
+        float scale;
+        memcpy(&scale, &e, sizeof(scale));
+        return p * scale;
+}
+
+/* max without fmaxf's NaN rules, so that it vectorizes (inputs are never NaN here). */
+static inline float maxf(float a, float b) {
+        return a > b ? a : b;
 }
 
 /* erfc(a) for a >= 0 with fractional error < 1.2e-7 (the classic Chebyshev fit of

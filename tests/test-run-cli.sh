@@ -1,0 +1,84 @@
+#!/bin/bash
+# p3sam-run as a user meets it: exit codes (0 ok, 1 failure, 2 usage), one-sentence errors,
+# and no output file after a failure.
+set -u
+run=${P3SAM_RUN:?}
+data=${P3_TEST_DATA:?}
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+fails=0
+
+expect() { # expect STATUS DESCRIPTION -- command...
+        local want=$1 what=$2
+        shift 3
+        "$@" >"$tmp/out" 2>"$tmp/err"
+        local got=$?
+        if [ "$got" != "$want" ]; then
+                echo "FAIL: $what: exit $got, expected $want"; cat "$tmp/err"; fails=$((fails + 1))
+                return 1
+        fi
+        echo "ok: $what (exit $got)"
+}
+
+one_line_error() { # the error is one line, prefixed, and names $1
+        if [ "$(wc -l <"$tmp/err")" -ne 1 ] || ! grep -q "^p3sam-run: .*$1" "$tmp/err"; then
+                echo "FAIL: error is not one line naming $1:"; cat "$tmp/err"; fails=$((fails + 1))
+        else
+                echo "   $(cat "$tmp/err")"
+        fi
+}
+
+expect 0 "--help" -- "$run" --help
+expect 0 "infer --help" -- "$run" infer --help
+expect 2 "no command" -- "$run"
+expect 2 "unknown command" -- "$run" frobnicate
+expect 2 "infer without arguments" -- "$run" infer
+expect 2 "infer with a bad --prompts" -- "$run" infer --weights w --case c --out o --prompts -3
+expect 2 "synth with a bad --dtype" -- "$run" synth --out "$tmp/w" --dtype f8
+
+"$run" synth --config "$data/tiny_config.json" --out "$tmp/w.safetensors" || { echo "FAIL: synth"; exit 1; }
+echo "ok: synth tiny weights"
+
+expect 1 "missing weights file" -- "$run" infer --weights "$tmp/nope.safetensors" \
+        --config "$data/tiny_config.json" --case "$data/tiny_case.safetensors" --out "$tmp/o1"
+one_line_error "nope.safetensors"
+[ ! -e "$tmp/o1" ] || { echo "FAIL: output left behind"; fails=$((fails + 1)); }
+
+head -c 100000 "$tmp/w.safetensors" >"$tmp/trunc.safetensors"
+expect 1 "truncated weights" -- "$run" infer --weights "$tmp/trunc.safetensors" \
+        --config "$data/tiny_config.json" --case "$data/tiny_case.safetensors" --out "$tmp/o2"
+one_line_error "trunc.safetensors"
+[ ! -e "$tmp/o2" ] || { echo "FAIL: output left behind"; fails=$((fails + 1)); }
+
+expect 1 "weights of another config" -- "$run" infer --weights "$tmp/w.safetensors" \
+        --case "$data/tiny_case.safetensors" --out "$tmp/o3"
+one_line_error "w.safetensors"
+[ ! -e "$tmp/o3" ] || { echo "FAIL: output left behind"; fails=$((fails + 1)); }
+
+echo '{"sonata": {"enc_depths": [1, 2]}}' >"$tmp/bad.json"
+expect 1 "inconsistent config" -- "$run" infer --weights "$tmp/w.safetensors" \
+        --config "$tmp/bad.json" --case "$data/tiny_case.safetensors" --out "$tmp/o4"
+one_line_error "bad.json"
+
+expect 1 "case without coordinates" -- "$run" infer --weights "$tmp/w.safetensors" \
+        --config "$data/tiny_config.json" --case "$tmp/w.safetensors" --out "$tmp/o5"
+one_line_error "coord"
+[ ! -e "$tmp/o5" ] || { echo "FAIL: output left behind"; fails=$((fails + 1)); }
+
+expect 1 "output directory missing" -- "$run" infer --weights "$tmp/w.safetensors" \
+        --config "$data/tiny_config.json" --case "$data/tiny_case.safetensors" \
+        --out "$tmp/no/such/dir/o.safetensors"
+one_line_error "o.safetensors"
+
+expect 0 "infer on the tiny case" -- "$run" infer --weights "$tmp/w.safetensors" \
+        --config "$data/tiny_config.json" --case "$data/tiny_case.safetensors" \
+        --out "$tmp/ok.safetensors" --batch 3 --threads 1
+for key in point_feat concat_feat stage0_feat stage4_feat points_heads prompt_idx \
+        head_seg_global head_iou_feat head_seg_mlp_1_logit head_seg_s2_mlp_3_logit mask_1 \
+        mask_3 pred_iou; do
+        grep -aq "\"$key\"" "$tmp/ok.safetensors" || { echo "FAIL: output lacks $key"; fails=$((fails + 1)); }
+done
+ls "$tmp" | grep -q tmp && { echo "FAIL: temporary file left behind"; fails=$((fails + 1)); }
+
+echo "$fails failure(s)"
+[ "$fails" -eq 0 ]

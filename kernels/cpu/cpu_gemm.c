@@ -4,6 +4,7 @@
  * number of threads), and an exact-erf GELU that vectorizes. */
 #include <math.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "cpu_math.h"
@@ -36,18 +37,29 @@ void cpu_sgemm_nt(int64_t m, int64_t n, int64_t k, const float *a, int64_t lda, 
                     (int) lda, b, (int) ldb, accumulate ? 1.0f : 0.0f, c, (int) ldc);
 }
 
+/* y = x·Wᵀ + b, then GELU; with P3_ACCUMULATE the result is added to y (the branch is
+ * activated before it joins the residual). */
 static void linear_block(const p3_tensor *x, const p3_tensor *w, const p3_tensor *b,
-                         p3_tensor *y, int64_t r0, int64_t nr, unsigned flags) {
-        float *yr = cpu_row(y, r0);
-        cpu_sgemm_nt(nr, w->rows, w->cols, cpu_row(x, r0), p3_ld(x), w->data, p3_ld(w), yr,
-                     p3_ld(y), flags & P3_ACCUMULATE);
+                         p3_tensor *y, int64_t r0, int64_t nr, unsigned flags, float *tmp) {
+        bool acc = flags & P3_ACCUMULATE;
+        /* Accumulating with an activation needs the pre-activation on its own. */
+        bool separate = acc && (flags & P3_GELU);
+        float *dst = separate ? tmp : cpu_row(y, r0);
+        int64_t ld = separate ? y->cols : p3_ld(y);
+        cpu_sgemm_nt(nr, w->rows, w->cols, cpu_row(x, r0), p3_ld(x), w->data, p3_ld(w), dst, ld,
+                     acc && !separate);
         for (int64_t i = 0; i < nr; i++) {
-                float *row = yr + i * p3_ld(y);
+                float *row = dst + i * ld;
                 if (b)
                         for (int64_t j = 0; j < y->cols; j++)
                                 row[j] += ((const float *) b->data)[j];
                 if (flags & P3_GELU)
                         cpu_gelu_inplace(row, y->cols);
+                if (separate) {
+                        float *yr = cpu_row(y, r0 + i);
+                        for (int64_t j = 0; j < y->cols; j++)
+                                yr[j] += row[j];
+                }
         }
 }
 
@@ -56,10 +68,23 @@ int cpu_linear(p3_backend *be, const p3_tensor *x, const p3_tensor *w, const p3_
         if (x->cols != w->cols || y->cols != w->rows || y->rows != x->rows)
                 return -EINVAL;
         int64_t nblocks = DIV_ROUND_UP(x->rows, ROW_BLOCK);
-#pragma omp parallel for num_threads(be->threads) schedule(dynamic, 1)
-        for (int64_t blk = 0; blk < nblocks; blk++) {
-                int64_t r0 = blk * ROW_BLOCK;
-                linear_block(x, w, b, y, r0, MIN(ROW_BLOCK, x->rows - r0), flags);
+        bool separate = (flags & P3_ACCUMULATE) && (flags & P3_GELU);
+        int err = 0;
+#pragma omp parallel num_threads(be->threads)
+        {
+                float *tmp = separate ? malloc(sizeof(float) * ROW_BLOCK * y->cols) : NULL;
+                if (separate && !tmp) {
+#pragma omp atomic write
+                        err = -ENOMEM;
+                }
+#pragma omp for schedule(dynamic, 1)
+                for (int64_t blk = 0; blk < nblocks; blk++) {
+                        if (separate && !tmp)
+                                continue;
+                        int64_t r0 = blk * ROW_BLOCK;
+                        linear_block(x, w, b, y, r0, MIN(ROW_BLOCK, x->rows - r0), flags, tmp);
+                }
+                free(tmp);
         }
-        return 0;
+        return err;
 }

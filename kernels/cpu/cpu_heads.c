@@ -294,13 +294,13 @@ static int iou_out(const p3_heads_params *hp, const float *imax, int k, float *i
                 return -ENOMEM;
         float *h1 = buf, *h2 = buf + (size_t) k * G, *o = buf + (size_t) 2 * k * G;
         const p3_mlp3 *m = &hp->iou_out;
-        cpu_sgemm_nt(k, G, G, imax, G, m->w[0].data, G, h1, G, false);
+        cpu_sgemm_nt(k, G, G, imax, G, m->w[0].data, p3_ld(&m->w[0]), h1, G, false);
         for (int64_t i = 0; i < (int64_t) k * G; i++)
                 h1[i] = cpu_gelu1(h1[i] + ((const float *) m->b[0].data)[i % G]);
-        cpu_sgemm_nt(k, G, G, h1, G, m->w[1].data, G, h2, G, false);
+        cpu_sgemm_nt(k, G, G, h1, G, m->w[1].data, p3_ld(&m->w[1]), h2, G, false);
         for (int64_t i = 0; i < (int64_t) k * G; i++)
                 h2[i] = cpu_gelu1(h2[i] + ((const float *) m->b[1].data)[i % G]);
-        cpu_sgemm_nt(k, 3, G, h2, G, m->w[2].data, G, o, 3, false);
+        cpu_sgemm_nt(k, 3, G, h2, G, m->w[2].data, p3_ld(&m->w[2]), o, 3, false);
         for (int i = 0; i < k * 3; i++)
                 iou[i] = sigmoidf(o[i] + ((const float *) m->b[2].data)[i % 3]);
         return 0;

@@ -16,11 +16,12 @@ static void layernorm_row(const float *x, const float *g, const float *b, float 
                 double d = x[j] - mean;
                 sq += d * d;
         }
-        float inv = (float) (1.0 / sqrt(sq / (double) c + 1e-5));
-        float m = (float) mean;
+        double inv = 1.0 / sqrt(sq / (double) c + 1e-5);
         float tmp[c]; /* y may alias x; c <= 2048 */
+        /* x − mean in double: a float mean would cost ½ ulp(mean)/std on rows whose spread is
+         * small next to their mean. */
         for (int64_t j = 0; j < c; j++)
-                tmp[j] = (x[j] - m) * inv * g[j] + b[j];
+                tmp[j] = (float) ((x[j] - mean) * inv) * g[j] + b[j];
         if (flags & P3_GELU)
                 cpu_gelu_inplace(tmp, c);
         if (flags & P3_ACCUMULATE)

@@ -1,0 +1,597 @@
+/* SPDX-License-Identifier: MIT */
+/* assimp glue: feed checked bytes to assimp through an IO system that can open nothing else,
+ * watch its log for data loss, and flatten the scene into a p3_mesh. */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE
+#endif
+#include "mesh_import.h"
+
+#include <assimp/cfileio.h>
+#include <assimp/cimport.h>
+#include <assimp/postprocess.h>
+#include <assimp/scene.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <math.h>
+#include <pthread.h>
+#include <string.h>
+#include <sys/stat.h>
+
+/* Deeper node trees are hostile: the walk below recurses once per level. */
+#define MAX_NODE_DEPTH 1000
+
+static void scene_release(const struct aiScene *s) {
+        aiReleaseImport(s);
+}
+DEFINE_TRIVIAL_CLEANUP_FUNC(const struct aiScene *, scene_release);
+
+static void strv_free(char **v) {
+        for (char **p = v; p && *p; p++)
+                free(*p);
+        free(v);
+}
+DEFINE_TRIVIAL_CLEANUP_FUNC(char **, strv_free);
+
+static const p3_mesh_limits *limits_or_default(const p3_mesh_limits *lim, p3_mesh_limits *buf) {
+        p3_mesh_limits_default(buf);
+        if (lim) {
+                /* zero fields keep the default */
+                buf->max_bytes = lim->max_bytes ?: buf->max_bytes;
+                buf->max_faces = lim->max_faces > 0 ? lim->max_faces : buf->max_faces;
+                buf->max_vertices = lim->max_vertices > 0 ? lim->max_vertices : buf->max_vertices;
+        }
+        buf->max_vertices = MIN(buf->max_vertices, (int64_t) INT32_MAX); /* int32 face indices */
+        buf->max_faces = MIN(buf->max_faces, (int64_t) INT32_MAX);
+        return buf;
+}
+
+/* ---- assimp's log ------------------------------------------------------------------------- */
+
+/* assimp reports some data loss only as a log line and carries on with a smaller or altered
+ * mesh. Those lines fail the import; everything else it logs (missing .mtl files, unreferenced
+ * vertices, fan fallback of a non-simple polygon, animation and material complaints) leaves the
+ * geometry intact and is ignored. Matched by substring against assimp 5.2's wording. */
+static const char *const fatal_log_lines[] = {
+        "Some faces had out-of-range indices",                     /* glTF2: faces dropped */
+        "not compatible with the TRIANGLES mode",                  /* glTF2: index count % 3 */
+        "OFF: The number of verts in the header is incorrect",     /* truncated vertex list */
+        "OFF: The number of faces in the header is incorrect",     /* truncated face list */
+        "OFF: Faces with zero indices aren't allowed",             /* also: faces of > 9 corners */
+        "OFF: Vertex index is out of range",                       /* clamped to the last vertex */
+        "STL: unexpected EOF",                                     /* truncated ASCII STL */
+        "STL: A new facet begins but the old is not yet complete", /* broken facet */
+        "STL: a facet with more than 3 vertices",                  /* extra corners ignored */
+        "Unable to parse property instance",                       /* PLY ASCII element skipped */
+        "Unable to parse binary property instance",                /* PLY binary element skipped */
+};
+
+typedef struct import_log {
+        char fatal[256]; /* the first fatal line, without prefix and newline */
+} import_log;
+
+static void log_callback(const char *message, char *user) {
+        import_log *log = (import_log *) user;
+
+        /* lines look like "Warn,  T0: text\n" or "Error, T0: text\n" */
+        if (!log || log->fatal[0] || (strncmp(message, "Warn", 4) != 0 && strncmp(message, "Error", 5) != 0))
+                return;
+        for (size_t i = 0; i < ELEMENTSOF(fatal_log_lines); i++)
+                if (strstr(message, fatal_log_lines[i])) {
+                        const char *text = strstr(message, ": ");
+                        text = text ? text + 2 : message;
+                        snprintf(log->fatal, sizeof(log->fatal), "%.*s", (int) strcspn(text, "\r\n"), text);
+                        return;
+                }
+}
+
+/* ---- an IO system that serves our buffer and, for path imports, files beside it ----------- */
+
+typedef struct mem_io {
+        const char *fname; /* the name assimp asks for: "mesh.<format>" */
+        const uint8_t *buf;
+        size_t size;
+        int dirfd;     /* directory of external files, or -1: nothing else may be opened */
+        size_t budget; /* bytes external files may still occupy (max_bytes minus the input) */
+        int error;     /* why an external file was refused, for the message */
+        char error_file[128];
+} mem_io;
+
+typedef struct mem_file {
+        const uint8_t *data;
+        size_t size, pos;
+        uint8_t *owned; /* an external file read into memory */
+        mem_io *io;
+} mem_file;
+
+static size_t file_read(struct aiFile *f, char *out, size_t size, size_t count) {
+        mem_file *m = (mem_file *) f->UserData;
+        if (size == 0)
+                return 0;
+        size_t n = MIN(count, (m->size - m->pos) / size);
+        memcpy(out, m->data + m->pos, n * size);
+        m->pos += n * size;
+        return n;
+}
+
+static size_t file_write(struct aiFile *f, const char *in, size_t size, size_t count) {
+        return 0;
+}
+
+static size_t file_tell(struct aiFile *f) {
+        return ((mem_file *) f->UserData)->pos;
+}
+
+static size_t file_size(struct aiFile *f) {
+        return ((mem_file *) f->UserData)->size;
+}
+
+static void file_flush(struct aiFile *f) {
+}
+
+static enum aiReturn file_seek(struct aiFile *f, size_t off, enum aiOrigin origin) {
+        mem_file *m = (mem_file *) f->UserData;
+        size_t base = origin == aiOrigin_SET ? 0 : origin == aiOrigin_CUR ? m->pos : m->size;
+        if (off > m->size || base > m->size - off)
+                return aiReturn_FAILURE;
+        m->pos = base + off;
+        return aiReturn_SUCCESS;
+}
+
+static bool name_is_local(const char *name) {
+        if (!name[0] || name[0] == '/' || strchr(name, '\\'))
+                return false;
+        for (const char *seg = name; seg; seg = strchr(seg, '/') ? strchr(seg, '/') + 1 : NULL)
+                if (strncmp(seg, "..", 2) == 0 && (seg[2] == '/' || seg[2] == '\0'))
+                        return false;
+        return true;
+}
+
+/* Read a file beside the input into memory, within the byte budget. */
+static int read_external(mem_io *io, const char *name, mem_file *m) {
+        _cleanup_close_ int fd = -1;
+        struct stat st;
+
+        if (io->dirfd < 0 || !name_is_local(name))
+                return -EPERM;
+        fd = openat(io->dirfd, name, O_RDONLY | O_CLOEXEC | O_NOCTTY);
+        if (fd < 0)
+                return -errno;
+        if (fstat(fd, &st) < 0)
+                return -errno;
+        if (!S_ISREG(st.st_mode))
+                return -EBADFD;
+        if ((uint64_t) st.st_size > io->budget)
+                return -EFBIG;
+        m->size = (size_t) st.st_size;
+        m->owned = malloc(m->size ?: 1);
+        if (!m->owned)
+                return -ENOMEM;
+        for (size_t done = 0; done < m->size;) {
+                ssize_t k = pread(fd, m->owned + done, m->size - done, (off_t) done);
+                if (k <= 0)
+                        return k < 0 ? -errno : -EIO;
+                done += (size_t) k;
+        }
+        m->data = m->owned;
+        io->budget -= m->size;
+        return 0;
+}
+
+static void file_free(mem_file *m) {
+        if (m->owned)
+                m->io->budget += m->size;
+        free(m->owned);
+        free(m);
+}
+
+static struct aiFile *io_open(struct aiFileIO *fio, const char *name, const char *mode) {
+        mem_io *io = (mem_io *) fio->UserData;
+        mem_file *m;
+        struct aiFile *f;
+
+        if (strpbrk(mode, "wa+"))
+                return NULL;
+        m = calloc(1, sizeof(*m));
+        f = calloc(1, sizeof(*f));
+        if (!m || !f)
+                goto fail;
+        m->io = io;
+        if (strcmp(name, io->fname) == 0) {
+                m->data = io->buf;
+                m->size = io->size;
+        } else {
+                int r = read_external(io, name, m);
+                if (r < 0) {
+                        if (!io->error) {
+                                io->error = r;
+                                snprintf(io->error_file, sizeof(io->error_file), "%s", name);
+                        }
+                        goto fail;
+                }
+        }
+        *f = (struct aiFile) {
+                .ReadProc = file_read,
+                .WriteProc = file_write,
+                .TellProc = file_tell,
+                .FileSizeProc = file_size,
+                .SeekProc = file_seek,
+                .FlushProc = file_flush,
+                .UserData = (aiUserData) m,
+        };
+        return f;
+fail:
+        if (m)
+                file_free(m);
+        free(f);
+        return NULL;
+}
+
+static void io_close(struct aiFileIO *fio, struct aiFile *f) {
+        if (!f)
+                return;
+        file_free((mem_file *) f->UserData);
+        free(f);
+}
+
+/* ---- flattening --------------------------------------------------------------------------- */
+
+typedef struct flat {
+        const struct aiScene *scene;
+        const char *name;
+        /* counts during the first walk, fill positions during the second */
+        int64_t nv, nf, n_other;
+        int32_t n_src;
+        p3_mesh *m; /* NULL during the counting walk */
+} flat;
+
+typedef double mat4[4][4];
+
+static void mat_mul(const mat4 a, const struct aiMatrix4x4 *b, mat4 out) {
+        const float bb[4][4] = {
+                { b->a1, b->a2, b->a3, b->a4 },
+                { b->b1, b->b2, b->b3, b->b4 },
+                { b->c1, b->c2, b->c3, b->c4 },
+                { b->d1, b->d2, b->d3, b->d4 },
+        };
+        for (int i = 0; i < 4; i++)
+                for (int j = 0; j < 4; j++)
+                        out[i][j] = a[i][0] * bb[0][j] + a[i][1] * bb[1][j] + a[i][2] * bb[2][j] + a[i][3] * bb[3][j];
+}
+
+static int64_t count_triangles(const struct aiMesh *am) {
+        int64_t n = 0;
+        if (!(am->mPrimitiveTypes & aiPrimitiveType_TRIANGLE))
+                return 0;
+        for (unsigned i = 0; i < am->mNumFaces; i++)
+                n += am->mFaces[i].mNumIndices == 3;
+        return n;
+}
+
+static char *src_name(const struct aiNode *node, const struct aiMesh *am, unsigned mesh_index) {
+        char *s = NULL;
+        const char *nn = node->mName.length ? node->mName.data : "node";
+        if (am->mName.length)
+                return asprintf(&s, "%s/%s", nn, am->mName.data) < 0 ? NULL : s;
+        return asprintf(&s, "%s/mesh%u", nn, mesh_index) < 0 ? NULL : s;
+}
+
+/* Append one instance: vertices through the accumulated transform, its triangles. */
+static int put_instance(flat *fl, const struct aiNode *node, const struct aiMesh *am, unsigned mesh_index,
+                        const mat4 t, p3_err *err) {
+        p3_mesh *m = fl->m;
+        int64_t base = fl->nv;
+
+        for (unsigned i = 0; i < am->mNumVertices; i++) {
+                const struct aiVector3D *p = &am->mVertices[i];
+                double x = p->x, y = p->y, z = p->z;
+                double *o = m->v + 3 * (fl->nv + i);
+                for (int r = 0; r < 3; r++)
+                        o[r] = t[r][0] * x + t[r][1] * y + t[r][2] * z + t[r][3];
+                if (!isfinite(x) || !isfinite(y) || !isfinite(z) || !isfinite(o[0]) || !isfinite(o[1]) || !isfinite(o[2]))
+                        return p3_errf(err, -EINVAL, "%s: vertex %u of mesh \"%s\" has a non-finite coordinate (%g, %g, %g)",
+                                       fl->name, i, am->mName.data, x, y, z);
+        }
+        for (unsigned i = 0; i < am->mNumFaces; i++) {
+                const struct aiFace *face = &am->mFaces[i];
+                if (face->mNumIndices != 3)
+                        continue;
+                for (int c = 0; c < 3; c++) {
+                        if (face->mIndices[c] >= am->mNumVertices) /* ValidateDataStructure checked it */
+                                return p3_errf(err, -EINVAL, "%s: face %u of mesh \"%s\" has an out-of-range index",
+                                               fl->name, i, am->mName.data);
+                        m->f[3 * fl->nf + c] = (int32_t) (base + face->mIndices[c]);
+                }
+                m->face_src[fl->nf++] = fl->n_src;
+        }
+        m->src_names[fl->n_src] = src_name(node, am, mesh_index);
+        if (!m->src_names[fl->n_src])
+                return -ENOMEM;
+        fl->nv += am->mNumVertices;
+        return 0;
+}
+
+static int walk(flat *fl, const struct aiNode *node, const mat4 parent, int depth, p3_err *err) {
+        const struct aiScene *sc = fl->scene;
+        mat4 t;
+
+        if (depth > MAX_NODE_DEPTH)
+                return p3_errf(err, -EINVAL, "%s: scene node tree is deeper than %d levels", fl->name, MAX_NODE_DEPTH);
+        mat_mul(parent, &node->mTransformation, t);
+
+        for (unsigned k = 0; k < node->mNumMeshes; k++) {
+                unsigned mi = node->mMeshes[k];
+                if (mi >= sc->mNumMeshes)
+                        return p3_errf(err, -EINVAL, "%s: scene node \"%s\" refers to missing mesh %u", fl->name,
+                                       node->mName.data, mi);
+                const struct aiMesh *am = sc->mMeshes[mi];
+                int64_t tris = count_triangles(am);
+                if (tris == 0) {
+                        fl->n_other += am->mNumFaces; /* points and lines: not a surface */
+                        continue;
+                }
+                if (fl->m) {
+                        int r = put_instance(fl, node, am, mi, t, err);
+                        if (r < 0)
+                                return r;
+                } else {
+                        fl->nv += am->mNumVertices;
+                        fl->nf += tris;
+                }
+                fl->n_src++;
+                if (fl->n_src == INT32_MAX)
+                        return p3_errf(err, -EFBIG, "%s: too many mesh instances", fl->name);
+        }
+        for (unsigned c = 0; c < node->mNumChildren; c++) {
+                int r = walk(fl, node->mChildren[c], t, depth + 1, err);
+                if (r < 0)
+                        return r;
+        }
+        return 0;
+}
+
+static int flatten(const struct aiScene *sc, const char *name, const p3_mesh_limits *lim, p3_mesh *ret, p3_err *err) {
+        static const mat4 identity = { { 1, 0, 0, 0 }, { 0, 1, 0, 0 }, { 0, 0, 1, 0 }, { 0, 0, 0, 1 } };
+        flat fl = { .scene = sc, .name = name };
+        int r;
+
+        if (!sc->mRootNode)
+                return p3_errf(err, -EINVAL, "%s: scene has no root node", name);
+        /* count first: instancing can multiply a small file far beyond the limits */
+        r = walk(&fl, sc->mRootNode, identity, 0, err);
+        if (r < 0)
+                return r;
+        if (fl.nf == 0)
+                return p3_errf(err, -EINVAL, "%s: no triangles (%" PRId64 " point or line primitives only)", name, fl.n_other);
+        if (fl.nf > lim->max_faces)
+                return p3_errf(err, -EFBIG, "%s: %" PRId64 " triangles, more than the limit of %" PRId64, name, fl.nf,
+                               lim->max_faces);
+        if (fl.nv > lim->max_vertices)
+                return p3_errf(err, -EFBIG, "%s: %" PRId64 " vertices, more than the limit of %" PRId64, name, fl.nv,
+                               lim->max_vertices);
+
+        p3_mesh m = { .nv = fl.nv, .nf = fl.nf, .n_src = fl.n_src };
+        _cleanup_free_ double *v = m.v = malloc((size_t) fl.nv * 3 * sizeof(double));
+        _cleanup_free_ int32_t *f = m.f = malloc((size_t) fl.nf * 3 * sizeof(int32_t));
+        _cleanup_free_ int32_t *fs = m.face_src = malloc((size_t) fl.nf * sizeof(int32_t));
+        _cleanup_(strv_freep) char **names = m.src_names = calloc((size_t) fl.n_src + 1, sizeof(char *));
+        if (!v || !f || !fs || !names)
+                return -ENOMEM;
+
+        fl = (flat) { .scene = sc, .name = name, .m = &m };
+        r = walk(&fl, sc->mRootNode, identity, 0, err);
+        if (r < 0)
+                return r;
+
+        TAKE_PTR(v);
+        TAKE_PTR(f);
+        TAKE_PTR(fs);
+        TAKE_PTR(names);
+        *ret = m;
+        return 0;
+}
+
+/* ---- the import ----------------------------------------------------------------------------- */
+
+/* assimp's logger is process-global and not thread-safe (it keeps the last line in a shared
+ * buffer), and so is the C API's error string: one import at a time. */
+static pthread_mutex_t import_lock = PTHREAD_MUTEX_INITIALIZER;
+
+/* A face without indices passes ValidateDataStructure while the importer has not set the
+ * mesh's primitive types (PLY), is then typed as a polygon and trips an assertion in
+ * Triangulate, which Debian's assimp (built without NDEBUG) turns into abort(). */
+static bool scene_has_empty_face(const struct aiScene *sc) {
+        for (unsigned i = 0; i < sc->mNumMeshes; i++)
+                for (unsigned k = 0; k < sc->mMeshes[i]->mNumFaces; k++)
+                        if (sc->mMeshes[i]->mFaces[k].mNumIndices == 0)
+                                return true;
+        return false;
+}
+
+/* Read and validate first, post-process only what passed our own check. Returns the scene, or
+ * NULL with aierr (or *empty_face) saying why. */
+static const struct aiScene *run_assimp(const char *fname, mem_io *io, import_log *log, bool *empty_face,
+                                        char *aierr, size_t aierr_size) {
+        struct aiFileIO fio = { .OpenProc = io_open, .CloseProc = io_close, .UserData = (aiUserData) io };
+        struct aiLogStream stream = { .callback = log_callback, .user = (char *) log };
+        const struct aiScene *sc;
+
+        pthread_mutex_lock(&import_lock);
+        aiAttachLogStream(&stream);
+        sc = aiImportFileExWithProperties(fname, aiProcess_ValidateDataStructure, &fio, NULL);
+        if (sc && !log->fatal[0]) {
+                *empty_face = scene_has_empty_face(sc);
+                if (*empty_face) {
+                        aiReleaseImport(sc);
+                        sc = NULL;
+                } else
+                        /* not ValidateDataStructure again: when a step fails, 5.2 frees the scene
+                         * inside the importer and then releases it a second time */
+                        sc = aiApplyPostProcessing(sc, aiProcess_Triangulate | aiProcess_SortByPType);
+        }
+        if (!sc)
+                snprintf(aierr, aierr_size, "%s", aiGetErrorString());
+        aiDetachLogStream(&stream);
+        pthread_mutex_unlock(&import_lock);
+        return sc;
+}
+
+static int import_checked(const void *buf, size_t size, const char *fmt, const char *name,
+                          const p3_mesh_limits *lim, int dirfd, p3_mesh *ret, p3_err *err) {
+        char fname[16], aierr[256] = "";
+        import_log log = {};
+        bool empty_face = false;
+        mem_io io = {
+                .fname = fname,
+                .buf = buf,
+                .size = size,
+                .dirfd = dirfd,
+                .budget = lim->max_bytes - size,
+        };
+
+        /* the name's extension is assimp's format hint: without it 5.2 mis-detects some GLB/STL */
+        snprintf(fname, sizeof(fname), "mesh.%s", fmt);
+        _cleanup_(scene_releasep) const struct aiScene *sc = run_assimp(fname, &io, &log, &empty_face, aierr, sizeof(aierr));
+
+        if (io.error == -EFBIG)
+                return p3_errf(err, -EFBIG, "%s: external file \"%s\" takes the input past the limit of %zu bytes", name,
+                               io.error_file, lim->max_bytes);
+        if (io.error && !sc)
+                return p3_errf(err, io.error, "%s: cannot open the referenced file \"%s\": %s", name, io.error_file,
+                               p3_strerror(io.error));
+        /* a data-loss line names the cause better than the failure it may lead to */
+        if (log.fatal[0])
+                return p3_errf(err, -EINVAL, "%s: invalid mesh data, assimp reported: %s", name, log.fatal);
+        if (empty_face)
+                return p3_errf(err, -EINVAL, "%s: a face has no vertex indices", name);
+        if (!sc)
+                return p3_errf(err, -EINVAL, "%s: cannot be read as %s: %s", name, fmt, aierr[0] ? aierr : "assimp failed");
+        return flatten(sc, name, lim, ret, err);
+}
+
+int p3_mesh_import_buffer(const void *buf, size_t size, const char *format, const char *name,
+                          const p3_mesh_limits *lim, p3_mesh *ret, p3_err *err) {
+        p3_mesh_limits lbuf;
+        const char *fmt;
+        int r;
+
+        name = name ?: "mesh buffer";
+        lim = limits_or_default(lim, &lbuf);
+        if (!buf || size == 0)
+                return p3_errf(err, -EINVAL, "%s: is empty (0 bytes)", name);
+        if (format && format[0]) {
+                fmt = p3_mesh_format_canonical(format);
+                if (!fmt)
+                        return p3_errf(err, -EINVAL, "%s: unknown mesh format \"%.20s\" (not glb, gltf, obj, ply, stl or off)",
+                                       name, format);
+        } else {
+                fmt = p3_mesh_format_detect(buf, size);
+                if (!fmt)
+                        return p3_errf(err, -EINVAL, "%s: content is not a recognised mesh format (GLB, glTF, OBJ, PLY, STL or OFF)",
+                                       name);
+        }
+        r = p3_mesh_precheck(buf, size, fmt, name, lim, false, err);
+        if (r < 0)
+                return r;
+        return import_checked(buf, size, fmt, name, lim, -1, ret, err);
+}
+
+/* The whole of a regular file or memfd, refused before reading if it is over the limit. */
+static int read_fd(int fd, const char *name, size_t max_bytes, void **ret, size_t *ret_size, p3_err *err) {
+        struct stat st;
+
+        if (fstat(fd, &st) < 0)
+                return p3_errf(err, -errno, "%s: cannot stat: %s", name, p3_strerror(-errno));
+        if (!S_ISREG(st.st_mode))
+                return p3_errf(err, -EBADFD, "%s: not a regular file or memfd", name);
+        if ((uint64_t) st.st_size > max_bytes)
+                return p3_errf(err, -EFBIG, "%s: %" PRIu64 " bytes, more than the limit of %zu", name,
+                               (uint64_t) st.st_size, max_bytes);
+
+        size_t size = (size_t) st.st_size;
+        _cleanup_free_ uint8_t *buf = malloc(size + 1);
+        if (!buf)
+                return -ENOMEM;
+        for (size_t done = 0; done < size;) {
+                ssize_t k = pread(fd, buf + done, size - done, (off_t) done);
+                if (k < 0)
+                        return p3_errf(err, -errno, "%s: read failed: %s", name, p3_strerror(-errno));
+                if (k == 0)
+                        return p3_errf(err, -EIO, "%s: file shrank while it was read", name);
+                done += (size_t) k;
+        }
+        *ret = TAKE_PTR(buf);
+        *ret_size = size;
+        return 0;
+}
+
+int p3_mesh_import_fd(int fd, const char *format, const char *name, const p3_mesh_limits *lim, p3_mesh *ret,
+                      p3_err *err) {
+        p3_mesh_limits lbuf;
+        _cleanup_free_ void *buf = NULL;
+        size_t size = 0;
+        int r;
+
+        name = name ?: "mesh file";
+        lim = limits_or_default(lim, &lbuf);
+        r = read_fd(fd, name, lim->max_bytes, &buf, &size, err);
+        if (r < 0)
+                return r;
+        return p3_mesh_import_buffer(buf, size, format, name, lim, ret, err);
+}
+
+static const char *format_from_path(const char *path) {
+        const char *slash = strrchr(path, '/'), *dot = strrchr(path, '.');
+        return dot && (!slash || dot > slash) ? p3_mesh_format_canonical(dot + 1) : NULL;
+}
+
+/* The directory of path, opened for the external buffers of a glTF. */
+static int open_parent_dir(const char *path) {
+        const char *slash = strrchr(path, '/');
+        _cleanup_free_ char *dir = slash ? strndup(path, (size_t) (slash - path) + 1) : strdup(".");
+        if (!dir)
+                return -ENOMEM;
+        int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        return fd < 0 ? -errno : fd;
+}
+
+int p3_mesh_import_file(const char *path, const char *format, const p3_mesh_limits *lim, p3_mesh *ret,
+                        p3_err *err) {
+        p3_mesh_limits lbuf;
+        _cleanup_close_ int fd = -1, dirfd = -1;
+        _cleanup_free_ void *buf = NULL;
+        const char *fmt;
+        size_t size = 0;
+        int r;
+
+        lim = limits_or_default(lim, &lbuf);
+        fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
+        if (fd < 0)
+                return p3_errf(err, -errno, "%s: cannot open: %s", path, p3_strerror(-errno));
+        r = read_fd(fd, path, lim->max_bytes, &buf, &size, err);
+        if (r < 0)
+                return r;
+
+        fmt = format ? p3_mesh_format_canonical(format) : format_from_path(path);
+        if (format && !fmt)
+                return p3_errf(err, -EINVAL, "%s: unknown mesh format \"%.20s\" (not glb, gltf, obj, ply, stl or off)", path,
+                               format);
+        if (!fmt && size > 0)
+                fmt = p3_mesh_format_detect(buf, size);
+        if (size == 0)
+                return p3_errf(err, -EINVAL, "%s: is empty (0 bytes)", path);
+        if (!fmt)
+                return p3_errf(err, -EINVAL, "%s: content is not a recognised mesh format (GLB, glTF, OBJ, PLY, STL or OFF)",
+                               path);
+        /* only a glTF (or GLB) read by path may pull in files beside it */
+        bool external = strcmp(fmt, "gltf") == 0 || strcmp(fmt, "glb") == 0;
+        r = p3_mesh_precheck(buf, size, fmt, path, lim, external, err);
+        if (r < 0)
+                return r;
+        if (external) {
+                dirfd = open_parent_dir(path);
+                if (dirfd < 0)
+                        return p3_errf(err, dirfd, "%s: cannot open its directory: %s", path, p3_strerror(dirfd));
+        }
+        return import_checked(buf, size, fmt, path, lim, dirfd, ret, err);
+}

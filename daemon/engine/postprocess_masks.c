@@ -67,8 +67,13 @@ void p3_pp_masks_set(p3_pp_masks *m, int i, const uint8_t *bytes) {
         int64_t nbytes = DIV_ROUND_UP(m->n, 8), area = 0;
 
         memset(w, 0, sizeof(uint64_t) * m->words);
+#if __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+        /* Byte b is already bits 8b..8b+7 of the little-endian word sequence. */
+        memcpy(w, bytes, nbytes);
+#else
         for (int64_t b = 0; b < nbytes; b++)
                 w[b >> 3] |= (uint64_t) bytes[b] << (8 * (b & 7));
+#endif
         /* Padding bits of the last byte are not points. */
         if (m->n % 64)
                 w[m->words - 1] &= (UINT64_C(1) << (m->n % 64)) - 1;

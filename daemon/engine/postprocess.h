@@ -69,7 +69,10 @@ typedef struct p3_pp_input {
         const p3_mesh *mesh;         /* the cleaned mesh */
         const p3_adjacency *adj;     /* p3_mesh_adjacency(mesh) */
         const double *face_area;     /* [nf]; NULL: p3_mesh_face_geometry() */
-        const double *points;        /* [n, 3] the cloud the heads saw (CenterShift applied) */
+        /* [n, 3] float64 after normalize_pc AND the backbone's in-place CenterShift (golden
+         * `points`): the box merge measures boxes in these coordinates, and an unshifted cloud
+         * rounds its box extents differently. */
+        const double *points;
         const int32_t *face_idx;     /* [n] source face of each point */
         int64_t n;
         int k;                       /* prompts */

@@ -13,6 +13,7 @@ static const struct {
 } commands[] = {
         { "synth", run_synth, "write synthetic weights for a config" },
         { "infer", run_infer, "run the network on a recorded point cloud" },
+        { "postprocess", run_postprocess, "mask and mesh post-processing of a recorded replay" },
 };
 
 static void usage(FILE *f) {

@@ -6,6 +6,7 @@
 /* subcommands */
 int run_synth(int argc, char **argv);
 int run_infer(int argc, char **argv);
+int run_postprocess(int argc, char **argv);
 
 /* Shared by the subcommands that run the model. */
 #include "error.h"

@@ -34,6 +34,10 @@ void run_model_close(run_model *rm) {
         *rm = (run_model) {};
 }
 
+bool run_model_synthetic(const run_model *rm) {
+        return rm->w && rm->w->file && st_meta(rm->w->file, "recipe");
+}
+
 bool run_parse_int(const char *s, long long lo, long long hi, long long *ret) {
         char *end;
         errno = 0;

@@ -7,6 +7,8 @@
 int run_synth(int argc, char **argv);
 int run_infer(int argc, char **argv);
 int run_postprocess(int argc, char **argv);
+int run_segment(int argc, char **argv);
+int run_predict(int argc, char **argv);
 
 /* Shared by the subcommands that run the model. */
 #include "error.h"
@@ -23,6 +25,8 @@ typedef struct run_model {
 int run_model_open(const char *weights, const char *config, int threads, run_model *rm,
                    p3_err *err);
 void run_model_close(run_model *rm);
+/* Weights written by `p3sam-run synth` (their metadata names the recipe). */
+bool run_model_synthetic(const run_model *rm);
 
 /* Parse a decimal integer option in [lo, hi]; returns false if it is not one. */
 bool run_parse_int(const char *s, long long lo, long long hi, long long *ret);

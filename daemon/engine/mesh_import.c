@@ -52,22 +52,26 @@ static const p3_mesh_limits *limits_or_default(const p3_mesh_limits *lim, p3_mes
  * mesh. Those lines fail the import; everything else it logs (missing .mtl files, unreferenced
  * vertices, fan fallback of a non-simple polygon, animation and material complaints) leaves the
  * geometry intact and is ignored. Matched by substring against assimp 5.2's wording. */
-static const char *const fatal_log_lines[] = {
-        "Some faces had out-of-range indices",                     /* glTF2: faces dropped */
-        "not compatible with the TRIANGLES mode",                  /* glTF2: index count % 3 */
-        "OFF: The number of verts in the header is incorrect",     /* truncated vertex list */
-        "OFF: The number of faces in the header is incorrect",     /* truncated face list */
-        "OFF: Faces with zero indices aren't allowed",             /* also: faces of > 9 corners */
-        "OFF: Vertex index is out of range",                       /* clamped to the last vertex */
-        "STL: unexpected EOF",                                     /* truncated ASCII STL */
-        "STL: A new facet begins but the old is not yet complete", /* broken facet */
-        "STL: a facet with more than 3 vertices",                  /* extra corners ignored */
-        "Unable to parse property instance",                       /* PLY ASCII element skipped */
-        "Unable to parse binary property instance",                /* PLY binary element skipped */
+static const struct {
+        const char *line, *meaning;
+} fatal_log_lines[] = {
+        { "Some faces had out-of-range indices", "faces with out-of-range vertex indices" },
+        { "not compatible with the TRIANGLES mode", "a triangle index count that is not a multiple of 3" },
+        { "OFF: The number of verts in the header is incorrect", "fewer vertices than the OFF header declares" },
+        { "OFF: The number of faces in the header is incorrect", "fewer faces than the OFF header declares" },
+        /* assimp 5.2 also says this for faces of more than 9 corners, which it drops */
+        { "OFF: Faces with zero indices aren't allowed", "an OFF face with 0 or more than 9 corners" },
+        { "OFF: Vertex index is out of range", "faces with out-of-range vertex indices" },
+        { "STL: unexpected EOF", "a truncated ASCII STL" },
+        { "STL: A new facet begins but the old is not yet complete", "an incomplete ASCII STL facet" },
+        { "STL: a facet with more than 3 vertices", "an ASCII STL facet with more than 3 vertices" },
+        { "Unable to parse property instance", "a PLY element that cannot be parsed" },
+        { "Unable to parse binary property instance", "a PLY element that cannot be parsed" },
 };
 
 typedef struct import_log {
-        char fatal[256]; /* the first fatal line, without prefix and newline */
+        const char *meaning; /* of the first fatal line */
+        char fatal[256];     /* that line, without prefix and newline */
 } import_log;
 
 static void log_callback(const char *message, char *user) {
@@ -77,7 +81,8 @@ static void log_callback(const char *message, char *user) {
         if (!log || log->fatal[0] || (strncmp(message, "Warn", 4) != 0 && strncmp(message, "Error", 5) != 0))
                 return;
         for (size_t i = 0; i < ELEMENTSOF(fatal_log_lines); i++)
-                if (strstr(message, fatal_log_lines[i])) {
+                if (strstr(message, fatal_log_lines[i].line)) {
+                        log->meaning = fatal_log_lines[i].meaning;
                         const char *text = strstr(message, ": ");
                         text = text ? text + 2 : message;
                         snprintf(log->fatal, sizeof(log->fatal), "%.*s", (int) strcspn(text, "\r\n"), text);
@@ -361,8 +366,10 @@ static int flatten(const struct aiScene *sc, const char *name, const p3_mesh_lim
         r = walk(&fl, sc->mRootNode, identity, 0, err);
         if (r < 0)
                 return r;
+        if (fl.nf == 0 && fl.n_other > 0)
+                return p3_errf(err, -EINVAL, "%s: no triangles, only %" PRId64 " points or lines", name, fl.n_other);
         if (fl.nf == 0)
-                return p3_errf(err, -EINVAL, "%s: no triangles (%" PRId64 " point or line primitives only)", name, fl.n_other);
+                return p3_errf(err, -EINVAL, "%s: no triangles (the scene has no meshes)", name);
         if (fl.nf > lim->max_faces)
                 return p3_errf(err, -EFBIG, "%s: %" PRId64 " triangles, more than the limit of %" PRId64, name, fl.nf,
                                lim->max_faces);
@@ -461,7 +468,7 @@ static int import_checked(const void *buf, size_t size, const char *fmt, const c
                                p3_strerror(io.error));
         /* a data-loss line names the cause better than the failure it may lead to */
         if (log.fatal[0])
-                return p3_errf(err, -EINVAL, "%s: invalid mesh data, assimp reported: %s", name, log.fatal);
+                return p3_errf(err, -EINVAL, "%s: invalid mesh data: %s (assimp: %s)", name, log.meaning, log.fatal);
         if (empty_face)
                 return p3_errf(err, -EINVAL, "%s: a face has no vertex indices", name);
         if (!sc)

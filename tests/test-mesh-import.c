@@ -194,6 +194,10 @@ static void test_obj(void) {
                      import_str("v 0 0 0\nv 1 0 0\nv 0 1 0\nf 1 2 3\nf 1 2 4\n", "obj", "oor.obj", NULL, &m, &err), &err,
                      "oor.obj", "range");
         err = (p3_err) {};
+        expect_error("OBJ index out of range, .mtl",
+                     import_str("mtllib x.mtl\nv 0 0 0\nv 1 0 0\nv 0 1 0\nf 1 2 9\n", "obj", "mtl.obj", NULL, &m, &err),
+                     &err, "mtl.obj", "range");
+        err = (p3_err) {};
         expect_error("OBJ infinite coordinate",
                      import_str("v inf 0 0\nv 1 0 0\nv 0 1 0\nf 1 2 3\n", "obj", "inf.obj", NULL, &m, &err), &err,
                      "inf.obj", "non-finite");
@@ -480,7 +484,11 @@ static void test_gltf_by_path(void) {
         p3_mesh_done(&m);
         expect_error("glTF buffer outside dir", p3_mesh_import_file(evil_path, NULL, NULL, &m, &err), &err, "evil.gltf",
                      "outside");
-        CHECK(unlink(gltf_path) == 0 && unlink(bin_path) == 0 && unlink(evil_path) == 0 && rmdir(dir) == 0);
+        CHECK(unlink(bin_path) == 0);
+        err = (p3_err) {};
+        expect_error("glTF buffer missing", p3_mesh_import_file(gltf_path, NULL, NULL, &m, &err), &err, "tri.gltf",
+                     "tri.bin");
+        CHECK(unlink(gltf_path) == 0 && unlink(evil_path) == 0 && rmdir(dir) == 0);
 }
 
 /* ---- the shared meshes -------------------------------------------------------------------- */

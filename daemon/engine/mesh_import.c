@@ -208,7 +208,9 @@ static struct aiFile *io_open(struct aiFileIO *fio, const char *name, const char
         } else {
                 int r = read_external(io, name, m);
                 if (r < 0) {
-                        if (!io->error) {
+                        /* from memory every other file is refused by design (an OBJ's .mtl):
+                         * only a path import's failure to read one is worth reporting */
+                        if (!io->error && io->dirfd >= 0) {
                                 io->error = r;
                                 snprintf(io->error_file, sizeof(io->error_file), "%s", name);
                         }
@@ -506,9 +508,12 @@ int p3_mesh_import_buffer(const void *buf, size_t size, const char *format, cons
 /* The whole of a regular file or memfd, refused before reading if it is over the limit. */
 static int read_fd(int fd, const char *name, size_t max_bytes, void **ret, size_t *ret_size, p3_err *err) {
         struct stat st;
+        int r;
 
-        if (fstat(fd, &st) < 0)
-                return p3_errf(err, -errno, "%s: cannot stat: %s", name, p3_strerror(-errno));
+        if (fstat(fd, &st) < 0) {
+                r = -errno;
+                return p3_errf(err, r, "%s: cannot stat: %s", name, p3_strerror(r));
+        }
         if (!S_ISREG(st.st_mode))
                 return p3_errf(err, -EBADFD, "%s: not a regular file or memfd", name);
         if ((uint64_t) st.st_size > max_bytes)
@@ -521,8 +526,10 @@ static int read_fd(int fd, const char *name, size_t max_bytes, void **ret, size_
                 return -ENOMEM;
         for (size_t done = 0; done < size;) {
                 ssize_t k = pread(fd, buf + done, size - done, (off_t) done);
-                if (k < 0)
-                        return p3_errf(err, -errno, "%s: read failed: %s", name, p3_strerror(-errno));
+                if (k < 0) {
+                        r = -errno;
+                        return p3_errf(err, r, "%s: read failed: %s", name, p3_strerror(r));
+                }
                 if (k == 0)
                         return p3_errf(err, -EIO, "%s: file shrank while it was read", name);
                 done += (size_t) k;
@@ -573,8 +580,10 @@ int p3_mesh_import_file(const char *path, const char *format, const p3_mesh_limi
 
         lim = limits_or_default(lim, &lbuf);
         fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
-        if (fd < 0)
-                return p3_errf(err, -errno, "%s: cannot open: %s", path, p3_strerror(-errno));
+        if (fd < 0) {
+                r = -errno;
+                return p3_errf(err, r, "%s: cannot open: %s", path, p3_strerror(r));
+        }
         r = read_fd(fd, path, lim->max_bytes, &buf, &size, err);
         if (r < 0)
                 return r;

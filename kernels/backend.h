@@ -147,10 +147,11 @@ typedef struct p3_backend_options {
         size_t limit_bytes;
 } p3_backend_options;
 
-/* Call first thing in main(): re-executes the program once with OPENBLAS_CORETYPE set when
- * OpenBLAS failed to recognise a CPU that has AVX2/AVX-512 (see cpu/cpu_blas_env.c). */
-void p3_blas_reexec_if_slow(char **argv);
-/* The core p3_blas_reexec_if_slow would choose, or NULL when none is needed. */
+/* Call first thing in main(): re-executes the program once with the environment the CPU
+ * libraries need (OPENBLAS_CORETYPE where OpenBLAS misdetects the CPU, OMP_WAIT_POLICY=passive;
+ * see cpu/cpu_runtime_env.c). */
+void p3_cpu_runtime_setup(char **argv);
+/* The OpenBLAS core p3_cpu_runtime_setup would choose, or NULL when none is needed. */
 const char *p3_blas_core_override(void);
 
 int p3_backend_cpu_new(const p3_backend_options *opt, p3_backend **ret);

@@ -496,7 +496,7 @@ static bool want(int argc, char **argv, const char *s, bool dflt) {
 }
 
 int main(int argc, char **argv) {
-        p3_blas_reexec_if_slow(argv);
+        p3_cpu_runtime_setup(argv);
         setvbuf(stdout, NULL, _IOLBF, 0);
         bool run_a = want(argc, argv, "A", true), run_b = want(argc, argv, "B", true),
              run_c = want(argc, argv, "C", false);

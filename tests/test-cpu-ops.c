@@ -1239,7 +1239,7 @@ static void test_memory_heads(void) {
 }
 
 int main(int argc, char **argv) {
-        p3_blas_reexec_if_slow(argv);
+        p3_cpu_runtime_setup(argv);
         CHECK_OK(p3_backend_cpu_new(NULL, &be));
         printf("backend: %s\n", be->device);
         size_t start = be->cur_bytes;

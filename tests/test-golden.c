@@ -136,7 +136,7 @@ static st_file *open_case(const char *which, char **config) {
 }
 
 int main(int argc, char **argv) {
-        p3_blas_reexec_if_slow(argv);
+        p3_cpu_runtime_setup(argv);
         const char *which = argc > 1 ? argv[1] : "tiny";
         bool full = strcmp(which, "full") == 0;
         golden g = { .feat_tol = full ? 3e-5 : 1e-5, .first256 = full };

@@ -28,7 +28,7 @@ static void usage(FILE *f) {
 }
 
 int main(int argc, char **argv) {
-        p3_blas_reexec_if_slow(argv);
+        p3_cpu_runtime_setup(argv);
         if (argc < 2) {
                 usage(stderr);
                 return 2;

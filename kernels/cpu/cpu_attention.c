@@ -14,7 +14,7 @@ typedef struct attn_scratch {
         float *q, *k, *v, *s, *o;
 } attn_scratch;
 
-__attribute__((target_clones("avx512f", "avx2", "default"))) static void softmax_rows(float *s,
+P3_VECTOR_CLONES static void softmax_rows(float *s,
                                                                                      int64_t w) {
         for (int64_t i = 0; i < w; i++) {
                 float *row = s + i * w;

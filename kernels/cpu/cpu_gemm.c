@@ -17,7 +17,7 @@ float cpu_gelu1(float x) {
         return gelu(x);
 }
 
-__attribute__((target_clones("avx512f", "avx2", "default"))) void cpu_gelu_inplace(float *x,
+P3_VECTOR_CLONES void cpu_gelu_inplace(float *x,
                                                                                    int64_t n) {
         for (int64_t i = 0; i < n; i++)
                 x[i] = gelu(x[i]);

@@ -90,7 +90,7 @@ static void point_part(const p3_tensor *w, int64_t col, const p3_tensor *b, cons
 }
 
 /* h1[t·k+j] = GELU(a[t] + pj[j] + Σ_i wm[i]·m[t·k+j][i]) (m, wm may be NULL). */
-__attribute__((target_clones("avx512f", "avx2", "default"))) static void
+P3_VECTOR_CLONES static void
 first_layer(const float *a, const float *pj, const float (*wm)[G], const float *m, int64_t mstride,
             int64_t np, int k, int64_t width, float *h1) {
         for (int64_t t = 0; t < np; t++)

@@ -4,6 +4,14 @@
 
 #include "backend.h"
 
+/* Hot elementwise loops are compiled for AVX-512, AVX2 and baseline x86-64, picked at load
+ * time (GCC's function multiversioning; other compilers build the baseline only). */
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
+#define P3_VECTOR_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
+#else
+#define P3_VECTOR_CLONES
+#endif
+
 #ifdef P3_NO_CBLAS_H
 enum CBLAS_ORDER { CblasRowMajor = 101 };
 enum CBLAS_TRANSPOSE { CblasNoTrans = 111, CblasTrans = 112 };

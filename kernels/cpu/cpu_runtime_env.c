@@ -1,9 +1,16 @@
 /* SPDX-License-Identifier: MIT */
-/* OpenBLAS 0.3.21 (Debian 12) does not know recent Intel models (Sapphire/Emerald Rapids): its
- * DYNAMIC_ARCH probe falls back to the "Prescott" SSE3 kernels, about 3× slower than its AVX2
- * or AVX-512 ones on the same CPU. The core is chosen once, when the library loads, from
- * OPENBLAS_CORETYPE; so when the probe failed on a CPU that has the instructions, a program
- * re-executes itself once with the variable set. A user's own OPENBLAS_CORETYPE always wins. */
+/* Two settings of the CPU backend's libraries can only be made through the environment, read
+ * once when the libraries load; so a program that needs them re-executes itself once with
+ * them set. A value the user set always wins.
+ *
+ * OPENBLAS_CORETYPE: OpenBLAS 0.3.21 (Debian 12) does not know recent Intel models
+ * (Sapphire/Emerald Rapids); its DYNAMIC_ARCH probe falls back to the "Prescott" SSE3 kernels,
+ * about 3× slower than its AVX2 or AVX-512 ones on the same CPU.
+ *
+ * OMP_WAIT_POLICY=passive: the backbone and heads run many short parallel regions. With
+ * libgomp's default spinning, threads that wait burn the cores that the working threads need
+ * as soon as anything else runs on the machine (measured on a loaded 2-core machine: a small
+ * job's features took 1.49 s spinning, 0.07 s passive). A service runs beside other work. */
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -32,13 +39,18 @@ const char *p3_blas_core_override(void) {
         return better_core();
 }
 
-void p3_blas_reexec_if_slow(char **argv) {
+void p3_cpu_runtime_setup(char **argv) {
+        if (getenv("P3_RUNTIME_REEXEC"))
+                return; /* done once already: never loop */
         const char *core = p3_blas_core_override();
-        if (!core || getenv("P3_BLAS_REEXEC"))
+        bool wait_policy = !getenv("OMP_WAIT_POLICY");
+        if (!core && !wait_policy)
                 return;
-        setenv("OPENBLAS_CORETYPE", core, 1);
-        setenv("P3_BLAS_REEXEC", "1", 1); /* never loop */
+        if (core)
+                setenv("OPENBLAS_CORETYPE", core, 1);
+        if (wait_policy)
+                setenv("OMP_WAIT_POLICY", "passive", 1);
+        setenv("P3_RUNTIME_REEXEC", "1", 1);
         execv("/proc/self/exe", argv);
-        /* exec failed: carry on with the slow kernels, results are the same */
-        unsetenv("OPENBLAS_CORETYPE");
+        /* exec failed: carry on as we are; results are the same, only slower */
 }

@@ -80,5 +80,31 @@ for key in point_feat concat_feat stage0_feat stage4_feat points_heads prompt_id
 done
 ls "$tmp" | grep -q tmp && { echo "FAIL: temporary file left behind"; fails=$((fails + 1)); }
 
+# segment / predict (only in builds with mesh import)
+if "$run" --help | grep -q segment; then
+        m="$data/meshes"
+        expect 0 "segment --help" -- "$run" segment --help
+        expect 2 "segment without -o" -- "$run" segment --weights "$tmp/w.safetensors" "$m/alien.glb"
+        expect 2 "segment with a bad --points" -- "$run" segment --weights w "$m/alien.glb" -o x.glb --points 3
+        for bad in "$m"/bad/*; do
+                name=$(basename "$bad")
+                expect 1 "segment refuses bad/$name" -- "$run" segment --weights "$tmp/w.safetensors" \
+                        --config "$data/tiny_config.json" "$bad" -o "$tmp/refused.glb" --json "$tmp/refused.json"
+                one_line_error "$name"
+                [ ! -e "$tmp/refused.glb" ] && [ ! -e "$tmp/refused.json" ] || { echo "FAIL: output left behind"; fails=$((fails + 1)); }
+        done
+        expect 0 "segment alien.glb" -- "$run" segment --weights "$tmp/w.safetensors" \
+                --config "$data/tiny_config.json" "$m/alien.glb" -o "$tmp/a.glb" --json "$tmp/a.json" \
+                --ply "$tmp/a.ply" --points 1000 --prompts 4 --quiet
+        [ -s "$tmp/a.glb" ] && [ -s "$tmp/a.json" ] && [ -s "$tmp/a.ply" ] || { echo "FAIL: outputs missing"; fails=$((fails + 1)); }
+        grep -q '"synthetic_weights":true' "$tmp/a.json" || { echo "FAIL: report does not say the weights are synthetic"; fails=$((fails + 1)); }
+        expect 2 "predict without --prompt" -- "$run" predict --weights "$tmp/w.safetensors" "$m/alien.glb" --json "$tmp/p.json"
+        expect 2 "predict with a malformed --prompt" -- "$run" predict --weights w "$m/alien.glb" --json p.json --prompt 1,2
+        expect 0 "predict on alien.glb" -- "$run" predict --weights "$tmp/w.safetensors" \
+                --config "$data/tiny_config.json" "$m/alien.glb" --prompt 0,0.5,0 --prompt 0.1,0.2,0.3 \
+                --json "$tmp/p.json" --points 1000 --quiet
+        grep -q '"prompts"' "$tmp/p.json" || { echo "FAIL: predict JSON lacks prompts"; fails=$((fails + 1)); }
+fi
+
 echo "$fails failure(s)"
 [ "$fails" -eq 0 ]

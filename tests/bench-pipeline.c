@@ -1,0 +1,74 @@
+/* SPDX-License-Identifier: MIT */
+/* The whole pipeline on the CPU backend at 20,000 points / 32 prompts (one batch), full-size
+ * model with synthetic weights, on a real mesh: per-stage seconds and peak memory. Prints
+ * figures; asserts nothing about time. Argument: a mesh (default: the Cesium milk truck). */
+#include <stdio.h>
+#include <string.h>
+#include <sys/resource.h>
+
+#include "mesh_import.h"
+#include "pipeline.h"
+#include "test-util.h"
+
+static double vm_hwm_mb(void) {
+        FILE *f = fopen("/proc/self/status", "re");
+        char line[256];
+        double mb = 0;
+        while (f && fgets(line, sizeof(line), f)) {
+                unsigned long long kb;
+                if (sscanf(line, "VmHWM: %llu kB", &kb) == 1)
+                        mb = kb / 1024.0;
+        }
+        if (f)
+                fclose(f);
+        return mb;
+}
+
+int main(int argc, char **argv) {
+        p3_cpu_runtime_setup(argv);
+        _cleanup_free_ char *truck = test_data_path("meshes/CesiumMilkTruck.glb");
+        const char *path = argc > 1 ? argv[1] : truck;
+        p3_config cfg;
+        p3_err err = {};
+        p3_config_default(&cfg);
+        _cleanup_(p3_weights_freep) p3_weights *w = NULL;
+        CHECK_OK(p3_weights_synth(&cfg, &w, &err));
+        p3_backend *be = NULL;
+        CHECK_OK(p3_backend_cpu_new(NULL, &be));
+        _cleanup_(p3_model_freep) p3_model *m = NULL;
+        CHECK_OK(p3_model_new(be, w, &m, &err));
+
+        p3_mesh_limits lim;
+        p3_mesh mesh = {};
+        p3_mesh_limits_default(&lim);
+        CHECK_OK(p3_mesh_import_file(path, NULL, &lim, &mesh, &err));
+        p3_pipeline_params p;
+        p3_pipeline_params_cpu(&p);
+        p.points = 20000;
+        p.prompts = 32;
+        p.prompt_batch = 32;
+        p3_segment_result res = {};
+        int r = p3_pipeline_segment(m, &mesh, &p, NULL, &res, &err);
+        if (r < 0) {
+                fprintf(stderr, "segment: %s\n", p3_err_msg(&err, r));
+                return EXIT_FAILURE;
+        }
+        printf("pipeline on %s (%lld faces), %s, full-size model (synthetic weights)\n", path,
+               (long long) res.mesh.nf, be->device);
+        printf("%lld points, %d prompts, batch %d, seed %llu, post-processing %s\n",
+               (long long) p.points, p.prompts, p.prompt_batch, (unsigned long long) p.seed,
+               p.post_process ? "on" : "off");
+        double total = 0;
+        for (int i = 0; i < res.n_timings; i++) {
+                printf("  %-18s %8.3f s\n", res.timings[i].name, res.timings[i].seconds);
+                total += res.timings[i].seconds;
+        }
+        printf("  %-18s %8.3f s\n", "total", total);
+        printf("  parts %d; backend arena peak %.1f MB; process peak RSS %.0f MB (weights incl.)\n",
+               res.n_parts, res.peak_device_bytes / 1048576.0, vm_hwm_mb());
+        p3_segment_result_done(&res);
+        p3_mesh_done(&mesh);
+        p3_model_free(TAKE_PTR(m));
+        p3_backend_free(be);
+        return EXIT_SUCCESS;
+}

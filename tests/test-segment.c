@@ -197,6 +197,52 @@ static void check_determinism(const char *path) {
         p3_mesh_done(&mesh);
 }
 
+typedef struct cancel_state {
+        const char *at;
+        bool seen, cancelled;
+        int calls;
+        double last;
+} cancel_state;
+
+static void on_progress(void *userdata, const char *stage, double fraction) {
+        cancel_state *c = userdata;
+        c->calls++;
+        EXPECT(fraction + 1e-9 >= c->last, "progress went backwards (%s %.3f)", stage, fraction);
+        c->last = fraction;
+        if (c->at && strcmp(stage, c->at) == 0)
+                c->seen = true;
+}
+
+static bool on_abort(void *userdata) {
+        cancel_state *c = userdata;
+        c->cancelled |= c->seen;
+        return c->seen;
+}
+
+/* Progress moves forward to 1; a cancel request during the masks stops the job with
+ * -ECANCELED between two prompt batches. */
+static void check_progress_and_cancel(const char *path) {
+        p3_mesh_limits lim;
+        p3_mesh mesh = {};
+        p3_err err = {};
+        p3_mesh_limits_default(&lim);
+        CHECK_OK(p3_mesh_import_file(path, NULL, &lim, &mesh, &err));
+        p3_pipeline_params p = small_params();
+        cancel_state c = {};
+        p3_pipeline_hooks hooks = { .progress = on_progress, .abort = on_abort, .userdata = &c };
+        p3_segment_result res = {};
+        CHECK_OK(p3_pipeline_segment(model, &mesh, &p, &hooks, &res, &err));
+        EXPECT(c.last == 1.0 && c.calls > 5, "progress ended at %.3f after %d calls", c.last,
+               c.calls);
+        p3_segment_result_done(&res);
+        c = (cancel_state) { .at = "masks" };
+        int r = p3_pipeline_segment(model, &mesh, &p, &hooks, &res, &err);
+        EXPECT(r == -ECANCELED && c.cancelled, "cancel during masks gave %d", r);
+        EXPECT(!res.face_ids && res.mesh.nf == 0, "a cancelled job left a result behind");
+        printf("progress: %d updates to 1.0; cancel during masks: %s\n", c.calls, err.msg);
+        p3_mesh_done(&mesh);
+}
+
 static void check_predict(const char *path) {
         p3_mesh_limits lim;
         p3_mesh mesh = {};
@@ -258,6 +304,7 @@ int main(int argc, char **argv) {
                 segment_dir(bad, true);
                 segment_dir(edge, false);
                 check_determinism(truck);
+                check_progress_and_cancel(truck);
                 check_predict(truck);
                 free(bad);
                 free(edge);

@@ -366,6 +366,14 @@ static void test_gltf_transforms(void) {
         CHECK(m.face_src[0] == 0 && m.face_src[1] == 1);
         p3_mesh_done(&m);
 
+        /* valid, but a skin without inverseBindMatrices is a NULL dereference in assimp 5.2:
+         * only the geometry of the JSON reaches it */
+        _cleanup_free_ char *skinned = make_gltf(idx, 3, "{\"name\":\"n\",\"mesh\":0,\"skin\":0}",
+                                                 "\"skins\":[{\"joints\":[0]}],\"animations\":[{\"channels\":[],\"samplers\":[]}],");
+        CHECK_OK(import_str(skinned, NULL, "skin.gltf", NULL, &m, &err));
+        CHECK(m.nf == 1 && strcmp(m.src_names[0], "n/tri") == 0);
+        p3_mesh_done(&m);
+
         /* the same as a GLB with its BIN chunk */
         tri_bin b = make_tri_bin(idx, 3);
         _cleanup_free_ char *json = make_gltf_json(&b, NULL, nodes, NULL);

@@ -455,7 +455,7 @@ static int import_checked(const void *buf, size_t size, const char *fmt, const c
                 .buf = buf,
                 .size = size,
                 .dirfd = dirfd,
-                .budget = lim->max_bytes - size,
+                .budget = lim->max_bytes > size ? lim->max_bytes - size : 0,
         };
 
         /* the name's extension is assimp's format hint: without it 5.2 mis-detects some GLB/STL */
@@ -481,6 +481,8 @@ static int import_checked(const void *buf, size_t size, const char *fmt, const c
 int p3_mesh_import_buffer(const void *buf, size_t size, const char *format, const char *name,
                           const p3_mesh_limits *lim, p3_mesh *ret, p3_err *err) {
         p3_mesh_limits lbuf;
+        _cleanup_free_ void *reduced = NULL;
+        size_t reduced_size = 0;
         const char *fmt;
         int r;
 
@@ -499,9 +501,11 @@ int p3_mesh_import_buffer(const void *buf, size_t size, const char *format, cons
                         return p3_errf(err, -EINVAL, "%s: content is not a recognised mesh format (GLB, glTF, OBJ, PLY, STL or OFF)",
                                        name);
         }
-        r = p3_mesh_precheck(buf, size, fmt, name, lim, false, err);
+        r = p3_mesh_precheck(buf, size, fmt, name, lim, false, &reduced, &reduced_size, err);
         if (r < 0)
                 return r;
+        if (reduced)
+                return import_checked(reduced, reduced_size, fmt, name, lim, -1, ret, err);
         return import_checked(buf, size, fmt, name, lim, -1, ret, err);
 }
 
@@ -573,9 +577,9 @@ int p3_mesh_import_file(const char *path, const char *format, const p3_mesh_limi
                         p3_err *err) {
         p3_mesh_limits lbuf;
         _cleanup_close_ int fd = -1, dirfd = -1;
-        _cleanup_free_ void *buf = NULL;
+        _cleanup_free_ void *buf = NULL, *reduced = NULL;
         const char *fmt;
-        size_t size = 0;
+        size_t size = 0, reduced_size = 0;
         int r;
 
         lim = limits_or_default(lim, &lbuf);
@@ -601,9 +605,14 @@ int p3_mesh_import_file(const char *path, const char *format, const p3_mesh_limi
                                path);
         /* only a glTF (or GLB) read by path may pull in files beside it */
         bool external = strcmp(fmt, "gltf") == 0 || strcmp(fmt, "glb") == 0;
-        r = p3_mesh_precheck(buf, size, fmt, path, lim, external, err);
+        r = p3_mesh_precheck(buf, size, fmt, path, lim, external, &reduced, &reduced_size, err);
         if (r < 0)
                 return r;
+        if (reduced) {
+                free(buf);
+                buf = TAKE_PTR(reduced);
+                size = reduced_size;
+        }
         if (external) {
                 dirfd = open_parent_dir(path);
                 if (dirfd < 0)

@@ -62,7 +62,9 @@ const char *p3_mesh_format_canonical(const char *format);
 
 /* Validate buf as the given canonical format: magic, header, declared sizes and counts against
  * lim, glTF extensions assimp cannot read (Draco) and external buffer URIs (allowed only when
- * allow_external: relative, inside the file's directory). Returns 0 or a negative errno with a
- * message that starts with name. */
+ * allow_external: relative, inside the file's directory). For glTF and GLB, *ret_reduced gets
+ * the bytes to import instead (malloc'd): the same file with only the JSON that geometry needs.
+ * Returns 0 or a negative errno with a message that starts with name. */
 int p3_mesh_precheck(const void *buf, size_t size, const char *format, const char *name,
-                     const p3_mesh_limits *lim, bool allow_external, p3_err *err);
+                     const p3_mesh_limits *lim, bool allow_external, void **ret_reduced, size_t *ret_reduced_size,
+                     p3_err *err);

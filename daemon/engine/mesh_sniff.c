@@ -43,6 +43,11 @@ static uint32_t le32(const uint8_t *p) {
         return (uint32_t) p[0] | (uint32_t) p[1] << 8 | (uint32_t) p[2] << 16 | (uint32_t) p[3] << 24;
 }
 
+static void put32(uint8_t *p, uint32_t v) {
+        for (int i = 0; i < 4; i++)
+                p[i] = (uint8_t) (v >> (8 * i));
+}
+
 /* ---- detection ------------------------------------------------------------------------------ */
 
 static bool is_binary_stl(const uint8_t *p, size_t size) {
@@ -294,8 +299,99 @@ static int check_node_depth(json_object *root, const char *name, p3_err *err) {
         return 0;
 }
 
+/* ---- glTF reduced to its geometry ---------------------------------------------------------- */
+
+/* assimp 5.2 crashes on valid glTF it has no need to read for us: a skin without
+ * inverseBindMatrices is a NULL dereference, fewer matrices than joints a read past the end,
+ * and its skin-weight, morph-target, animation and material code trusts counts the same way.
+ * So assimp gets a copy of the JSON with only what positions, faces and node transforms
+ * need; accessors, buffer views and buffers keep their indices. */
+
+/* A copy of src (not NULL) with only the given keys, or src itself if it is not an object,
+ * for assimp to refuse. NULL on OOM. */
+static json_object *copy_keys(json_object *src, const char *const *keys) {
+        if (!json_object_is_type(src, json_type_object))
+                return json_object_get(src);
+        json_object *dst = json_object_new_object();
+        for (; dst && *keys; keys++) {
+                json_object *v = member(src, *keys);
+                if (v && json_object_object_add(dst, *keys, json_object_get(v)) < 0) {
+                        json_object_put(v);
+                        json_object_put(dst);
+                        return NULL;
+                }
+        }
+        return dst;
+}
+
+/* Replace obj[key] (an array) by the array of fn(element). false on OOM. */
+static bool map_member(json_object *obj, const char *key, json_object *(*fn)(json_object *)) {
+        json_object *arr = member(obj, key);
+        if (!json_object_is_type(arr, json_type_array))
+                return true;
+        size_t n = json_object_array_length(arr);
+        json_object *out = json_object_new_array_ext((int) n);
+        for (size_t i = 0; out && i < n; i++) {
+                json_object *src = json_object_array_get_idx(arr, i); /* NULL: a JSON null, kept */
+                json_object *e = src ? fn(src) : NULL;
+                if ((src && !e) || json_object_array_add(out, e) < 0) {
+                        json_object_put(e);
+                        json_object_put(out);
+                        return false;
+                }
+        }
+        return out && json_object_object_add(obj, key, out) == 0;
+}
+
+static json_object *reduce_primitive(json_object *prim) {
+        static const char *const keep[] = { "indices", "mode", NULL }, *const pos[] = { "POSITION", NULL };
+        json_object *out = copy_keys(prim, keep);
+        if (!out || !json_object_is_type(out, json_type_object) || !member(prim, "attributes"))
+                return out;
+        json_object *attr = copy_keys(member(prim, "attributes"), pos);
+        if (!attr || json_object_object_add(out, "attributes", attr) < 0) {
+                json_object_put(attr);
+                json_object_put(out);
+                return NULL;
+        }
+        return out;
+}
+
+static json_object *reduce_mesh(json_object *mesh) {
+        static const char *const keep[] = { "name", "primitives", NULL };
+        json_object *out = copy_keys(mesh, keep);
+        if (out && !map_member(out, "primitives", reduce_primitive)) {
+                json_object_put(out);
+                return NULL;
+        }
+        return out;
+}
+
+static json_object *reduce_node(json_object *node) {
+        static const char *const keep[] = { "name", "children", "matrix", "translation", "rotation", "scale", "mesh", NULL };
+        return copy_keys(node, keep);
+}
+
+/* The reduced JSON text, malloc'd. */
+static int gltf_reduce(json_object *root, char **ret, size_t *ret_len) {
+        static const char *const keep[] = { "asset",    "scene",       "scenes",  "nodes", "meshes",
+                                            "accessors", "bufferViews", "buffers", NULL };
+        _cleanup_(json_object_putp) json_object *out = copy_keys(root, keep);
+        size_t len;
+
+        if (!out || !map_member(out, "nodes", reduce_node) || !map_member(out, "meshes", reduce_mesh))
+                return -ENOMEM;
+        const char *text = json_object_to_json_string_length(out, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE,
+                                                             &len);
+        if (!text || !(*ret = strndup(text, len)))
+                return -ENOMEM;
+        *ret_len = len;
+        return 0;
+}
+
 static int check_gltf_json(const char *json, size_t len, int64_t bin_len, const char *name,
-                           const p3_mesh_limits *lim, bool allow_external, p3_err *err) {
+                           const p3_mesh_limits *lim, bool allow_external, char **ret_json, size_t *ret_len,
+                           p3_err *err) {
         if (len > INT_MAX)
                 return p3_errf(err, -EFBIG, "%s: glTF JSON is larger than 2 GiB", name);
 
@@ -325,13 +421,37 @@ static int check_gltf_json(const char *json, size_t len, int64_t bin_len, const 
         r = check_node_depth(root, name, err);
         if (r < 0)
                 return r;
-        return check_buffers(root, name, bin_len, lim, allow_external, err);
+        r = check_buffers(root, name, bin_len, lim, allow_external, err);
+        if (r < 0)
+                return r;
+        return gltf_reduce(root, ret_json, ret_len);
 }
 
 /* ---- GLB container ------------------------------------------------------------------------ */
 
+/* The GLB again with a new JSON chunk (space-padded) and every other chunk as it was. */
+static int glb_rebuild(const uint8_t *p, size_t size, size_t rest_off, const char *json, size_t json_len,
+                       void **ret, size_t *ret_size) {
+        size_t padded = (json_len + 3) & ~(size_t) 3, total = 20 + padded + (size - rest_off);
+        if (total > UINT32_MAX)
+                return -EFBIG;
+        uint8_t *g = malloc(total);
+        if (!g)
+                return -ENOMEM;
+        memcpy(g, p, 12);
+        put32(g + 8, (uint32_t) total);
+        put32(g + 12, (uint32_t) padded);
+        put32(g + 16, GLB_CHUNK_JSON);
+        memcpy(g + 20, json, json_len);
+        memset(g + 20 + json_len, ' ', padded - json_len);
+        memcpy(g + 20 + padded, p + rest_off, size - rest_off);
+        *ret = g;
+        *ret_size = total;
+        return 0;
+}
+
 static int check_glb(const uint8_t *p, size_t size, const char *name, const p3_mesh_limits *lim,
-                     bool allow_external, p3_err *err) {
+                     bool allow_external, void **ret, size_t *ret_size, p3_err *err) {
         if (size < 12)
                 return p3_errf(err, -EINVAL, "%s: %zu bytes are too short for a GLB header", name, size);
         if (le32(p) != GLB_MAGIC)
@@ -343,7 +463,7 @@ static int check_glb(const uint8_t *p, size_t size, const char *name, const p3_m
                                le32(p + 8), size, le32(p + 8) > size ? "truncated download?" : "trailing data");
 
         const char *json = NULL;
-        size_t json_len = 0;
+        size_t json_len = 0, rest_off = 0;
         int64_t bin_len = -1;
         for (size_t off = 12, k = 0; off < size; k++) {
                 if (size - off < 8)
@@ -358,13 +478,20 @@ static int check_glb(const uint8_t *p, size_t size, const char *name, const p3_m
                 if (k == 0) {
                         json = (const char *) p + off;
                         json_len = clen;
+                        rest_off = off + clen;
                 } else if (k == 1 && ctype == GLB_CHUNK_BIN)
                         bin_len = clen;
                 off += clen;
         }
         if (!json || json_len == 0)
                 return p3_errf(err, -EINVAL, "%s: GLB has no JSON chunk", name);
-        return check_gltf_json(json, json_len, bin_len, name, lim, allow_external, err);
+
+        _cleanup_free_ char *reduced = NULL;
+        size_t reduced_len = 0;
+        int r = check_gltf_json(json, json_len, bin_len, name, lim, allow_external, &reduced, &reduced_len, err);
+        if (r < 0)
+                return r;
+        return glb_rebuild(p, size, rest_off, reduced, reduced_len, ret, ret_size);
 }
 
 /* ---- STL ---------------------------------------------------------------------------------- */
@@ -612,9 +739,13 @@ static int check_obj(const char *s, size_t size, const char *name, const p3_mesh
 /* ---- dispatch ----------------------------------------------------------------------------- */
 
 int p3_mesh_precheck(const void *buf, size_t size, const char *format, const char *name,
-                     const p3_mesh_limits *lim, bool allow_external, p3_err *err) {
+                     const p3_mesh_limits *lim, bool allow_external, void **ret_reduced, size_t *ret_reduced_size,
+                     p3_err *err) {
         const uint8_t *p = buf;
         const char *s = buf;
+
+        *ret_reduced = NULL;
+        *ret_reduced_size = 0;
 
         if (!buf || size == 0)
                 return p3_errf(err, -EINVAL, "%s: is empty (0 bytes)", name);
@@ -622,9 +753,10 @@ int p3_mesh_precheck(const void *buf, size_t size, const char *format, const cha
                 return p3_errf(err, -EFBIG, "%s: %zu bytes, more than the limit of %zu", name, size, lim->max_bytes);
 
         if (strcmp(format, "glb") == 0)
-                return check_glb(p, size, name, lim, allow_external, err);
+                return check_glb(p, size, name, lim, allow_external, ret_reduced, ret_reduced_size, err);
         if (strcmp(format, "gltf") == 0)
-                return check_gltf_json(s, size, -1, name, lim, allow_external, err);
+                return check_gltf_json(s, size, -1, name, lim, allow_external, (char **) ret_reduced, ret_reduced_size,
+                                       err);
         if (strcmp(format, "stl") == 0)
                 return check_stl(p, size, name, lim, err);
         if (strcmp(format, "ply") == 0) {

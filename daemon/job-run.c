@@ -1,0 +1,135 @@
+/* SPDX-License-Identifier: MIT */
+#include <fcntl.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "export.h"
+#include "job-run.h"
+#include "mesh_import.h"
+
+typedef struct run_ctx {
+        job *j;
+        job_progress_fn progress;
+        void *userdata;
+} run_ctx;
+
+static void on_progress(void *userdata, const char *stage, double fraction) {
+        run_ctx *c = userdata;
+        if (c->progress)
+                c->progress(c->userdata, c->j, stage, fraction);
+}
+
+static bool on_abort(void *userdata) {
+        run_ctx *c = userdata;
+        return atomic_load(&c->j->cancel);
+}
+
+static int check_fd(int fd, bool writable, const char *what, p3_err *err) {
+        struct stat st;
+        if (fstat(fd, &st) < 0)
+                return p3_errf(err, -errno, "the %s descriptor is not usable: %m", what);
+        if (!S_ISREG(st.st_mode))
+                return p3_errf(err, -EINVAL,
+                               "the %s descriptor must be a regular file or memfd, not a %s", what,
+                               S_ISFIFO(st.st_mode) ? "pipe" : S_ISSOCK(st.st_mode) ? "socket"
+                               : S_ISDIR(st.st_mode) ? "directory" : "special file");
+        int fl = fcntl(fd, F_GETFL);
+        int acc = fl & O_ACCMODE;
+        if (fl < 0 || (writable ? acc == O_RDONLY : acc == O_WRONLY))
+                return p3_errf(err, -EBADF, "the %s descriptor is not open for %s", what,
+                               writable ? "writing" : "reading");
+        return 0;
+}
+
+int job_check_fds(int mesh_fd, int out_fd, int report_fd, uint64_t max_bytes, p3_err *err) {
+        int r = check_fd(mesh_fd, false, "mesh", err);
+        if (r >= 0)
+                r = check_fd(out_fd, true, "output", err);
+        if (r >= 0 && report_fd >= 0)
+                r = check_fd(report_fd, true, "report", err);
+        struct stat st;
+        if (r >= 0 && fstat(mesh_fd, &st) >= 0 && (uint64_t) st.st_size > max_bytes)
+                r = p3_errf(err, -EFBIG, "the mesh is %llu bytes, over the limit of %llu",
+                            (unsigned long long) st.st_size, (unsigned long long) max_bytes);
+        return r;
+}
+
+/* Output descriptors start empty and end empty unless everything succeeded. */
+static void truncate_fd(int fd) {
+        if (fd >= 0) {
+                (void) ftruncate(fd, 0);
+                (void) lseek(fd, 0, SEEK_SET);
+        }
+}
+
+static int write_segment(residency *res, job *j, const p3_segment_result *sr, p3_err *err) {
+        p3_segmentation s = { .mesh = &sr->mesh, .face_ids = sr->face_ids,
+                              .n_parts = sr->n_parts, .part_labels = sr->part_labels,
+                              .aabb = sr->aabb };
+        int r;
+        if (strcmp(j->out_format, "ply") == 0)
+                r = p3_export_ply(&s, j->out_fd, false, err);
+        else if (strcmp(j->out_format, "json") == 0)
+                r = 0; /* written below as the report */
+        else
+                r = p3_export_glb(&s, j->out_fd, err);
+        p3_report rep = {
+                .input = "mesh", .points = j->params.points, .prompts = j->params.prompts,
+                .prompt_batch = j->params.prompt_batch, .seed = (int64_t) j->params.seed,
+                .post_process = j->params.post_process, .threshold = j->params.threshold,
+                .backend = res->device, .weights = res->src.weights_path,
+                .weights_synthetic = res->synthetic, .timings = sr->timings,
+                .n_timings = sr->n_timings,
+        };
+        if (r >= 0 && strcmp(j->out_format, "json") == 0)
+                r = p3_export_json(&s, &rep, j->out_fd, err);
+        if (r >= 0 && j->report_fd >= 0)
+                r = p3_export_json(&s, &rep, j->report_fd, err);
+        return r;
+}
+
+static int run_segment(residency *res, job *j, const p3_mesh *mesh, run_ctx *c, p3_err *err) {
+        p3_segment_result sr = {};
+        p3_pipeline_hooks hooks = { .progress = on_progress, .abort = on_abort, .userdata = c };
+        int r = p3_pipeline_segment(res->m, mesh, &j->params, &hooks, &sr, err);
+        if (r >= 0)
+                r = write_segment(res, j, &sr, err);
+        p3_segment_result_done(&sr);
+        return r;
+}
+
+static int run_predict(residency *res, job *j, const p3_mesh *mesh, run_ctx *c, p3_err *err) {
+        p3_predict_result pr = {};
+        p3_pipeline_hooks hooks = { .progress = on_progress, .abort = on_abort, .userdata = c };
+        int r = p3_pipeline_predict(res->m, mesh, j->prompts, j->k, &j->params, &hooks, &pr, err);
+        if (r >= 0)
+                r = p3_export_predict_json(&pr.mesh, pr.k, j->prompts,
+                                           (const int32_t *const *) pr.faces, pr.counts, pr.iou,
+                                           j->out_fd, err);
+        p3_predict_result_done(&pr);
+        return r;
+}
+
+int job_run(residency *res, job *j, job_progress_fn progress, void *userdata, p3_err *err) {
+        run_ctx c = { .j = j, .progress = progress, .userdata = userdata };
+        p3_mesh_limits lim;
+        p3_mesh mesh = {};
+        p3_mesh_limits_default(&lim);
+        truncate_fd(j->out_fd);
+        truncate_fd(j->report_fd);
+        on_progress(&c, "reading", 0);
+        if (lseek(j->mesh_fd, 0, SEEK_SET) < 0 && errno != ESPIPE)
+                return p3_errf(err, -errno, "cannot read the mesh: %m");
+        int r = p3_mesh_import_fd(j->mesh_fd, j->mesh_format[0] ? j->mesh_format : NULL, "mesh",
+                                  &lim, &mesh, err);
+        if (r >= 0)
+                r = j->kind == JOB_PREDICT ? run_predict(res, j, &mesh, &c, err)
+                                           : run_segment(res, j, &mesh, &c, err);
+        p3_mesh_done(&mesh);
+        if (r < 0) {
+                truncate_fd(j->out_fd);
+                truncate_fd(j->report_fd);
+        }
+        return r;
+}

@@ -1,0 +1,18 @@
+/* SPDX-License-Identifier: MIT */
+/* Running one job on the worker thread: read the mesh from the caller's descriptor, run the
+ * pipeline, write the result to the output descriptor only on success (a failed job leaves
+ * the output truncated to 0 bytes). */
+#pragma once
+
+#include "error.h"
+#include "job.h"
+#include "residency.h"
+
+typedef void (*job_progress_fn)(void *userdata, job *j, const char *stage, double fraction);
+
+int job_run(residency *r, job *j, job_progress_fn progress, void *userdata, p3_err *err);
+
+/* Checks done when the job is submitted, so that the caller hears of them at once: the mesh
+ * descriptor is a readable regular file (or memfd) of at most max_bytes, the outputs are
+ * writable regular files. Messages name the argument. */
+int job_check_fds(int mesh_fd, int out_fd, int report_fd, uint64_t max_bytes, p3_err *err);

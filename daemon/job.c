@@ -1,0 +1,283 @@
+/* SPDX-License-Identifier: MIT */
+/* Job objects on the bus (/org/p3sam/Segmenter1/job/<id>, org.p3sam.Segmenter1.Job) and their
+ * lifecycle on the loop thread: published, tracked (a caller that leaves the bus cancels its
+ * job), finished (Completed + JobRemoved), lingering for JobLingerSec, then gone. */
+#include <inttypes.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "bus-polkit.h"
+#include "bus-util.h"
+#include "job.h"
+#include "manager.h"
+
+const char *job_state_to_string(job_state s) {
+        static const char *const names[] = {
+                [JOB_QUEUED] = "queued", [JOB_RUNNING] = "running", [JOB_DONE] = "done",
+                [JOB_FAILED] = "failed", [JOB_CANCELLED] = "cancelled",
+        };
+        return s <= JOB_CANCELLED ? names[s] : "unknown";
+}
+
+static void close_fd(int *fd) {
+        if (*fd >= 0)
+                close(*fd);
+        *fd = -1;
+}
+
+static void job_release(uv_handle_t *h) {
+        job *j = h->data;
+        close_fd(&j->mesh_fd);
+        close_fd(&j->out_fd);
+        close_fd(&j->report_fd);
+        sd_bus_track_unref(j->track);
+        sd_bus_slot_unref(j->slot);
+        free(j->prompts);
+        free(j->sender);
+        free(j->error);
+        free(j);
+}
+
+void job_free(job *j) {
+        if (!j)
+                return;
+        if (j->timer_open) {
+                j->timer_open = false;
+                uv_close((uv_handle_t *) &j->timer, job_release);
+        } else
+                job_release((uv_handle_t *) &(uv_timer_t) { .data = j });
+}
+
+void job_changed(job *j, const char *prop1, const char *prop2) {
+        sd_bus *bus = j->manager->bus;
+        if (bus)
+                (void) sd_bus_emit_properties_changed(bus, j->path, P3_JOB_IFACE, prop1, prop2,
+                                                      NULL);
+}
+
+static void on_linger_end(uv_timer_t *t) {
+        job *j = t->data;
+        manager_job_removed(j->manager, j);
+}
+
+void job_finish(job *j, job_state state, const char *error) {
+        manager *m = j->manager;
+        if (job_finished(j))
+                return;
+        j->state = state;
+        free(j->error);
+        j->error = error && *error ? strdup(error) : NULL;
+        if (state == JOB_DONE)
+                j->progress = 1.0;
+        close_fd(&j->mesh_fd);
+        close_fd(&j->out_fd);
+        close_fd(&j->report_fd);
+        j->track = sd_bus_track_unref(j->track);
+        uv_timer_stop(&j->timer);
+        if (m->bus) {
+                (void) sd_bus_emit_properties_changed(m->bus, j->path, P3_JOB_IFACE, "State",
+                                                      "Error", "Progress", NULL);
+                (void) sd_bus_emit_signal(m->bus, j->path, P3_JOB_IFACE, "Completed", "bs",
+                                          state == JOB_DONE, j->error ? j->error : "");
+                (void) sd_bus_emit_signal(m->bus, P3_BUS_PATH, P3_BUS_IFACE, "JobRemoved", "uos",
+                                          j->id, j->path, job_state_to_string(state));
+        }
+        uint64_t linger_ms = m->conf.job_linger_usec / 1000;
+        uv_timer_start(&j->timer, on_linger_end, linger_ms, 0);
+}
+
+void job_cancel(job *j, const char *reason) {
+        if (job_finished(j))
+                return;
+        snprintf(j->cancel_reason, sizeof(j->cancel_reason), "%s", reason);
+        atomic_store(&j->cancel, true);
+        /* Not started yet: it ends here. Running: the worker stops at the next stage or batch
+         * and reports back. */
+        if (j->state == JOB_QUEUED && j->manager->worker && worker_unqueue(j->manager->worker, j)) {
+                job_finish(j, JOB_CANCELLED, reason);
+                manager_check_idle(j->manager);
+        }
+}
+
+/* The caller's connection went away: nobody is left to read the result. */
+static int on_track_gone(sd_bus_track *t, void *userdata) {
+        job *j = userdata;
+        job_cancel(j, "the caller left the bus");
+        return 0;
+}
+
+static void on_timeout(uv_timer_t *t) {
+        job *j = t->data;
+        job_cancel(j, "the job ran past JobTimeoutSec");
+}
+
+int job_publish(job *j) {
+        manager *m = j->manager;
+        int r = uv_timer_init(m->loop, &j->timer);
+        if (r < 0)
+                return r;
+        j->timer.data = j;
+        j->timer_open = true;
+        snprintf(j->path, sizeof(j->path), P3_JOB_PREFIX "/%" PRIu32, j->id);
+        if (j->sender) {
+                r = sd_bus_track_new(m->bus, &j->track, on_track_gone, j);
+                if (r >= 0)
+                        r = sd_bus_track_add_name(j->track, j->sender);
+                if (r < 0)
+                        return r;
+        }
+        (void) sd_bus_emit_signal(m->bus, P3_BUS_PATH, P3_BUS_IFACE, "JobNew", "uo", j->id,
+                                  j->path);
+        return 0;
+}
+
+/* Called when the worker starts the job: the timeout runs from here. */
+void job_started(job *j) {
+        j->state = JOB_RUNNING;
+        j->started_usec = uv_now(j->manager->loop) * 1000;
+        uint64_t timeout = j->manager->conf.job_timeout_usec;
+        if (timeout > 0 && timeout != UINT64_MAX)
+                uv_timer_start(&j->timer, on_timeout, (timeout + 999) / 1000, 0);
+        job_changed(j, "State", NULL);
+}
+
+/* ---- the D-Bus object ---- */
+
+static int property_get_state(sd_bus *bus, const char *path, const char *interface,
+                              const char *property, sd_bus_message *reply, void *userdata,
+                              sd_bus_error *error) {
+        job *j = userdata;
+        return sd_bus_message_append(reply, "s", job_state_to_string(j->state));
+}
+
+static int property_get_error(sd_bus *bus, const char *path, const char *interface,
+                              const char *property, sd_bus_message *reply, void *userdata,
+                              sd_bus_error *error) {
+        job *j = userdata;
+        return sd_bus_message_append(reply, "s", j->error ? j->error : "");
+}
+
+static int property_get_stage(sd_bus *bus, const char *path, const char *interface,
+                              const char *property, sd_bus_message *reply, void *userdata,
+                              sd_bus_error *error) {
+        job *j = userdata;
+        return sd_bus_message_append(reply, "s", j->stage);
+}
+
+typedef struct cancel_ctx {
+        manager *m;
+        uint32_t id;
+        sd_bus_message *call;
+} cancel_ctx;
+
+static void cancel_authorized(void *userdata, int result, const char *why) {
+        cancel_ctx *c = userdata;
+        job *j = manager_find_job(c->m, c->id);
+        if (result <= 0)
+                (void) bus_reply_access_denied(
+                        c->call, "Cancelling another user's job needs root or the polkit "
+                                 "action org.p3sam.manage.");
+        else if (!j)
+                (void) sd_bus_reply_method_errorf(c->call, SD_BUS_ERROR_UNKNOWN_OBJECT,
+                                                  "The job no longer exists.");
+        else {
+                job_cancel(j, "cancelled by request");
+                (void) sd_bus_reply_method_return(c->call, NULL);
+        }
+        sd_bus_message_unref(c->call);
+        free(c);
+}
+
+static int method_cancel(sd_bus_message *call, void *userdata, sd_bus_error *error) {
+        job *j = userdata;
+        uid_t uid;
+        int r = bus_sender_uid(call, &uid);
+        if (r < 0)
+                return r;
+        if (uid == j->uid || uid == 0) {
+                job_cancel(j, "cancelled by request");
+                return sd_bus_reply_method_return(call, NULL);
+        }
+        cancel_ctx *c = calloc(1, sizeof(*c));
+        if (!c)
+                return -ENOMEM;
+        *c = (cancel_ctx) { .m = j->manager, .id = j->id, .call = sd_bus_message_ref(call) };
+        r = bus_check_authorization(call, P3_ACTION_MANAGE, NULL, true, cancel_authorized, c,
+                                    NULL);
+        if (r < 0) {
+                sd_bus_message_unref(c->call);
+                free(c);
+                return r;
+        }
+        return 1;
+}
+
+const sd_bus_vtable job_vtable[] = {
+        SD_BUS_VTABLE_START(0),
+        SD_BUS_PROPERTY("Id", "u", NULL, offsetof(job, id), SD_BUS_VTABLE_PROPERTY_CONST),
+        SD_BUS_PROPERTY("State", "s", property_get_state, 0,
+                        SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
+        SD_BUS_PROPERTY("Stage", "s", property_get_stage, 0,
+                        SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
+        SD_BUS_PROPERTY("Progress", "d", NULL, offsetof(job, progress),
+                        SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
+        SD_BUS_PROPERTY("StartedByUID", "u", NULL, offsetof(job, uid),
+                        SD_BUS_VTABLE_PROPERTY_CONST),
+        SD_BUS_PROPERTY("Error", "s", property_get_error, 0,
+                        SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
+        SD_BUS_METHOD("Cancel", "", "", method_cancel, SD_BUS_VTABLE_UNPRIVILEGED),
+        SD_BUS_SIGNAL_WITH_NAMES("Completed", "bs", SD_BUS_PARAM(success) SD_BUS_PARAM(message),
+                                 0),
+        SD_BUS_VTABLE_END,
+};
+
+static int job_id_from_path(const char *path, uint32_t *id) {
+        const char *p = path + strlen(P3_JOB_PREFIX);
+        if (strncmp(path, P3_JOB_PREFIX "/", strlen(P3_JOB_PREFIX) + 1) != 0)
+                return -ENOENT;
+        p++;
+        char *end;
+        unsigned long v = strtoul(p, &end, 10);
+        if (!*p || *end || v > UINT32_MAX)
+                return -ENOENT;
+        *id = (uint32_t) v;
+        return 0;
+}
+
+int job_object_find(sd_bus *bus, const char *path, const char *interface, void *userdata,
+                    void **found, sd_bus_error *error) {
+        manager *m = userdata;
+        uint32_t id;
+        if (job_id_from_path(path, &id) < 0)
+                return 0;
+        job *j = manager_find_job(m, id);
+        if (!j)
+                return 0;
+        *found = j;
+        return 1;
+}
+
+int job_node_enumerator(sd_bus *bus, const char *path, void *userdata, char ***nodes,
+                        sd_bus_error *error) {
+        manager *m = userdata;
+        size_t n = 0, i = 0;
+        job *j;
+        TAILQ_FOREACH(j, &m->jobs, queue)
+                n++;
+        char **l = calloc(n + 1, sizeof(char *));
+        if (!l)
+                return -ENOMEM;
+        TAILQ_FOREACH(j, &m->jobs, queue) {
+                l[i] = strdup(j->path);
+                if (!l[i]) {
+                        for (size_t k = 0; k < i; k++)
+                                free(l[k]);
+                        free(l);
+                        return -ENOMEM;
+                }
+                i++;
+        }
+        *nodes = l;
+        return 1;
+}

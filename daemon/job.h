@@ -1,0 +1,90 @@
+/* SPDX-License-Identifier: MIT */
+/* A segmentation or prediction job: what the caller asked for (descriptors, options), where it
+ * is (state, stage, progress) and how it ended. Owned by the loop thread; the worker thread
+ * reads the request, and communicates back only through worker.c's locked hand-over and the
+ * atomic cancel flag. */
+#pragma once
+
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/queue.h>
+#include <sys/types.h>
+#include <systemd/sd-bus.h>
+#include <uv.h>
+
+#include "pipeline.h"
+
+typedef struct manager manager;
+
+typedef enum job_kind {
+        JOB_SEGMENT,
+        JOB_PREDICT,
+} job_kind;
+
+typedef enum job_state {
+        JOB_QUEUED,
+        JOB_RUNNING,
+        JOB_DONE,
+        JOB_FAILED,
+        JOB_CANCELLED,
+} job_state;
+
+typedef struct job {
+        manager *manager;
+        uint32_t id;
+        char path[64];
+        job_kind kind;
+
+        /* the request (read by the worker) */
+        int mesh_fd, out_fd, report_fd; /* report_fd -1 if none */
+        char mesh_format[8];            /* "" = detect */
+        char out_format[8];             /* glb, ply, json */
+        p3_pipeline_params params;
+        double *prompts; /* predict: [k, 3] object coordinates */
+        int k;
+
+        /* who asked */
+        uid_t uid;
+        char *sender;
+        sd_bus_track *track;
+
+        /* where it is (loop thread) */
+        job_state state;
+        char stage[32];
+        double progress;
+        char *error;
+        uint64_t started_usec;
+        atomic_bool cancel;
+        char cancel_reason[96];
+
+        uv_timer_t timer; /* job timeout while running, then linger until it disappears */
+        bool timer_open;
+        sd_bus_slot *slot;
+        TAILQ_ENTRY(job) queue; /* manager->jobs */
+} job;
+
+TAILQ_HEAD(job_list, job);
+
+const char *job_state_to_string(job_state s);
+static inline bool job_finished(const job *j) {
+        return j->state >= JOB_DONE;
+}
+
+/* Builds the job's D-Bus object and registers it; caller has filled the request. */
+int job_publish(job *j);
+/* The worker took the job: state running, the job timeout starts. */
+void job_started(job *j);
+/* Marks a job finished, emits Completed and JobRemoved, starts the linger timer. */
+void job_finish(job *j, job_state state, const char *error);
+/* State/progress changed: emits PropertiesChanged. */
+void job_changed(job *j, const char *prop1, const char *prop2);
+/* Cancels a queued or running job (the worker notices between stages). */
+void job_cancel(job *j, const char *reason);
+void job_free(job *j);
+
+extern const sd_bus_vtable job_vtable[];
+int job_object_find(sd_bus *bus, const char *path, const char *interface, void *userdata,
+                    void **found, sd_bus_error *error);
+int job_node_enumerator(sd_bus *bus, const char *path, void *userdata, char ***nodes,
+                        sd_bus_error *error);

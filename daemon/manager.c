@@ -1,0 +1,380 @@
+/* SPDX-License-Identifier: MIT */
+/* The daemon's life on the loop thread: the model's state as the worker reports it, the job
+ * queue and its limits, the idle timer that gives the GPU back, sd-daemon notifications
+ * (READY, STATUS, WATCHDOG, EXTEND_TIMEOUT, STOPPING), signals and reload. */
+#include <inttypes.h>
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+#include <systemd/sd-daemon.h>
+
+#include "bus-util.h"
+#include "manager.h"
+#include "parse-util.h"
+
+#define LOAD_EXTEND_USEC (120 * 1000000ULL) /* asked for while the model loads */
+
+static void notify_status(manager *m) {
+        const worker_status *s = &m->status;
+        char line[700];
+        job *run = NULL, *j;
+        TAILQ_FOREACH(j, &m->jobs, queue)
+                if (j->state == JOB_RUNNING)
+                        run = j;
+        if (run)
+                snprintf(line, sizeof(line), "STATUS=job %" PRIu32 ": %s %.0f%%", run->id,
+                         run->stage, 100 * run->progress);
+        else if (s->state == MODEL_READY || s->state == MODEL_BUSY)
+                snprintf(line, sizeof(line), "STATUS=ready, model on %s (%.0f MiB)%s",
+                         strcmp(s->backend, "cpu") == 0 ? "CPU" : "GPU",
+                         s->device_bytes / 1048576.0, s->synthetic ? ", SYNTHETIC weights" : "");
+        else if (s->state == MODEL_FAILED)
+                snprintf(line, sizeof(line), "STATUS=no model: %s", s->error);
+        else
+                snprintf(line, sizeof(line), "STATUS=%s", model_state_to_string(s->state));
+        (void) sd_notify(0, line);
+}
+
+/* ---- worker callbacks ---- */
+
+static void on_status(void *userdata, const worker_status *st) {
+        manager *m = userdata;
+        model_state old = m->status.state;
+        m->status = *st;
+        if (st->state == MODEL_LOADING)
+                (void) sd_notifyf(0, "EXTEND_TIMEOUT_USEC=%llu",
+                                  (unsigned long long) LOAD_EXTEND_USEC);
+        if (st->state == MODEL_FAILED)
+                fprintf(stderr, "p3samd: no model: %s\n", st->error);
+        if (st->state == MODEL_READY && old != MODEL_READY && old != MODEL_BUSY)
+                fprintf(stderr, "p3samd: model ready on %s (%s)\n", st->device,
+                        st->synthetic ? "SYNTHETIC weights" : st->weights_path);
+        /* READY=1 once the first load has ended, whichever way: a daemon without a model still
+         * answers status calls and can be told to Reload. */
+        if (!m->notified_ready && (st->state == MODEL_READY || st->state == MODEL_FAILED ||
+                                   st->state == MODEL_OFFLOADED)) {
+                m->notified_ready = true;
+                (void) sd_notify(0, "READY=1");
+        }
+        notify_status(m);
+        (void) manager_emit_changed(m, "State", "Backend", "Device", "GpuMemoryBytes",
+                                    "PeakGpuMemoryBytes", "HostMemoryBytes", "ModelPath",
+                                    "ModelSynthetic", NULL);
+        manager_check_idle(m);
+}
+
+static void on_job_started(void *userdata, job *j) {
+        manager *m = userdata;
+        job_started(j);
+        (void) manager_emit_changed(m, "QueueLength", NULL);
+}
+
+static void on_progress(void *userdata, job *j, const char *stage, double fraction) {
+        manager *m = userdata;
+        if (job_finished(j))
+                return;
+        bool stage_changed = strcmp(j->stage, stage) != 0;
+        snprintf(j->stage, sizeof(j->stage), "%s", stage);
+        j->progress = fraction;
+        job_changed(j, "Progress", stage_changed ? "Stage" : NULL);
+        notify_status(m);
+}
+
+static void on_job_done(void *userdata, job *j, int r, const char *message) {
+        manager *m = userdata;
+        if (r == -ECANCELED || atomic_load(&j->cancel))
+                job_finish(j, JOB_CANCELLED, j->cancel_reason[0] ? j->cancel_reason : message);
+        else if (r < 0)
+                job_finish(j, JOB_FAILED, message);
+        else
+                job_finish(j, JOB_DONE, NULL);
+        if (r >= 0)
+                m->jobs_completed++;
+        fprintf(stderr, "p3samd: job %" PRIu32 " %s%s%s\n", j->id, job_state_to_string(j->state),
+                j->error ? ": " : "", j->error ? j->error : "");
+        (void) manager_emit_changed(m, "QueueLength", "JobsCompleted", NULL);
+        notify_status(m);
+        manager_check_idle(m);
+}
+
+static void on_reload_done(void *userdata, int r, const char *message) {
+        manager *m = userdata;
+        sd_bus_message *call = TAKE_PTR(m->pending_reload);
+        fprintf(stderr, "p3samd: reload %s%s%s\n", r < 0 ? "failed" : "done", r < 0 ? ": " : "",
+                r < 0 ? message : "");
+        if (call) {
+                if (r < 0)
+                        (void) sd_bus_reply_method_errorf(call, SD_BUS_ERROR_FAILED,
+                                                          "The new model failed to load: %s.",
+                                                          message);
+                else
+                        (void) sd_bus_reply_method_return(call, NULL);
+                sd_bus_message_unref(call);
+        }
+}
+
+static const worker_callbacks callbacks = {
+        .status = on_status,
+        .job_started = on_job_started,
+        .progress = on_progress,
+        .job_done = on_job_done,
+        .reload_done = on_reload_done,
+};
+
+/* ---- jobs and idling ---- */
+
+job *manager_find_job(manager *m, uint32_t id) {
+        job *j;
+        TAILQ_FOREACH(j, &m->jobs, queue)
+                if (j->id == id)
+                        return j;
+        return NULL;
+}
+
+unsigned manager_queue_length(manager *m) {
+        unsigned n = 0;
+        job *j;
+        TAILQ_FOREACH(j, &m->jobs, queue)
+                n += !job_finished(j);
+        return n;
+}
+
+unsigned manager_user_jobs(manager *m, uid_t uid) {
+        unsigned n = 0;
+        job *j;
+        TAILQ_FOREACH(j, &m->jobs, queue)
+                n += !job_finished(j) && j->uid == uid;
+        return n;
+}
+
+void manager_job_submitted(manager *m, job *j) {
+        uv_timer_stop(&m->idle_timer);
+        worker_submit(m->worker, j);
+        (void) manager_emit_changed(m, "QueueLength", NULL);
+}
+
+void manager_job_removed(manager *m, job *j) {
+        TAILQ_REMOVE(&m->jobs, j, queue);
+        job_free(j);
+}
+
+static void on_idle(uv_timer_t *t) {
+        manager *m = t->data;
+        if (manager_queue_length(m) == 0 && worker_pending(m->worker) == 0 &&
+            (m->status.state == MODEL_READY)) {
+                fprintf(stderr, "p3samd: idle for %.0f s, offloading the model\n",
+                        m->idle_timeout_usec / 1e6);
+                worker_offload(m->worker);
+        }
+}
+
+/* (Re)arm the idle timer when nothing is queued or running; only jobs reset it. */
+void manager_check_idle(manager *m) {
+        if (m->stopping) {
+                if (manager_queue_length(m) == 0 && worker_pending(m->worker) == 0)
+                        uv_stop(m->loop);
+                return;
+        }
+        if (manager_queue_length(m) > 0 || worker_pending(m->worker) > 0 ||
+            m->status.state != MODEL_READY || m->idle_timeout_usec == 0 ||
+            m->idle_timeout_usec == UINT64_MAX) {
+                uv_timer_stop(&m->idle_timer);
+                return;
+        }
+        if (!uv_is_active((uv_handle_t *) &m->idle_timer))
+                uv_timer_start(&m->idle_timer, on_idle, (m->idle_timeout_usec + 999) / 1000, 0);
+}
+
+void manager_set_idle_timeout(manager *m, uint64_t usec) {
+        m->idle_timeout_usec = usec;
+        uv_timer_stop(&m->idle_timer);
+        manager_check_idle(m);
+        (void) manager_emit_changed(m, "IdleTimeoutUSec", NULL);
+}
+
+void manager_clear_gpu(manager *m) {
+        uv_timer_stop(&m->idle_timer);
+        worker_offload(m->worker);
+}
+
+/* ---- configuration and model ---- */
+
+static int open_model(const daemon_conf *c, residency **ret, p3_err *err) {
+        residency_source src = {
+                .weights_path = c->model_path,
+                .config_path = c->model_config,
+                .backend = c->backend == DAEMON_BACKEND_CUDA  ? RESIDENCY_CUDA
+                           : c->backend == DAEMON_BACKEND_CPU ? RESIDENCY_CPU
+                                                              : RESIDENCY_AUTO,
+                .threads = c->threads,
+                .device_memory_max = c->gpu_memory_max,
+        };
+        return residency_open(&src, ret, err);
+}
+
+static const char *env_get(const char *name) {
+        return getenv(name);
+}
+
+static int load_conf(const char *path, daemon_conf *c, p3_err *err) {
+        daemon_conf_init(c);
+        int r = daemon_conf_load(path, c, err);
+        if (r >= 0)
+                r = daemon_conf_apply_env(c, env_get, err);
+        if (r < 0)
+                daemon_conf_done(c);
+        return r;
+}
+
+int manager_reload(manager *m, sd_bus_message *call, p3_err *err) {
+        if (m->pending_reload)
+                return p3_errf(err, -EBUSY, "a reload is already in progress");
+        daemon_conf c;
+        int r = load_conf(m->config_path, &c, err);
+        if (r < 0)
+                return r;
+        residency *next = NULL;
+        r = open_model(&c, &next, err);
+        if (r < 0) {
+                daemon_conf_done(&c);
+                return r;
+        }
+        daemon_conf_done(&m->conf);
+        m->conf = c;
+        manager_set_idle_timeout(m, c.idle_timeout_usec);
+        m->pending_reload = call ? sd_bus_message_ref(call) : NULL;
+        worker_reload(m->worker, next);
+        fprintf(stderr, "p3samd: reloading %s\n", c.model_path);
+        return 0;
+}
+
+/* ---- signals and watchdog ---- */
+
+static void on_watchdog(uv_timer_t *t) {
+        (void) sd_notify(0, "WATCHDOG=1");
+}
+
+void manager_stop(manager *m, const char *why) {
+        if (m->stopping)
+                return;
+        m->stopping = true;
+        fprintf(stderr, "p3samd: %s, stopping\n", why);
+        (void) sd_notify(0, "STOPPING=1\nSTATUS=stopping");
+        job *j;
+        TAILQ_FOREACH(j, &m->jobs, queue)
+                job_cancel(j, "the daemon is stopping");
+        manager_check_idle(m);
+}
+
+static void on_signal(uv_signal_t *s, int signum) {
+        manager *m = s->data;
+        if (signum == SIGHUP) {
+                p3_err err = {};
+                int r = manager_reload(m, NULL, &err);
+                if (r < 0)
+                        fprintf(stderr, "p3samd: reload refused, keeping the old model: %s\n",
+                                p3_err_msg(&err, r));
+                return;
+        }
+        manager_stop(m, signum == SIGTERM ? "SIGTERM" : "SIGINT");
+}
+
+static int start_signal(manager *m, uv_signal_t *s, int signum) {
+        int r = uv_signal_init(m->loop, s);
+        if (r < 0)
+                return r;
+        s->data = m;
+        return uv_signal_start(s, on_signal, signum);
+}
+
+int manager_start(manager *m) {
+        int r = start_signal(m, &m->sig_term, SIGTERM);
+        if (r >= 0)
+                r = start_signal(m, &m->sig_int, SIGINT);
+        if (r >= 0)
+                r = start_signal(m, &m->sig_hup, SIGHUP);
+        if (r < 0)
+                return r;
+        uint64_t wd = 0;
+        if (sd_watchdog_enabled(false, &wd) > 0 && wd > 0) {
+                m->watchdog_usec = wd;
+                uv_timer_start(&m->watchdog_timer, on_watchdog, 0, MAX(wd / 2000, 1));
+        }
+        worker_load(m->worker);
+        return 0;
+}
+
+int manager_new(uv_loop_t *loop, const char *config_path, manager **ret, p3_err *err) {
+        manager *m = calloc(1, sizeof(*m));
+        if (!m)
+                return -ENOMEM;
+        m->loop = loop;
+        m->next_id = 1;
+        m->status.state = MODEL_STARTING;
+        TAILQ_INIT(&m->jobs);
+        uv_timer_init(loop, &m->idle_timer);
+        uv_timer_init(loop, &m->watchdog_timer);
+        m->idle_timer.data = m;
+        m->watchdog_timer.data = m;
+        m->config_path = config_path ? strdup(config_path) : NULL;
+        int r = load_conf(config_path, &m->conf, err);
+        if (r < 0) {
+                manager_free(m);
+                return r;
+        }
+        m->idle_timeout_usec = m->conf.idle_timeout_usec;
+        /* A model that cannot be opened is not fatal: the daemon serves status and waits for
+         * a Reload (after `p3samctl fetch-model`, say). */
+        residency *res = NULL;
+        p3_err merr = {};
+        r = open_model(&m->conf, &res, &merr);
+        if (r < 0) {
+                snprintf(m->status.error, sizeof(m->status.error), "%s", p3_err_msg(&merr, r));
+                fprintf(stderr, "p3samd: cannot open the model: %s\n", m->status.error);
+        }
+        r = worker_new(loop, res, &callbacks, m, &m->worker);
+        if (r < 0) {
+                manager_free(m);
+                return p3_errf(err, r, "cannot start the inference thread: %s", p3_strerror(r));
+        }
+        if (!res)
+                worker_set_error(m->worker, m->status.error);
+        *ret = m;
+        return 0;
+}
+
+static void close_handle(uv_handle_t *h) {
+        if (h->loop && !uv_is_closing(h))
+                uv_close(h, NULL);
+}
+
+void manager_free(manager *m) {
+        if (!m)
+                return;
+        job *j;
+        TAILQ_FOREACH(j, &m->jobs, queue)
+                atomic_store(&j->cancel, true);
+        worker_free(m->worker);
+        m->worker = NULL;
+        while ((j = TAILQ_FIRST(&m->jobs))) {
+                TAILQ_REMOVE(&m->jobs, j, queue);
+                job_free(j);
+        }
+        if (m->pending_reload)
+                sd_bus_message_unref(m->pending_reload);
+        bus_uv_free(m->bus_uv);
+        if (m->bus) {
+                sd_bus_flush(m->bus);
+                sd_bus_close_unref(m->bus);
+        }
+        close_handle((uv_handle_t *) &m->idle_timer);
+        close_handle((uv_handle_t *) &m->watchdog_timer);
+        close_handle((uv_handle_t *) &m->sig_term);
+        close_handle((uv_handle_t *) &m->sig_int);
+        close_handle((uv_handle_t *) &m->sig_hup);
+        /* Let libuv finish closing the handles before the memory goes. */
+        uv_run(m->loop, UV_RUN_DEFAULT);
+        daemon_conf_done(&m->conf);
+        free(m->config_path);
+        free(m);
+}

@@ -1,0 +1,125 @@
+/* SPDX-License-Identifier: MIT */
+#include <stdio.h>
+#include <string.h>
+#include <sys/mman.h>
+
+#include "residency.h"
+
+void residency_source_done(residency_source *s) {
+        free(s->weights_path);
+        free(s->config_path);
+        *s = (residency_source) {};
+}
+
+int residency_source_copy(const residency_source *from, residency_source *to) {
+        *to = *from;
+        to->weights_path = from->weights_path ? strdup(from->weights_path) : NULL;
+        to->config_path = from->config_path ? strdup(from->config_path) : NULL;
+        if ((from->weights_path && !to->weights_path) || (from->config_path && !to->config_path)) {
+                residency_source_done(to);
+                return -ENOMEM;
+        }
+        return 0;
+}
+
+int residency_open(const residency_source *src, residency **ret, p3_err *err) {
+        _cleanup_(residency_freep) residency *r = calloc(1, sizeof(*r));
+        if (!r)
+                return -ENOMEM;
+        int k = residency_source_copy(src, &r->src);
+        if (k < 0)
+                return k;
+        p3_config cfg;
+        if (src->config_path) {
+                k = p3_config_load(src->config_path, &cfg, err);
+                if (k < 0)
+                        return k;
+        } else
+                p3_config_default(&cfg);
+        if (!src->weights_path)
+                return p3_errf(err, -EINVAL, "no model path is configured");
+        k = p3_weights_load(src->weights_path, &cfg, &r->w, err);
+        if (k < 0)
+                return k;
+        r->synthetic = r->w->file && st_meta(r->w->file, "recipe");
+        *ret = TAKE_PTR(r);
+        return 0;
+}
+
+void residency_free(residency *r) {
+        if (!r)
+                return;
+        residency_offload(r);
+        p3_weights_free(r->w);
+        residency_source_done(&r->src);
+        free(r);
+}
+
+/* Only the CPU backend exists so far; CUDA (kernels/cuda) takes over here when present. */
+static int new_backend(residency *r, p3_err *err) {
+        if (r->src.backend == RESIDENCY_CUDA)
+                snprintf(r->fallback_reason, sizeof(r->fallback_reason),
+                         "the CUDA backend is not part of this build");
+        p3_backend_options opt = { .threads = r->src.threads };
+        int k = p3_backend_cpu_new(&opt, &r->be);
+        if (k < 0)
+                return p3_errf(err, k, "cannot start the CPU backend: %s", p3_strerror(k));
+        snprintf(r->backend_name, sizeof(r->backend_name), "cpu");
+        snprintf(r->device, sizeof(r->device), "%s", r->be->device);
+        return 0;
+}
+
+int residency_load(residency *r, p3_err *err) {
+        if (residency_loaded(r))
+                return 0;
+        int k = new_backend(r, err);
+        if (k >= 0)
+                k = p3_model_new(r->be, r->w, &r->m, err);
+        if (k < 0) {
+                residency_offload(r);
+                return k;
+        }
+        return 0;
+}
+
+/* The host copy is a clean file mapping: tell the kernel it may drop its pages now rather
+ * than when memory runs short (they come back from the page cache or the file on load). */
+static void release_host_pages(residency *r) {
+        if (!r->w || !r->w->file || !r->w->file->mapped)
+                return;
+#ifdef MADV_PAGEOUT
+        (void) madvise(r->w->file->map, r->w->file->size, MADV_PAGEOUT);
+#else
+        (void) madvise(r->w->file->map, r->w->file->size, MADV_DONTNEED);
+#endif
+}
+
+void residency_offload(residency *r) {
+        if (r->be)
+                r->peak_device_bytes = MAX(r->peak_device_bytes, r->be->peak_bytes);
+        p3_model_free(r->m);
+        r->m = NULL;
+        p3_backend_free(r->be);
+        r->be = NULL;
+        release_host_pages(r);
+}
+
+size_t residency_device_bytes(const residency *r) {
+        if (!r->be)
+                return 0;
+        /* The CPU backend computes straight from the mapped weights: while loaded they are its
+         * working copy, so count them with the arena. */
+        size_t weights = strcmp(r->backend_name, "cpu") == 0 ? r->w->total_params * sizeof(float) : 0;
+        return r->be->cur_bytes + weights;
+}
+
+size_t residency_host_bytes(void) {
+        _cleanup_fclose_ FILE *f = fopen("/proc/self/status", "re");
+        char line[256];
+        while (f && fgets(line, sizeof(line), f)) {
+                unsigned long long kb;
+                if (sscanf(line, "VmRSS: %llu kB", &kb) == 1)
+                        return (size_t) kb * 1024;
+        }
+        return 0;
+}

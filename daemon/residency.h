@@ -1,0 +1,60 @@
+/* SPDX-License-Identifier: MIT */
+/* Where the model lives. The host copy (the mapped checkpoint, validated once) stays for the
+ * daemon's lifetime; the working copy on the compute device (backend + uploaded weights +
+ * arenas) exists only while the model is "ready". Offloading frees the working copy and lets
+ * the kernel reclaim the host copy's pages; loading rebuilds it from the host copy without
+ * parsing the file again. Used only by the worker thread. */
+#pragma once
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "error.h"
+#include "model.h"
+#include "weights.h"
+
+typedef enum residency_backend {
+        RESIDENCY_AUTO,
+        RESIDENCY_CUDA,
+        RESIDENCY_CPU,
+} residency_backend;
+
+typedef struct residency_source {
+        char *weights_path;
+        char *config_path; /* NULL: the built-in real config */
+        residency_backend backend;
+        int threads;
+        size_t device_memory_max;
+} residency_source;
+
+typedef struct residency {
+        residency_source src;
+        p3_weights *w;      /* host copy */
+        bool synthetic;     /* weights written by `p3sam-run synth` */
+        p3_backend *be;     /* NULL while offloaded */
+        p3_model *m;
+        char backend_name[16];
+        char device[160];
+        char fallback_reason[256]; /* why CUDA was not used, for the log */
+        size_t peak_device_bytes;
+} residency;
+
+/* Map and validate the weights named by src (does not load them on the device). src's strings
+ * are copied. */
+int residency_open(const residency_source *src, residency **ret, p3_err *err);
+void residency_free(residency *r);
+DEFINE_TRIVIAL_CLEANUP_FUNC(residency *, residency_free);
+
+int residency_load(residency *r, p3_err *err);
+void residency_offload(residency *r);
+static inline bool residency_loaded(const residency *r) {
+        return r->m != NULL;
+}
+
+/* Device memory in use by the working copy now (0 when offloaded). */
+size_t residency_device_bytes(const residency *r);
+/* Resident host memory of this process (VmRSS). */
+size_t residency_host_bytes(void);
+
+void residency_source_done(residency_source *s);
+int residency_source_copy(const residency_source *from, residency_source *to);

@@ -1,0 +1,409 @@
+/* SPDX-License-Identifier: MIT */
+#include <pthread.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "job-run.h"
+#include "worker.h"
+
+typedef enum task_kind {
+        TASK_LOAD,
+        TASK_JOB,
+        TASK_OFFLOAD,
+        TASK_RELOAD,
+} task_kind;
+
+typedef struct task {
+        task_kind kind;
+        job *job;
+        residency *next;
+        TAILQ_ENTRY(task) link;
+} task;
+
+typedef enum event_kind {
+        EV_STATUS,
+        EV_JOB_STARTED,
+        EV_JOB_DONE,
+        EV_RELOAD_DONE,
+} event_kind;
+
+typedef struct event {
+        event_kind kind;
+        job *job;
+        int r;
+        char message[512];
+        worker_status status;
+        TAILQ_ENTRY(event) link;
+} event;
+
+struct worker {
+        uv_loop_t *loop;
+        uv_async_t async;
+        worker_callbacks cb;
+        void *userdata;
+        pthread_t thread;
+        bool thread_started;
+
+        pthread_mutex_t lock; /* everything below */
+        pthread_cond_t wake;
+        bool stop;
+        TAILQ_HEAD(, task) tasks;
+        TAILQ_HEAD(, event) events;
+        unsigned running;
+        struct {
+                job *job;
+                char stage[32];
+                double fraction;
+                bool dirty;
+        } progress;
+
+        residency *res; /* worker thread only */
+        model_state state;
+        char error[512];
+};
+
+const char *model_state_to_string(model_state s) {
+        static const char *const names[] = {
+                [MODEL_STARTING] = "starting",   [MODEL_LOADING] = "loading",
+                [MODEL_READY] = "ready",         [MODEL_BUSY] = "busy",
+                [MODEL_OFFLOADING] = "offloading", [MODEL_OFFLOADED] = "offloaded",
+                [MODEL_FAILED] = "failed",
+        };
+        return s <= MODEL_FAILED ? names[s] : "unknown";
+}
+
+/* ---- worker thread → loop thread ---- */
+
+static void post(worker *w, event *ev) {
+        pthread_mutex_lock(&w->lock);
+        TAILQ_INSERT_TAIL(&w->events, ev, link);
+        pthread_mutex_unlock(&w->lock);
+        uv_async_send(&w->async);
+}
+
+static void post_status(worker *w, model_state st) {
+        event *ev = calloc(1, sizeof(*ev));
+        if (!ev)
+                return;
+        w->state = st;
+        ev->kind = EV_STATUS;
+        worker_status *s = &ev->status;
+        s->state = st;
+        if (w->res) {
+                residency *r = w->res;
+                snprintf(s->backend, sizeof(s->backend), "%s", r->backend_name);
+                snprintf(s->device, sizeof(s->device), "%s", r->device);
+                s->device_bytes = residency_device_bytes(r);
+                s->peak_device_bytes = MAX(r->peak_device_bytes,
+                                           r->be ? r->be->peak_bytes : 0);
+                s->synthetic = r->synthetic;
+                snprintf(s->weights_path, sizeof(s->weights_path), "%s",
+                         r->src.weights_path ? r->src.weights_path : "");
+        }
+        s->host_bytes = residency_host_bytes();
+        snprintf(s->error, sizeof(s->error), "%s", w->error);
+        post(w, ev);
+}
+
+static void post_job(worker *w, event_kind kind, job *j, int r, const char *msg) {
+        event *ev = calloc(1, sizeof(*ev));
+        if (!ev)
+                return; /* the job would hang: only under ENOMEM of 600 bytes */
+        *ev = (event) { .kind = kind, .job = j, .r = r };
+        snprintf(ev->message, sizeof(ev->message), "%s", msg ? msg : "");
+        post(w, ev);
+}
+
+static void on_progress(void *userdata, job *j, const char *stage, double fraction) {
+        worker *w = userdata;
+        pthread_mutex_lock(&w->lock);
+        w->progress.job = j;
+        snprintf(w->progress.stage, sizeof(w->progress.stage), "%s", stage);
+        w->progress.fraction = fraction;
+        w->progress.dirty = true;
+        pthread_mutex_unlock(&w->lock);
+        uv_async_send(&w->async);
+}
+
+/* ---- the tasks ---- */
+
+static int ensure_loaded(worker *w, p3_err *err) {
+        if (!w->res) {
+                pthread_mutex_lock(&w->lock);
+                int r = p3_errf(err, -ENOENT, "no model is loaded: %s",
+                                w->error[0] ? w->error : "see the daemon's log");
+                pthread_mutex_unlock(&w->lock);
+                return r;
+        }
+        if (residency_loaded(w->res))
+                return 0;
+        post_status(w, MODEL_LOADING);
+        int r = residency_load(w->res, err);
+        if (r < 0) {
+                snprintf(w->error, sizeof(w->error), "%s", p3_err_msg(err, r));
+                post_status(w, MODEL_FAILED);
+                return r;
+        }
+        w->error[0] = 0;
+        post_status(w, MODEL_READY);
+        return 0;
+}
+
+static void do_job(worker *w, job *j) {
+        p3_err err = {};
+        post_job(w, EV_JOB_STARTED, j, 0, NULL);
+        int r = atomic_load(&j->cancel) ? -ECANCELED : ensure_loaded(w, &err);
+        if (r >= 0) {
+                post_status(w, MODEL_BUSY);
+                r = job_run(w->res, j, on_progress, w, &err);
+                post_status(w, MODEL_READY);
+        }
+        post_job(w, EV_JOB_DONE, j, r, r < 0 ? p3_err_msg(&err, r) : NULL);
+}
+
+static void do_offload(worker *w) {
+        if (!w->res || !residency_loaded(w->res))
+                return;
+        post_status(w, MODEL_OFFLOADING);
+        residency_offload(w->res);
+        post_status(w, MODEL_OFFLOADED);
+}
+
+static void do_reload(worker *w, residency *next) {
+        bool was_loaded = w->res && residency_loaded(w->res);
+        residency_free(w->res);
+        w->res = next;
+        w->error[0] = 0;
+        p3_err err = {};
+        int r = was_loaded ? ensure_loaded(w, &err) : 0;
+        if (r >= 0 && !was_loaded)
+                post_status(w, MODEL_OFFLOADED);
+        post_job(w, EV_RELOAD_DONE, NULL, r, r < 0 ? p3_err_msg(&err, r) : NULL);
+}
+
+static void run_task(worker *w, task *t) {
+        p3_err err = {};
+        switch (t->kind) {
+        case TASK_LOAD:
+                if (ensure_loaded(w, &err) < 0 && !w->res)
+                        post_status(w, MODEL_FAILED);
+                break;
+        case TASK_JOB:
+                do_job(w, t->job);
+                break;
+        case TASK_OFFLOAD:
+                do_offload(w);
+                break;
+        case TASK_RELOAD:
+                do_reload(w, t->next);
+                break;
+        }
+}
+
+static void *thread_main(void *userdata) {
+        worker *w = userdata;
+        for (;;) {
+                pthread_mutex_lock(&w->lock);
+                while (!w->stop && TAILQ_EMPTY(&w->tasks))
+                        pthread_cond_wait(&w->wake, &w->lock);
+                if (w->stop) {
+                        pthread_mutex_unlock(&w->lock);
+                        break;
+                }
+                task *t = TAILQ_FIRST(&w->tasks);
+                TAILQ_REMOVE(&w->tasks, t, link);
+                w->running++;
+                pthread_mutex_unlock(&w->lock);
+
+                run_task(w, t);
+                free(t);
+
+                pthread_mutex_lock(&w->lock);
+                w->running--;
+                pthread_mutex_unlock(&w->lock);
+                uv_async_send(&w->async);
+        }
+        residency_free(w->res);
+        w->res = NULL;
+        return NULL;
+}
+
+/* ---- loop thread ---- */
+
+static void on_async(uv_async_t *a) {
+        worker *w = a->data;
+        TAILQ_HEAD(, event) evs = TAILQ_HEAD_INITIALIZER(evs);
+        pthread_mutex_lock(&w->lock);
+        TAILQ_CONCAT(&evs, &w->events, link);
+        bool dirty = w->progress.dirty;
+        job *pj = w->progress.job;
+        char stage[32];
+        double frac = w->progress.fraction;
+        memcpy(stage, w->progress.stage, sizeof(stage));
+        w->progress.dirty = false;
+        pthread_mutex_unlock(&w->lock);
+
+        /* Progress first: a job's Completed must not be followed by a stale progress update. */
+        bool pj_done = false;
+        event *ev;
+        TAILQ_FOREACH(ev, &evs, link)
+                if (ev->kind == EV_JOB_DONE && ev->job == pj)
+                        pj_done = true;
+        if (dirty && pj && !pj_done && w->cb.progress)
+                w->cb.progress(w->userdata, pj, stage, frac);
+
+        while ((ev = TAILQ_FIRST(&evs))) {
+                TAILQ_REMOVE(&evs, ev, link);
+                switch (ev->kind) {
+                case EV_STATUS:
+                        if (w->cb.status)
+                                w->cb.status(w->userdata, &ev->status);
+                        break;
+                case EV_JOB_STARTED:
+                        if (w->cb.job_started)
+                                w->cb.job_started(w->userdata, ev->job);
+                        break;
+                case EV_JOB_DONE:
+                        pthread_mutex_lock(&w->lock);
+                        if (w->progress.job == ev->job)
+                                w->progress.job = NULL;
+                        pthread_mutex_unlock(&w->lock);
+                        if (w->cb.job_done)
+                                w->cb.job_done(w->userdata, ev->job, ev->r, ev->message);
+                        break;
+                case EV_RELOAD_DONE:
+                        if (w->cb.reload_done)
+                                w->cb.reload_done(w->userdata, ev->r, ev->message);
+                        break;
+                }
+                free(ev);
+        }
+}
+
+static void enqueue(worker *w, task_kind kind, job *j, residency *next, bool front) {
+        task *t = calloc(1, sizeof(*t));
+        if (!t)
+                abort(); /* a 40-byte allocation; nothing sensible to do */
+        *t = (task) { .kind = kind, .job = j, .next = next };
+        pthread_mutex_lock(&w->lock);
+        if (front)
+                TAILQ_INSERT_HEAD(&w->tasks, t, link);
+        else
+                TAILQ_INSERT_TAIL(&w->tasks, t, link);
+        pthread_cond_signal(&w->wake);
+        pthread_mutex_unlock(&w->lock);
+}
+
+void worker_set_error(worker *w, const char *why) {
+        pthread_mutex_lock(&w->lock);
+        snprintf(w->error, sizeof(w->error), "%s", why);
+        pthread_mutex_unlock(&w->lock);
+}
+
+void worker_load(worker *w) {
+        enqueue(w, TASK_LOAD, NULL, NULL, false);
+}
+
+void worker_submit(worker *w, job *j) {
+        enqueue(w, TASK_JOB, j, NULL, false);
+}
+
+void worker_offload(worker *w) {
+        enqueue(w, TASK_OFFLOAD, NULL, NULL, false);
+}
+
+void worker_reload(worker *w, residency *next) {
+        enqueue(w, TASK_RELOAD, NULL, next, true);
+}
+
+bool worker_unqueue(worker *w, job *j) {
+        bool found = false;
+        pthread_mutex_lock(&w->lock);
+        task *t;
+        TAILQ_FOREACH(t, &w->tasks, link)
+                if (t->kind == TASK_JOB && t->job == j) {
+                        TAILQ_REMOVE(&w->tasks, t, link);
+                        free(t);
+                        found = true;
+                        break;
+                }
+        pthread_mutex_unlock(&w->lock);
+        return found;
+}
+
+unsigned worker_pending(worker *w) {
+        unsigned n = 0;
+        pthread_mutex_lock(&w->lock);
+        task *t;
+        TAILQ_FOREACH(t, &w->tasks, link)
+                n++;
+        n += w->running;
+        pthread_mutex_unlock(&w->lock);
+        return n;
+}
+
+static void free_after_close(uv_handle_t *h) {
+        worker *w = h->data;
+        event *ev;
+        while ((ev = TAILQ_FIRST(&w->events))) {
+                TAILQ_REMOVE(&w->events, ev, link);
+                free(ev);
+        }
+        pthread_mutex_destroy(&w->lock);
+        pthread_cond_destroy(&w->wake);
+        free(w);
+}
+
+int worker_new(uv_loop_t *loop, residency *initial, const worker_callbacks *cb, void *userdata,
+               worker **ret) {
+        worker *w = calloc(1, sizeof(*w));
+        if (!w) {
+                residency_free(initial);
+                return -ENOMEM;
+        }
+        w->loop = loop;
+        w->cb = *cb;
+        w->userdata = userdata;
+        w->res = initial;
+        TAILQ_INIT(&w->tasks);
+        TAILQ_INIT(&w->events);
+        pthread_mutex_init(&w->lock, NULL);
+        pthread_cond_init(&w->wake, NULL);
+        int r = uv_async_init(loop, &w->async, on_async);
+        if (r < 0) {
+                residency_free(initial);
+                free(w);
+                return r;
+        }
+        w->async.data = w;
+        r = -pthread_create(&w->thread, NULL, thread_main, w);
+        if (r < 0) {
+                w->res = NULL;
+                residency_free(initial);
+                uv_close((uv_handle_t *) &w->async, free_after_close);
+                return r;
+        }
+        w->thread_started = true;
+        *ret = w;
+        return 0;
+}
+
+void worker_free(worker *w) {
+        if (!w)
+                return;
+        pthread_mutex_lock(&w->lock);
+        w->stop = true;
+        task *t;
+        while ((t = TAILQ_FIRST(&w->tasks))) {
+                TAILQ_REMOVE(&w->tasks, t, link);
+                residency_free(t->next);
+                free(t);
+        }
+        pthread_cond_signal(&w->wake);
+        pthread_mutex_unlock(&w->lock);
+        if (w->thread_started)
+                pthread_join(w->thread, NULL);
+        /* Deliver what the thread said last (the running job's end) before closing. */
+        on_async(&w->async);
+        uv_close((uv_handle_t *) &w->async, free_after_close);
+}

@@ -1,0 +1,178 @@
+/* SPDX-License-Identifier: MIT */
+/* A small D-Bus client of p3samd for the daemon tests (busctl 252 cannot pass descriptors):
+ *   daemon-client segment MESH OUT [FORMAT] [--points N] [--prompts K] [--report FILE]
+ *                                  [--no-wait] [--disconnect] [--mesh-format F]
+ *   daemon-client predict MESH OUT.json X,Y,Z [X,Y,Z ...] [--points N]
+ * Connects like p3samd (the system bus, DBUS_SYSTEM_BUS_ADDRESS honoured). Prints the job path,
+ * then waits for its Completed signal and prints "done", "failed: MSG" or "cancelled: MSG" and
+ * how many progress updates it saw. Exit: 0 done, 1 failed, 3 cancelled, 4 call refused
+ * (the D-Bus error name and message are printed), 2 usage. */
+#define _GNU_SOURCE
+#include <fcntl.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <systemd/sd-bus.h>
+#include <unistd.h>
+
+typedef struct state {
+        const char *job;
+        int progress_updates;
+        int done; /* 0 waiting, 1 success, 2 failure */
+        char message[512];
+        char result[32];
+} state;
+
+static int on_completed(sd_bus_message *m, void *userdata, sd_bus_error *e) {
+        state *s = userdata;
+        int ok;
+        const char *msg;
+        if (strcmp(sd_bus_message_get_path(m), s->job) != 0)
+                return 0;
+        if (sd_bus_message_read(m, "bs", &ok, &msg) < 0)
+                return 0;
+        s->done = ok ? 1 : 2;
+        snprintf(s->message, sizeof(s->message), "%s", msg);
+        return 0;
+}
+
+static int on_removed(sd_bus_message *m, void *userdata, sd_bus_error *e) {
+        state *s = userdata;
+        uint32_t id;
+        const char *path, *result;
+        if (sd_bus_message_read(m, "uos", &id, &path, &result) >= 0 && strcmp(path, s->job) == 0)
+                snprintf(s->result, sizeof(s->result), "%s", result);
+        return 0;
+}
+
+static int on_changed(sd_bus_message *m, void *userdata, sd_bus_error *e) {
+        state *s = userdata;
+        if (strcmp(sd_bus_message_get_path(m), s->job) == 0)
+                s->progress_updates++;
+        return 0;
+}
+
+static int append_options(sd_bus_message *call, long points, long prompts, int report_fd) {
+        int r = sd_bus_message_open_container(call, 'a', "{sv}");
+        if (r >= 0 && points > 0)
+                r = sd_bus_message_append(call, "{sv}", "points", "u", (uint32_t) points);
+        if (r >= 0 && prompts > 0)
+                r = sd_bus_message_append(call, "{sv}", "prompts", "u", (uint32_t) prompts);
+        if (r >= 0 && report_fd >= 0)
+                r = sd_bus_message_append(call, "{sv}", "report", "h", report_fd);
+        if (r >= 0)
+                r = sd_bus_message_close_container(call);
+        return r;
+}
+
+int main(int argc, char **argv) {
+        if (argc < 4)
+                return 2;
+        bool predict = strcmp(argv[1], "predict") == 0, no_wait = false, disconnect = false;
+        const char *mesh = argv[2], *out = argv[3], *format = "glb", *report = NULL,
+                   *mesh_format = "";
+        long points = 0, prompts = 0;
+        double pts[64 * 3];
+        int k = 0;
+        for (int i = 4; i < argc; i++) {
+                if (strcmp(argv[i], "--points") == 0 && i + 1 < argc)
+                        points = atol(argv[++i]);
+                else if (strcmp(argv[i], "--prompts") == 0 && i + 1 < argc)
+                        prompts = atol(argv[++i]);
+                else if (strcmp(argv[i], "--report") == 0 && i + 1 < argc)
+                        report = argv[++i];
+                else if (strcmp(argv[i], "--mesh-format") == 0 && i + 1 < argc)
+                        mesh_format = argv[++i];
+                else if (strcmp(argv[i], "--no-wait") == 0)
+                        no_wait = true;
+                else if (strcmp(argv[i], "--disconnect") == 0)
+                        disconnect = true;
+                else if (predict && k < 64 &&
+                         sscanf(argv[i], "%lf,%lf,%lf", &pts[3 * k], &pts[3 * k + 1],
+                                &pts[3 * k + 2]) == 3)
+                        k++;
+                else
+                        format = argv[i];
+        }
+        int mesh_fd = open(mesh, O_RDONLY | O_CLOEXEC);
+        int out_fd = open(out, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+        int report_fd = report ? open(report, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644) : -1;
+        if (mesh_fd < 0 || out_fd < 0) {
+                perror("open");
+                return 2;
+        }
+        sd_bus *bus = NULL;
+        int r = sd_bus_open_system(&bus);
+        if (r < 0) {
+                fprintf(stderr, "connect: %s\n", strerror(-r));
+                return 5;
+        }
+        state s = {};
+        sd_bus_message *call = NULL, *reply = NULL;
+        sd_bus_error e = SD_BUS_ERROR_NULL;
+        r = sd_bus_message_new_method_call(bus, &call, "org.p3sam.Segmenter1",
+                                           "/org/p3sam/Segmenter1", "org.p3sam.Segmenter1",
+                                           predict ? "Predict" : "Segment");
+        if (r >= 0)
+                r = sd_bus_message_append(call, "hs", mesh_fd, mesh_format);
+        if (r >= 0 && predict) {
+                r = sd_bus_message_open_container(call, 'a', "(ddd)");
+                for (int i = 0; r >= 0 && i < k; i++)
+                        r = sd_bus_message_append(call, "(ddd)", pts[3 * i], pts[3 * i + 1],
+                                                  pts[3 * i + 2]);
+                if (r >= 0)
+                        r = sd_bus_message_close_container(call);
+        }
+        if (r >= 0)
+                r = sd_bus_message_append(call, "h", out_fd);
+        if (r >= 0 && !predict)
+                r = sd_bus_message_append(call, "s", format);
+        if (r >= 0)
+                r = append_options(call, points, prompts, report_fd);
+        /* Subscribe before the call so that no signal can be missed. */
+        if (r >= 0)
+                r = sd_bus_match_signal(bus, NULL, "org.p3sam.Segmenter1", NULL,
+                                        "org.p3sam.Segmenter1.Job", "Completed", on_completed, &s);
+        if (r >= 0)
+                r = sd_bus_match_signal(bus, NULL, "org.p3sam.Segmenter1", "/org/p3sam/Segmenter1",
+                                        "org.p3sam.Segmenter1", "JobRemoved", on_removed, &s);
+        if (r >= 0)
+                r = sd_bus_match_signal(bus, NULL, "org.p3sam.Segmenter1", NULL,
+                                        "org.freedesktop.DBus.Properties", "PropertiesChanged",
+                                        on_changed, &s);
+        if (r < 0) {
+                fprintf(stderr, "message: %s\n", strerror(-r));
+                return 2;
+        }
+        r = sd_bus_call(bus, call, 60 * 1000000ULL, &e, &reply);
+        if (r < 0) {
+                printf("error %s: %s\n", e.name ? e.name : "?", e.message ? e.message : strerror(-r));
+                return 4;
+        }
+        const char *job;
+        sd_bus_message_read(reply, "o", &job);
+        s.job = strdup(job);
+        printf("job %s\n", s.job);
+        fflush(stdout);
+        if (disconnect || no_wait)
+                return 0;
+        while (!s.done) {
+                r = sd_bus_process(bus, NULL);
+                if (r < 0) {
+                        fprintf(stderr, "bus: %s\n", strerror(-r));
+                        return 5;
+                }
+                if (r == 0)
+                        sd_bus_wait(bus, UINT64_MAX);
+        }
+        /* JobRemoved follows Completed in the same burst */
+        for (int i = 0; i < 20 && !s.result[0]; i++)
+                if (sd_bus_process(bus, NULL) == 0)
+                        sd_bus_wait(bus, 100000);
+        printf("progress-updates %d\n", s.progress_updates);
+        printf("%s%s%s\n", s.result[0] ? s.result : (s.done == 1 ? "done" : "failed"),
+               s.message[0] ? ": " : "", s.message);
+        sd_bus_flush_close_unref(bus);
+        return s.done == 1 ? 0 : strcmp(s.result, "cancelled") == 0 ? 3 : 1;
+}

@@ -116,6 +116,8 @@ int job_run(residency *res, job *j, job_progress_fn progress, void *userdata, p3
         p3_mesh_limits lim;
         p3_mesh mesh = {};
         p3_mesh_limits_default(&lim);
+        if (j->max_mesh_bytes)
+                lim.max_bytes = j->max_mesh_bytes;
         truncate_fd(j->out_fd);
         truncate_fd(j->report_fd);
         on_progress(&c, "reading", 0);

@@ -283,6 +283,7 @@ static job *job_alloc(manager *m, job_kind kind, sd_bus_message *call) {
         j->kind = kind;
         j->mesh_fd = j->out_fd = j->report_fd = -1;
         j->sender = strdup(sd_bus_message_get_sender(call) ? sd_bus_message_get_sender(call) : "");
+        j->max_mesh_bytes = m->conf.max_mesh_bytes;
         daemon_segment_defaults d;
         daemon_conf_segment_defaults(&m->conf, strcmp(m->status.backend, "cuda") != 0, &d);
         j->params = (p3_pipeline_params) {

@@ -120,7 +120,7 @@ int job_publish(job *j) {
         j->timer.data = j;
         j->timer_open = true;
         snprintf(j->path, sizeof(j->path), P3_JOB_PREFIX "/%" PRIu32, j->id);
-        if (j->sender) {
+        if (j->sender && !j->detached) {
                 r = sd_bus_track_new(m->bus, &j->track, on_track_gone, j);
                 if (r >= 0)
                         r = sd_bus_track_add_name(j->track, j->sender);

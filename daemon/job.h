@@ -49,6 +49,7 @@ typedef struct job {
         uid_t uid;
         char *sender;
         sd_bus_track *track;
+        bool detached; /* option "detach": the job outlives its caller's connection */
 
         /* where it is (loop thread) */
         job_state state;

@@ -166,7 +166,7 @@ static int read_option(sd_bus_message *call, job *j, const daemon_conf *c, sd_bu
         } known[] = {
                 { "points", "u" }, { "prompts", "u" },      { "prompt_batch", "u" },
                 { "seed", "t" },   { "post_process", "b" }, { "threshold", "d" },
-                { "report", "h" },
+                { "report", "h" },       { "detach", "b" },
         };
         const char *want = NULL;
         for (size_t i = 0; i < ELEMENTSOF(known); i++)
@@ -212,7 +212,10 @@ static int read_option(sd_bus_message *call, job *j, const daemon_conf *c, sd_bu
                 break;
         case 'b':
                 r = sd_bus_message_read(call, "b", &b);
-                p->post_process = b;
+                if (strcmp(key, "detach") == 0)
+                        j->detached = b;
+                else
+                        p->post_process = b;
                 break;
         case 'd':
                 r = sd_bus_message_read(call, "d", &d);

@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /* A small D-Bus client of p3samd for the daemon tests (busctl 252 cannot pass descriptors):
  *   daemon-client segment MESH OUT [FORMAT] [--points N] [--prompts K] [--report FILE]
- *                                  [--no-wait] [--disconnect] [--mesh-format F]
+ *                                  [--no-wait] [--disconnect] [--detach] [--mesh-format F]
  *   daemon-client predict MESH OUT.json X,Y,Z [X,Y,Z ...] [--points N]
  * Connects like p3samd (the system bus, DBUS_SYSTEM_BUS_ADDRESS honoured). Prints the job path,
  * then waits for its Completed signal and prints "done", "failed: MSG" or "cancelled: MSG" and
@@ -53,7 +53,8 @@ static int on_changed(sd_bus_message *m, void *userdata, sd_bus_error *e) {
         return 0;
 }
 
-static int append_options(sd_bus_message *call, long points, long prompts, int report_fd) {
+static int append_options(sd_bus_message *call, long points, long prompts, int report_fd,
+                          bool detach) {
         int r = sd_bus_message_open_container(call, 'a', "{sv}");
         if (r >= 0 && points > 0)
                 r = sd_bus_message_append(call, "{sv}", "points", "u", (uint32_t) points);
@@ -61,6 +62,8 @@ static int append_options(sd_bus_message *call, long points, long prompts, int r
                 r = sd_bus_message_append(call, "{sv}", "prompts", "u", (uint32_t) prompts);
         if (r >= 0 && report_fd >= 0)
                 r = sd_bus_message_append(call, "{sv}", "report", "h", report_fd);
+        if (r >= 0 && detach)
+                r = sd_bus_message_append(call, "{sv}", "detach", "b", 1);
         if (r >= 0)
                 r = sd_bus_message_close_container(call);
         return r;
@@ -69,7 +72,8 @@ static int append_options(sd_bus_message *call, long points, long prompts, int r
 int main(int argc, char **argv) {
         if (argc < 4)
                 return 2;
-        bool predict = strcmp(argv[1], "predict") == 0, no_wait = false, disconnect = false;
+        bool predict = strcmp(argv[1], "predict") == 0, no_wait = false, disconnect = false,
+             detach = false;
         const char *mesh = argv[2], *out = argv[3], *format = "glb", *report = NULL,
                    *mesh_format = "";
         long points = 0, prompts = 0;
@@ -88,6 +92,8 @@ int main(int argc, char **argv) {
                         no_wait = true;
                 else if (strcmp(argv[i], "--disconnect") == 0)
                         disconnect = true;
+                else if (strcmp(argv[i], "--detach") == 0)
+                        detach = no_wait = true;
                 else if (predict && k < 64 &&
                          sscanf(argv[i], "%lf,%lf,%lf", &pts[3 * k], &pts[3 * k + 1],
                                 &pts[3 * k + 2]) == 3)
@@ -129,7 +135,7 @@ int main(int argc, char **argv) {
         if (r >= 0 && !predict)
                 r = sd_bus_message_append(call, "s", format);
         if (r >= 0)
-                r = append_options(call, points, prompts, report_fd);
+                r = append_options(call, points, prompts, report_fd, detach);
         /* Subscribe before the call so that no signal can be missed. */
         if (r >= 0)
                 r = sd_bus_match_signal(bus, NULL, "org.p3sam.Segmenter1", NULL,

@@ -153,6 +153,14 @@ done
 check "a caller leaving the bus cancels its job" -- \
         [ "$(prop State "$djob" org.p3sam.Segmenter1.Job)" = cancelled ]
 
+client segment "$mesh" "$tmp/detached.glb" --detach >"$tmp/c9" 2>&1
+djob=$(awk '/^job/ { print $2 }' "$tmp/c9")
+for _ in $(seq 100); do
+        [ "$(prop State "$djob" org.p3sam.Segmenter1.Job)" = done ] && break
+        sleep 0.1
+done
+check "a detached job outlives its caller" -- [ "$(prop State "$djob" org.p3sam.Segmenter1.Job)" = done ]
+
 # ---- the queue is bounded ----
 # (the callers stay connected: a caller that leaves cancels its job)
 qpids=()

@@ -33,76 +33,13 @@ static int32_t slot_to(const p3_mesh *m, int64_t s) {
         return m->f[3 * (s / 3) + (s % 3 + 1) % 3];
 }
 
-typedef struct edge_index {
-        int64_t n;      /* 3 * nf slots */
-        int64_t *order; /* slots sorted by (hi, lo) of their undirected edge */
-        int32_t *lo, *hi;
-} edge_index;
-
-static void edge_index_done(edge_index *e) {
-        free(e->order);
-        free(e->lo);
-        free(e->hi);
-        *e = (edge_index) {};
-}
-
-/* Stable counting sort of the slots `in` by key[slot] in [0, nv). */
-static int sort_slots(const int32_t *key, const int64_t *in, int64_t n, int64_t nv, int64_t *out) {
-        _cleanup_free_ int64_t *start = calloc((size_t) nv + 1, sizeof(int64_t));
-        if (!start)
-                return -ENOMEM;
-        for (int64_t i = 0; i < n; i++)
-                start[key[in[i]] + 1]++;
-        for (int64_t v = 0; v < nv; v++)
-                start[v + 1] += start[v];
-        for (int64_t i = 0; i < n; i++)
-                out[start[key[in[i]]]++] = in[i];
-        return 0;
-}
-
-/* trimesh's group_rows packs an edge as lo ^ (hi << 32) and sorts that number, so its edge
- * groups (and face_adjacency's pairs) come out ordered by (hi, lo): sort by lo, then stably by
- * hi. Equal undirected edges end up next to each other. */
-static int edge_index_build(const p3_mesh *m, edge_index *e) {
-        e->n = 3 * m->nf;
-        e->order = malloc(sizeof(int64_t) * (size_t) e->n + 1);
-        e->lo = malloc(sizeof(int32_t) * (size_t) e->n + 1);
-        e->hi = malloc(sizeof(int32_t) * (size_t) e->n + 1);
-        _cleanup_free_ int64_t *tmp = malloc(sizeof(int64_t) * (size_t) e->n + 1);
-        if (!e->order || !e->lo || !e->hi || !tmp)
-                return -ENOMEM;
-
-        for (int64_t s = 0; s < e->n; s++) {
-                int32_t a = slot_from(m, s), b = slot_to(m, s);
-                e->lo[s] = MIN(a, b);
-                e->hi[s] = MAX(a, b);
-                tmp[s] = s;
-        }
-        int r = sort_slots(e->lo, tmp, e->n, m->nv, e->order);
-        if (r < 0)
-                return r;
-        r = sort_slots(e->hi, e->order, e->n, m->nv, tmp);
-        if (r < 0)
-                return r;
-        memcpy(e->order, tmp, sizeof(int64_t) * (size_t) e->n);
-        return 0;
-}
-
-/* The end of the group of equal edges that starts at position i of e->order. */
-static int64_t group_end(const edge_index *e, int64_t i) {
-        int64_t s = e->order[i], j = i + 1;
-        while (j < e->n && e->lo[e->order[j]] == e->lo[s] && e->hi[e->order[j]] == e->hi[s])
-                j++;
-        return j;
-}
-
 /* graph.is_watertight: every edge in exactly-two groups (watertight), and the two uses of each
  * such edge run opposite ways (wound; edges used once or 3+ times are not looked at). */
-static void watertight(const p3_mesh *m, const edge_index *e, bool *tight, bool *wound) {
+static void watertight(const p3_mesh *m, const p3_edges *e, bool *tight, bool *wound) {
         int64_t paired = 0;
         *wound = true;
         for (int64_t i = 0, j; i < e->n; i = j) {
-                j = group_end(e, i);
+                j = p3_edges_group_end(e, i);
                 if (j - i != 2)
                         continue;
                 paired += 2;
@@ -129,23 +66,6 @@ static void face_graph_done(face_graph *g) {
         *g = (face_graph) {};
 }
 
-/* face_adjacency: one pair per edge used by exactly two slots of two different faces. */
-static int64_t face_pairs(const edge_index *e, int32_t *pairs) {
-        int64_t np = 0;
-        for (int64_t i = 0, j; i < e->n; i = j) {
-                j = group_end(e, i);
-                if (j - i != 2)
-                        continue;
-                int32_t a = (int32_t) (e->order[i] / 3), b = (int32_t) (e->order[i + 1] / 3);
-                if (a == b)
-                        continue;
-                pairs[2 * np] = MIN(a, b);
-                pairs[2 * np + 1] = MAX(a, b);
-                np++;
-        }
-        return np;
-}
-
 /* add_edge(u, v): a neighbour already present keeps its place (a dict key). */
 static void graph_link(face_graph *g, int32_t u, int32_t v) {
         int32_t *row = g->nbr + g->start[u];
@@ -155,7 +75,7 @@ static void graph_link(face_graph *g, int32_t u, int32_t v) {
         row[g->deg[u]++] = v;
 }
 
-static int face_graph_build(const p3_mesh *m, const edge_index *e, face_graph *g) {
+static int face_graph_build(const p3_mesh *m, const p3_edges *e, face_graph *g) {
         _cleanup_free_ int32_t *pairs = malloc(sizeof(int32_t) * (size_t) (e->n + 2));
         g->nodes = malloc(sizeof(int32_t) * (size_t) m->nf + 1);
         g->start = calloc((size_t) m->nf + 1, sizeof(int64_t));
@@ -163,7 +83,7 @@ static int face_graph_build(const p3_mesh *m, const edge_index *e, face_graph *g
         if (!pairs || !g->nodes || !g->start || !g->deg)
                 return -ENOMEM;
 
-        int64_t np = face_pairs(e, pairs);
+        int64_t np = p3_edges_face_pairs(e, pairs);
         for (int64_t i = 0; i < 2 * np; i++)
                 g->start[pairs[i] + 1]++;
         for (int64_t f = 0; f < m->nf; f++)
@@ -268,11 +188,11 @@ static int walk_start(const int32_t *body, int64_t n, int64_t n_nodes, int32_t *
 
 /* repair.fix_winding. Skipped entirely when the winding is already consistent. */
 static int fix_winding(p3_mesh *m) {
-        _cleanup_(edge_index_done) edge_index e = {};
+        _cleanup_(p3_edges_done) p3_edges e = {};
         _cleanup_(face_graph_done) face_graph g = {};
         bool tight, wound;
 
-        int r = edge_index_build(m, &e);
+        int r = p3_mesh_edges(m, &e);
         if (r < 0)
                 return r;
         watertight(m, &e, &tight, &wound);
@@ -376,10 +296,10 @@ static int body_count(const p3_mesh *m, int64_t *count) {
 /* fix_inversion(multibody=False): the whole mesh, if watertight, by its total volume (summed
  * over the faces in order, pairwise like numpy). */
 static int invert_whole(p3_mesh *m) {
-        _cleanup_(edge_index_done) edge_index e = {};
+        _cleanup_(p3_edges_done) p3_edges e = {};
         bool tight, wound;
 
-        int r = edge_index_build(m, &e);
+        int r = p3_mesh_edges(m, &e);
         if (r < 0)
                 return r;
         watertight(m, &e, &tight, &wound);
@@ -398,10 +318,10 @@ static int invert_whole(p3_mesh *m) {
 
 /* Per body of the face adjacency: how many of its edge uses are in groups of exactly two
  * within the body, and whether those run opposite ways. */
-static void body_edges(const p3_mesh *m, const edge_index *e, const int32_t *body_of,
+static void body_edges(const p3_mesh *m, const p3_edges *e, const int32_t *body_of,
                        int64_t *paired, bool *wound) {
         for (int64_t i = 0, j; i < e->n; i = j) {
-                j = group_end(e, i);
+                j = p3_edges_group_end(e, i);
                 for (int64_t x = i; x < j; x++) {
                         int32_t b = body_of[e->order[x] / 3];
                         int64_t same = 0, other = -1;
@@ -426,10 +346,10 @@ static void body_edges(const p3_mesh *m, const edge_index *e, const int32_t *bod
  * and consistently wound on their own are reversed if their volume is negative. trimesh sums a
  * body's faces in scipy's label order; ascending face order here (only the sign matters). */
 static int invert_bodies(p3_mesh *m) {
-        _cleanup_(edge_index_done) edge_index e = {};
+        _cleanup_(p3_edges_done) p3_edges e = {};
         _cleanup_(face_graph_done) face_graph g = {};
 
-        int r = edge_index_build(m, &e);
+        int r = p3_mesh_edges(m, &e);
         if (r < 0)
                 return r;
         r = face_graph_build(m, &e, &g);

@@ -8,18 +8,12 @@
 #include <stdlib.h>
 
 #include "macro.h"
+#include "numpy-compat.h"
 
 /* Fold the new point s into the running minimum and return the argmax, ties to the LAST index
  * (fpsample's max_by / >=). The squared distance is rounded to float32 after every operation,
  * x then y then z: fused multiply-adds would round differently, so contraction is turned off
  * for this function whatever the target or -ffp-contract default (gnu11 allows fusing). */
-#if defined(__clang__)
-#define NO_FP_CONTRACT
-#pragma clang fp contract(off)
-#else
-#define NO_FP_CONTRACT __attribute__((optimize("fp-contract=off")))
-#endif
-
 NO_FP_CONTRACT static int64_t fps_update(const float *pts, int64_t n, int64_t s,
                                          float *dist_min) {
         const float sx = pts[3 * s], sy = pts[3 * s + 1], sz = pts[3 * s + 2];

@@ -3,6 +3,7 @@
  * normals, region areas). The geometry is rounded exactly as trimesh rounds it, because the
  * areas pick the sampled faces and the normals are model input. */
 #include "mesh.h"
+#include "numpy-compat.h"
 
 #include <errno.h>
 #include <math.h>
@@ -11,13 +12,6 @@
 
 /* numpy evaluates every product and difference as its own array operation: a fused
  * multiply-add would round differently, so contraction stays off whatever the target. */
-#if defined(__clang__)
-#define NO_FP_CONTRACT
-#pragma clang fp contract(off)
-#else
-#define NO_FP_CONTRACT __attribute__((optimize("fp-contract=off")))
-#endif
-
 /* trimesh's tol.zero (100 × float64 resolution): shorter cross products have no normal. */
 #define NORMAL_MIN_LENGTH 1e-13
 

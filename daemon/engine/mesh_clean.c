@@ -12,13 +12,7 @@
 #include <string.h>
 
 #include "macro.h"
-
-#if defined(__clang__)
-#define NO_FP_CONTRACT
-#pragma clang fp contract(off)
-#else
-#define NO_FP_CONTRACT __attribute__((optimize("fp-contract=off")))
-#endif
+#include "numpy-compat.h"
 
 /* tol.merge: 8 digits for the vertex key, and the thinnest triangle kept. */
 #define MERGE_SCALE 1e8

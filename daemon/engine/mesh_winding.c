@@ -15,15 +15,9 @@
 #include <string.h>
 
 #include "macro.h"
+#include "numpy-compat.h"
 #include "mesh_clean.h"
 #include "pyset.h"
-
-#if defined(__clang__)
-#define NO_FP_CONTRACT
-#pragma clang fp contract(off)
-#else
-#define NO_FP_CONTRACT __attribute__((optimize("fp-contract=off")))
-#endif
 
 /* Face slot s (face s / 3, corner s % 3) is the directed edge corner -> next corner. */
 static int32_t slot_from(const p3_mesh *m, int64_t s) {
@@ -222,32 +216,6 @@ static int fix_winding(p3_mesh *m) {
         return 0;
 }
 
-/* numpy's pairwise summation (what np.sum does along a contiguous axis): blocks of at most
- * 128 summed in 8 interleaved partial sums, larger runs split in halves rounded to 8. */
-NO_FP_CONTRACT static double pairwise_sum(const double *a, int64_t n) {
-        if (n < 8) {
-                double s = 0.;
-                for (int64_t i = 0; i < n; i++)
-                        s += a[i];
-                return s;
-        }
-        if (n <= 128) {
-                double r[8];
-                int64_t i;
-                memcpy(r, a, sizeof(r));
-                for (i = 8; i < n - (n % 8); i += 8)
-                        for (int j = 0; j < 8; j++)
-                                r[j] += a[i + j];
-                double s = ((r[0] + r[1]) + (r[2] + r[3])) + ((r[4] + r[5]) + (r[6] + r[7]));
-                for (; i < n; i++)
-                        s += a[i];
-                return s;
-        }
-        int64_t n2 = n / 2;
-        n2 -= n2 % 8;
-        return pairwise_sum(a, n2) + pairwise_sum(a + n2, n - n2);
-}
-
 /* The volume integrand of triangles.mass_properties: cross_x · (x0 + x1 + x2), the cross
  * product being trimesh's (v1 − v0) × (v2 − v1). Volume = sum / 6; only its sign is used. */
 NO_FP_CONTRACT static double volume_term(const p3_mesh *m, int64_t i) {
@@ -310,7 +278,7 @@ static int invert_whole(p3_mesh *m) {
                 return -ENOMEM;
         for (int64_t i = 0; i < m->nf; i++)
                 terms[i] = volume_term(m, i);
-        if (pairwise_sum(terms, m->nf) / 6 < 0.0)
+        if (p3_np_sum(terms, m->nf) / 6 < 0.0)
                 for (int64_t i = 0; i < m->nf; i++)
                         reverse_face(m, i);
         return 0;
@@ -399,7 +367,7 @@ static int invert_bodies(p3_mesh *m) {
                         continue;
                 for (int64_t k = 0; k < n; k++)
                         terms[k] = volume_term(m, faces[k]);
-                if (pairwise_sum(terms, n) / 6 >= 0.0)
+                if (p3_np_sum(terms, n) / 6 >= 0.0)
                         continue;
                 for (int64_t k = 0; k < n; k++)
                         reverse_face(m, faces[k]);

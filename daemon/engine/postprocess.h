@@ -15,6 +15,7 @@
 
 #include "error.h"
 #include "mesh.h"
+#include "numpy-compat.h"
 
 /* Constants of auto_mask.py. */
 #define P3_PP_NMS_IOU 0.9        /* NMS: IoU with a cluster key, strict > */
@@ -136,9 +137,8 @@ int64_t p3_pp_nms(const p3_pp_masks *m, int64_t *keys, int64_t *assign);
 /* iou_3d of two [xmin, ymin, zmin, xmax, ymax, zmax] boxes: touching counts as disjoint. */
 double p3_pp_box_iou(const double box1[6], const double box2[6]);
 
-/* np.sum of a float64 vector: numpy's pairwise summation (blocks of 128, 8 accumulators)
- * inside each 8192-element buffer, the buffers added in order. */
-double p3_np_sum(const double *a, int64_t n);
+/* p3_np_sum (numpy-compat.h) sums areas as np.sum does. */
+
 /* The most frequent value of v[0..n) (n > 0), ties to the smallest: argmax(bincount(v)). */
 int64_t p3_pp_mode(const int64_t *v, int64_t n);
 /* fix_label (no AABB): faces labelled < 0 take the mode of their labelled neighbours, in place,

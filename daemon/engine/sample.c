@@ -10,14 +10,8 @@
 #include <stdlib.h>
 
 #include "macro.h"
+#include "numpy-compat.h"
 #include "rng.h"
-
-#if defined(__clang__)
-#define NO_FP_CONTRACT
-#pragma clang fp contract(off)
-#else
-#define NO_FP_CONTRACT __attribute__((optimize("fp-contract=off")))
-#endif
 
 /* np.cumsum: a plain running sum, not numpy's pairwise one. */
 static int area_cumsum(const p3_mesh *m, double **ret, p3_err *err) {

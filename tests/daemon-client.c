@@ -108,15 +108,16 @@ int main(int argc, char **argv) {
                 perror("open");
                 return 2;
         }
-        sd_bus *bus = NULL;
+        __attribute__((cleanup(sd_bus_flush_close_unrefp))) sd_bus *bus = NULL;
         int r = sd_bus_open_system(&bus);
         if (r < 0) {
                 fprintf(stderr, "connect: %s\n", strerror(-r));
                 return 5;
         }
         state s = {};
-        sd_bus_message *call = NULL, *reply = NULL;
-        sd_bus_error e = SD_BUS_ERROR_NULL;
+        __attribute__((cleanup(sd_bus_message_unrefp))) sd_bus_message *call = NULL;
+        __attribute__((cleanup(sd_bus_message_unrefp))) sd_bus_message *reply = NULL;
+        __attribute__((cleanup(sd_bus_error_free))) sd_bus_error e = SD_BUS_ERROR_NULL;
         r = sd_bus_message_new_method_call(bus, &call, "org.p3sam.Segmenter1",
                                            "/org/p3sam/Segmenter1", "org.p3sam.Segmenter1",
                                            predict ? "Predict" : "Segment");
@@ -161,8 +162,10 @@ int main(int argc, char **argv) {
         s.job = strdup(job);
         printf("job %s\n", s.job);
         fflush(stdout);
-        if (disconnect || no_wait)
+        if (disconnect || no_wait) {
+                free((char *) s.job);
                 return 0;
+        }
         while (!s.done) {
                 r = sd_bus_process(bus, NULL);
                 if (r < 0) {
@@ -179,6 +182,6 @@ int main(int argc, char **argv) {
         printf("progress-updates %d\n", s.progress_updates);
         printf("%s%s%s\n", s.result[0] ? s.result : (s.done == 1 ? "done" : "failed"),
                s.message[0] ? ": " : "", s.message);
-        sd_bus_flush_close_unref(bus);
+        free((char *) s.job);
         return s.done == 1 ? 0 : strcmp(s.result, "cancelled") == 0 ? 3 : 1;
 }

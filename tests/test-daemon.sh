@@ -231,13 +231,15 @@ check "Reload with good files succeeds" -- busctl --address="$A" call org.p3sam.
         /org/p3sam/Segmenter1 org.p3sam.Segmenter1 Reload
 
 # ---- the group rule, the job timeout and the mesh size cap (through Reload) ----
-sed -i 's/^AllowGroup=.*/AllowGroup=nogroup/; s/^\[Daemon\]/[Daemon]\nJobTimeoutSec=1\nMaxMeshSize=100K/' "$conf"
+sed -i 's/^AllowGroup=.*/AllowGroup=nogroup/; s/^\[Daemon\]/[Daemon]\nMaxMeshSize=100K/' "$conf"
 busctl --address="$A" call org.p3sam.Segmenter1 /org/p3sam/Segmenter1 org.p3sam.Segmenter1 Reload
 out=$(as_nobody "$P3_DAEMON_CLIENT" segment "$mesh" "$tmp/nobody.glb" 2>&1)
 check "a member of AllowGroup may segment" -- grep -q "^done" <<<"$out"
 out=$(client segment "$big" "$tmp/big.glb" 2>&1)
 check "a mesh over MaxMeshSize fails its job" -- grep -q "over the limit" <<<"$out"
 echo "   $(tail -n1 <<<"$out")"
+sed -i 's/^\[Daemon\]/[Daemon]\nJobTimeoutSec=1/' "$conf"
+busctl --address="$A" call org.p3sam.Segmenter1 /org/p3sam/Segmenter1 org.p3sam.Segmenter1 Reload
 out=$(client segment "$mesh" "$tmp/slow.glb" glb --points 20000 --prompts 64 2>&1)
 check "JobTimeoutSec cancels a job that runs too long" -- grep -q "^cancelled: .*JobTimeoutSec" <<<"$out"
 cp "$conf.good" "$conf"

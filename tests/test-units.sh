@@ -230,8 +230,7 @@ EOF
         dbus-daemon --config-file="$tmp/bus.conf" --nofork --print-address=3 3>"$tmp/address" \
                 2>"$tmp/bus.log" &
         pids+=($!)
-        local i
-        for i in $(seq 50); do [ -s "$tmp/address" ] && break; sleep 0.1; done
+        for _ in $(seq 50); do [ -s "$tmp/address" ] && break; sleep 0.1; done
         if [ ! -s "$tmp/address" ]; then
                 cat "$tmp/bus.log"
                 fail "dbus-daemon accepts the policy file"
@@ -253,7 +252,7 @@ EOF
                 skip "not root: the ownership rules of the policy are not checked"
                 "$P3SAMD" --config "$tmp/p3samd.conf" >"$tmp/d.log" 2>&1 &
                 local pid=$!
-                pids+=($pid)
+                pids+=("$pid")
                 sleep 2
                 check "a non-root daemon may not own the name (the bus says AccessDenied)" -- \
                         sh -c "! kill -0 $pid 2>/dev/null && grep -q 'cannot own the bus name.*(is the D-Bus policy file installed?)' '$tmp/d.log'"
@@ -267,7 +266,7 @@ EOF
                 --bus-name org.p3sam.Segmenter1.gpu1 >"$tmp/d1.log" 2>&1 &
         pids+=($!)
         local up0=no up1=no
-        for i in $(seq 100); do
+        for _ in $(seq 100); do
                 busctl status org.p3sam.Segmenter1 >/dev/null 2>&1 && up0=yes
                 busctl status org.p3sam.Segmenter1.gpu1 >/dev/null 2>&1 && up1=yes
                 [ $up0 = yes ] && [ $up1 = yes ] && break
@@ -339,7 +338,9 @@ man_pages() {
                         property) grep -qE "^ +(readonly|readwrite|writeonly) [^ ]+ $name;" "$tmp/generated" ;;
                         interface) grep -q "^interface $name {" "$tmp/generated" ;;
                         esac || missing="$missing $name"
-                        [ "$kind" = interface ] || grep -q "\*$name\*" "$tmp/described" ||
+                        # described: named on a term line of METHODS, SIGNALS or PROPERTIES
+                        # (a line that begins with a bold word; the text is tab-indented)
+                        [ "$kind" = interface ] || grep -qE "^\*(.*\*)?$name\*" "$tmp/described" ||
                                 undescribed="$undescribed $name"
                 done < <(grep -oE '<(interface|method|signal|property) name="[^"]+"' "$xml" |
                         sed -E 's/<([a-z]+) name="([^"]+)"/\1 \2/')

@@ -1,0 +1,96 @@
+/* SPDX-License-Identifier: MIT */
+/* The connection to p3samd and what its failures mean for the exit code. */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "ctl-bus.h"
+
+int ctl_parse_option_common(int c, const char *verb, char **argv) {
+        switch (c) {
+        case CTL_ARG_USER:
+                ctl_args.user_bus = true;
+                return -1;
+        case CTL_ARG_INSTANCE: {
+                char *end;
+                errno = 0;
+                long n = strtol(optarg, &end, 10);
+                if (errno || end == optarg || *end || n < 0 || n > 9999)
+                        return ctl_fail(CTL_EXIT_USAGE,
+                                        "--instance takes a GPU number (0, 1, ...), not \"%s\".",
+                                        optarg);
+                ctl_args.instance = (int) n;
+                return -1;
+        }
+        case ':':
+                return ctl_fail(CTL_EXIT_USAGE, "Option %s needs a value; see p3samctl %s%s--help.",
+                                argv[optind - 1], verb, *verb ? " " : "");
+        default:
+                return ctl_fail(CTL_EXIT_USAGE, "Unknown option %s; see p3samctl %s%s--help.",
+                                argv[optind - 1], verb, *verb ? " " : "");
+        }
+}
+
+const char *ctl_bus_name(void) {
+        static char name[64];
+        if (ctl_args.bus_name)
+                return ctl_args.bus_name;
+        if (ctl_args.instance < 0)
+                return CTL_BUS_IFACE;
+        snprintf(name, sizeof(name), CTL_BUS_IFACE ".gpu%d", ctl_args.instance);
+        return name;
+}
+
+/* How to start the daemon that was asked for: the unit of the plain name or of an instance. */
+static int fail_no_daemon(void) {
+        const char *user = ctl_args.user_bus ? "--user " : "";
+        if (ctl_args.instance < 0)
+                return ctl_fail(CTL_EXIT_NO_DAEMON,
+                                "p3samd is not running (start it with: systemctl %sstart p3samd)",
+                                user);
+        return ctl_fail(CTL_EXIT_NO_DAEMON,
+                        "p3samd is not running as %s (start it with: systemctl %sstart "
+                        "p3samd@%d)",
+                        ctl_bus_name(), user, ctl_args.instance);
+}
+
+/* No socket at the address, or nobody listening on it: no bus, so no daemon either. */
+static bool errno_is_no_bus(int r) {
+        return r == -ENOENT || r == -ECONNREFUSED || r == -ENOTCONN || r == -ECONNRESET ||
+               r == -EPIPE;
+}
+
+int ctl_bus_open(sd_bus **ret) {
+        return ctl_args.user_bus ? sd_bus_open_user(ret) : sd_bus_open_system(ret);
+}
+
+bool ctl_bus_error_is_no_daemon(const sd_bus_error *e, int r) {
+        if (e && sd_bus_error_is_set(e))
+                return sd_bus_error_has_names(e, SD_BUS_ERROR_SERVICE_UNKNOWN,
+                                              SD_BUS_ERROR_NAME_HAS_NO_OWNER,
+                                              "org.freedesktop.systemd1.NoSuchUnit");
+        return errno_is_no_bus(r);
+}
+
+/* The daemon's own sentences end with a period; sd-bus's and ours may not. */
+static const char *full_stop(const char *s) {
+        size_t n = strlen(s);
+        return n > 0 && strchr(".!?", s[n - 1]) ? "" : ".";
+}
+
+int ctl_bus_fail(const sd_bus_error *e, int r, const char *what) {
+        if (ctl_bus_error_is_no_daemon(e, r))
+                return fail_no_daemon();
+        const char *msg = e && e->message && *e->message ? e->message : NULL;
+        if (sd_bus_error_has_name(e, SD_BUS_ERROR_ACCESS_DENIED) || (!msg && r == -EACCES))
+                return msg ? ctl_fail(CTL_EXIT_DENIED, "%s%s", msg, full_stop(msg))
+                           : ctl_fail(CTL_EXIT_DENIED, "Access denied: to %s needs root or a "
+                                                       "polkit authorization.", what);
+        if (sd_bus_error_has_names(e, SD_BUS_ERROR_NO_REPLY, SD_BUS_ERROR_TIMEOUT) ||
+            r == -ETIMEDOUT)
+                return ctl_fail(CTL_EXIT_FAILURE, "p3samd did not answer in time to %s.", what);
+        if (msg)
+                return ctl_fail(CTL_EXIT_FAILURE, "%s%s", msg, full_stop(msg));
+        return ctl_fail(CTL_EXIT_FAILURE, "Cannot %s: %s.", what, strerror(r < 0 ? -r : EIO));
+}

@@ -1,0 +1,775 @@
+/* SPDX-License-Identifier: MIT */
+/* p3samctl segment and predict: open the mesh and the outputs here, with the caller's own
+ * rights, and hand p3samd the descriptors. The outputs are temporary files beside their final
+ * names, renamed into place only when the job succeeds, so that a failed or cancelled job
+ * never leaves a half-written file under the name the user asked for. */
+#include <errno.h>
+#include <fcntl.h>
+#include <float.h>
+#include <getopt.h>
+#include <inttypes.h>
+#include <json-c/json.h>
+#include <math.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/stat.h>
+#include <systemd/sd-event.h>
+#include <unistd.h>
+
+#include "ctl-bus.h"
+#include "ctl-progress.h"
+#include "parse-util.h"
+
+#define MAX_PROMPT_POINTS 4096
+#define REDRAW_USEC (200 * 1000)
+
+typedef struct seg_args {
+        bool predict;
+        const char *mesh, *output, *format, *report;
+        uint64_t points, prompts, batch, seed; /* 0 (seed: !have_seed): the daemon's default */
+        bool have_seed, no_wait;
+        int post_process; /* -1: the daemon's default */
+        double threshold; /* 0: the daemon's default */
+        double *xyz;      /* predict: n_xyz prompt points */
+        size_t n_xyz;
+} seg_args;
+
+static void help_segment(void) {
+        printf("Usage: p3samctl segment MESH [OPTIONS]\n"
+               "Segment MESH into parts with p3samd and write the result.\n\n"
+               "  -o, --output FILE     where to write (default: beside MESH, NAME.parts.glb)\n"
+               "      --format FMT      glb, ply or json (default: from the output's name)\n"
+               "      --json FILE       also write the JSON report to FILE\n"
+               "      --points N        points sampled on the surface\n"
+               "      --prompts K       prompt points\n"
+               "      --batch B         prompts per batch\n"
+               "      --seed S          random seed\n"
+               "      --post-process    merge and clean the parts (--no-post-process: do not)\n"
+               "      --threshold T     mask threshold in (0, 1]\n"
+               "      --no-wait         submit, print the job and exit; the output fills when\n"
+               "                        the job is done\n"
+               "      --user            talk to p3samd on the user bus\n"
+               "      --instance N      talk to the instance on GPU N\n"
+               "  -h, --help            show this help\n\n"
+               "The mesh may be glb, gltf (with embedded buffers), obj, ply, stl or off. Ctrl-C\n"
+               "cancels the job. Exit status: 0 done, 1 failed, 2 usage, 3 cancelled, 4 access\n"
+               "denied, 5 p3samd not running.\n");
+}
+
+static void help_predict(void) {
+        printf("Usage: p3samctl predict MESH --prompt X,Y,Z [--prompt X,Y,Z ...] [OPTIONS]\n"
+               "Predict one mask per prompt point on MESH with p3samd, as JSON.\n\n"
+               "      --prompt X,Y,Z    a prompt point in the mesh's coordinates (repeatable)\n"
+               "  -o, --output FILE     where to write (default: beside MESH, NAME.masks.json)\n"
+               "      --points N        points sampled on the surface\n"
+               "      --seed S          random seed\n"
+               "      --no-wait         submit, print the job and exit; the output fills when\n"
+               "                        the job is done\n"
+               "      --user            talk to p3samd on the user bus\n"
+               "      --instance N      talk to the instance on GPU N\n"
+               "  -h, --help            show this help\n\n"
+               "Ctrl-C cancels the job. Exit status as for p3samctl segment.\n");
+}
+
+/* ---- the command line ---- */
+
+enum {
+        ARG_FORMAT = 0x100,
+        ARG_JSON,
+        ARG_POINTS,
+        ARG_PROMPTS,
+        ARG_BATCH,
+        ARG_SEED,
+        ARG_POST,
+        ARG_NO_POST,
+        ARG_THRESHOLD,
+        ARG_NO_WAIT,
+        ARG_PROMPT,
+};
+
+static int parse_count(const char *opt, const char *s, uint64_t *ret) {
+        if (parse_u64_range(s, 1, UINT32_MAX, ret) < 0)
+                return ctl_fail(CTL_EXIT_USAGE, "%s takes a positive whole number, not \"%s\".",
+                                opt, s);
+        return -1;
+}
+
+/* "X,Y,Z": three plain decimal numbers. */
+static int parse_prompt(const char *s, seg_args *a) {
+        if (a->n_xyz >= MAX_PROMPT_POINTS)
+                return ctl_fail(CTL_EXIT_USAGE, "At most %d prompt points.", MAX_PROMPT_POINTS);
+        _cleanup_free_ char *copy = strdup(s);
+        double *xyz = realloc(a->xyz, sizeof(double) * 3 * (a->n_xyz + 1));
+        if (xyz)
+                a->xyz = xyz;
+        if (!copy || !xyz)
+                return ctl_fail(CTL_EXIT_FAILURE, "Out of memory.");
+        char *save = NULL, *tok = strtok_r(copy, ",", &save);
+        int n = 0;
+        for (; tok && n < 3; tok = strtok_r(NULL, ",", &save), n++)
+                if (parse_double_range(tok, -DBL_MAX, DBL_MAX, &xyz[3 * a->n_xyz + n]) < 0)
+                        break;
+        if (n != 3 || tok)
+                return ctl_fail(CTL_EXIT_USAGE,
+                                "--prompt takes three numbers X,Y,Z (e.g. 0.1,-0.2,0.3), not "
+                                "\"%s\".",
+                                s);
+        a->n_xyz++;
+        return -1;
+}
+
+/* One option; -1 to go on, else an exit code. */
+static int parse_option(int c, seg_args *a, char **argv) {
+        switch (c) {
+        case 'o':
+                a->output = optarg;
+                return -1;
+        case ARG_FORMAT:
+                if (strcmp(optarg, "glb") != 0 && strcmp(optarg, "ply") != 0 &&
+                    strcmp(optarg, "json") != 0)
+                        return ctl_fail(CTL_EXIT_USAGE,
+                                        "--format takes glb, ply or json, not \"%s\".", optarg);
+                a->format = optarg;
+                return -1;
+        case ARG_JSON:
+                a->report = optarg;
+                return -1;
+        case ARG_POINTS:
+                return parse_count("--points", optarg, &a->points);
+        case ARG_PROMPTS:
+                return parse_count("--prompts", optarg, &a->prompts);
+        case ARG_BATCH:
+                return parse_count("--batch", optarg, &a->batch);
+        case ARG_SEED:
+                if (parse_u64_range(optarg, 0, UINT64_MAX, &a->seed) < 0)
+                        return ctl_fail(CTL_EXIT_USAGE, "--seed takes a whole number, not \"%s\".",
+                                        optarg);
+                a->have_seed = true;
+                return -1;
+        case ARG_POST:
+        case ARG_NO_POST:
+                a->post_process = c == ARG_POST;
+                return -1;
+        case ARG_THRESHOLD:
+                if (parse_double_range(optarg, nextafter(0, 1), 1, &a->threshold) < 0)
+                        return ctl_fail(CTL_EXIT_USAGE,
+                                        "--threshold takes a number in (0, 1], not \"%s\".",
+                                        optarg);
+                return -1;
+        case ARG_NO_WAIT:
+                a->no_wait = true;
+                return -1;
+        case ARG_PROMPT:
+                return parse_prompt(optarg, a);
+        default:
+                return ctl_parse_option_common(c, argv[0], argv);
+        }
+}
+
+static int parse_args(int argc, char **argv, seg_args *a) {
+        static const struct option segment_opts[] = {
+                { "help", no_argument, NULL, 'h' },
+                { "output", required_argument, NULL, 'o' },
+                { "format", required_argument, NULL, ARG_FORMAT },
+                { "json", required_argument, NULL, ARG_JSON },
+                { "points", required_argument, NULL, ARG_POINTS },
+                { "prompts", required_argument, NULL, ARG_PROMPTS },
+                { "batch", required_argument, NULL, ARG_BATCH },
+                { "seed", required_argument, NULL, ARG_SEED },
+                { "post-process", no_argument, NULL, ARG_POST },
+                { "no-post-process", no_argument, NULL, ARG_NO_POST },
+                { "threshold", required_argument, NULL, ARG_THRESHOLD },
+                { "no-wait", no_argument, NULL, ARG_NO_WAIT },
+                CTL_GLOBAL_OPTIONS,
+                {},
+        };
+        static const struct option predict_opts[] = {
+                { "help", no_argument, NULL, 'h' },
+                { "output", required_argument, NULL, 'o' },
+                { "prompt", required_argument, NULL, ARG_PROMPT },
+                { "points", required_argument, NULL, ARG_POINTS },
+                { "seed", required_argument, NULL, ARG_SEED },
+                { "no-wait", no_argument, NULL, ARG_NO_WAIT },
+                CTL_GLOBAL_OPTIONS,
+                {},
+        };
+        int c;
+        optind = 0;
+        while ((c = getopt_long(argc, argv, ":ho:", a->predict ? predict_opts : segment_opts,
+                                NULL)) >= 0) {
+                if (c == 'h') {
+                        a->predict ? help_predict() : help_segment();
+                        return CTL_EXIT_OK;
+                }
+                int r = parse_option(c, a, argv);
+                if (r >= 0)
+                        return r;
+        }
+        if (optind >= argc)
+                return ctl_fail(CTL_EXIT_USAGE, "Name the mesh: p3samctl %s MESH%s.", argv[0],
+                                a->predict ? " --prompt X,Y,Z" : "");
+        if (optind + 1 < argc)
+                return ctl_fail(CTL_EXIT_USAGE, "Unexpected argument \"%s\": %s takes one mesh.",
+                                argv[optind + 1], argv[0]);
+        a->mesh = argv[optind];
+        if (a->predict && a->n_xyz == 0)
+                return ctl_fail(CTL_EXIT_USAGE, "Give at least one --prompt X,Y,Z.");
+        return -1;
+}
+
+/* ---- formats ---- */
+
+static const char *extension(const char *path) {
+        const char *slash = strrchr(path, '/'), *dot = strrchr(path, '.');
+        return dot && (!slash || dot > slash) && dot[1] ? dot + 1 : NULL;
+}
+
+/* The name of a known format from the path's extension (any case), or NULL. */
+static const char *format_from_name(const char *path, const char *const *known) {
+        const char *ext = extension(path);
+        for (; ext && *known; known++)
+                if (strcasecmp(ext, *known) == 0)
+                        return *known;
+        return NULL;
+}
+
+static const char *const mesh_formats[] = { "glb", "gltf", "obj", "ply", "stl", "off", NULL };
+static const char *const output_formats[] = { "glb", "ply", "json", NULL };
+
+/* A .gltf's buffers must be inside it (data: URIs): only the one descriptor travels, so the
+ * daemon cannot open a .bin beside it. Checked here, where the cure can be named. */
+static int check_gltf_self_contained(const char *path) {
+        json_object *root = json_object_from_file(path);
+        if (!root)
+                return 0; /* not JSON: the daemon says what is wrong with it */
+        json_object *buffers = NULL;
+        const char *external = NULL;
+        if (json_object_object_get_ex(root, "buffers", &buffers) &&
+            json_object_is_type(buffers, json_type_array))
+                for (size_t i = 0; !external && i < json_object_array_length(buffers); i++) {
+                        json_object *uri = NULL;
+                        if (json_object_object_get_ex(json_object_array_get_idx(buffers, i),
+                                                      "uri", &uri) &&
+                            strncmp(json_object_get_string(uri) ?: "data:", "data:", 5) != 0)
+                                external = json_object_get_string(uri);
+                }
+        int r = 0;
+        if (external)
+                r = ctl_fail(CTL_EXIT_FAILURE,
+                             "%s keeps its geometry in the separate file \"%.100s\", which "
+                             "cannot travel to p3samd with it; convert it to a single GLB first "
+                             "(e.g. gltf-transform copy IN.gltf OUT.glb).",
+                             path, external);
+        json_object_put(root);
+        return r;
+}
+
+/* ---- output files ---- */
+
+typedef struct out_file {
+        char *final; /* the name the user asked for */
+        char *temp;  /* written there until the job succeeds; NULL: written in place */
+        int fd;
+} out_file;
+
+#define OUT_FILE_NULL ((out_file) { .fd = -1 })
+
+/* A temporary ".NAME.XXXXXX" beside path (in_place: path itself, for --no-wait, which cannot
+ * rename afterwards). Mode 0644 as a plain redirection would give. */
+static int out_file_open(out_file *o, const char *path, bool in_place) {
+        o->final = strdup(path);
+        if (!o->final)
+                return ctl_fail(CTL_EXIT_FAILURE, "Out of memory.");
+        if (in_place) {
+                o->fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+                if (o->fd < 0)
+                        return ctl_fail(CTL_EXIT_FAILURE, "Cannot create %s: %s.", path,
+                                        strerror(errno));
+                return 0;
+        }
+        const char *slash = strrchr(path, '/');
+        int dirlen = slash ? (int) (slash - path + 1) : 0;
+        if (asprintf(&o->temp, "%.*s.%s.XXXXXX", dirlen, path, slash ? slash + 1 : path) < 0) {
+                o->temp = NULL;
+                return ctl_fail(CTL_EXIT_FAILURE, "Out of memory.");
+        }
+        o->fd = mkostemp(o->temp, O_CLOEXEC);
+        if (o->fd < 0) {
+                int e = errno;
+                free(o->temp);
+                o->temp = NULL;
+                return ctl_fail(CTL_EXIT_FAILURE, "Cannot create a file beside %s: %s.", path,
+                                strerror(e));
+        }
+        (void) fchmod(o->fd, 0644);
+        return 0;
+}
+
+/* Success: the temporary file becomes the output, whole (fsync first: a crash after the
+ * rename must not leave an empty file under the new name). */
+static int out_file_commit(out_file *o) {
+        if (o->fd < 0 || !o->temp)
+                return 0;
+        if (fsync(o->fd) < 0 || rename(o->temp, o->final) < 0)
+                return ctl_fail(CTL_EXIT_FAILURE, "Cannot move the result into place as %s: %s.",
+                                o->final, strerror(errno));
+        free(o->temp);
+        o->temp = NULL;
+        return 0;
+}
+
+/* Drops a temporary file that was not committed, closes, frees. */
+static void out_file_done(out_file *o) {
+        if (o->temp)
+                (void) unlink(o->temp);
+        if (o->fd >= 0)
+                close(o->fd);
+        free(o->temp);
+        free(o->final);
+        *o = OUT_FILE_NULL;
+}
+
+/* ---- the request ---- */
+
+static int append_options(sd_bus_message *m, const seg_args *a, int report_fd) {
+        int r = sd_bus_message_open_container(m, 'a', "{sv}");
+        if (r >= 0 && a->points)
+                r = sd_bus_message_append(m, "{sv}", "points", "u", (uint32_t) a->points);
+        if (r >= 0 && a->prompts)
+                r = sd_bus_message_append(m, "{sv}", "prompts", "u", (uint32_t) a->prompts);
+        if (r >= 0 && a->batch)
+                r = sd_bus_message_append(m, "{sv}", "prompt_batch", "u", (uint32_t) a->batch);
+        if (r >= 0 && a->have_seed)
+                r = sd_bus_message_append(m, "{sv}", "seed", "t", a->seed);
+        if (r >= 0 && a->post_process >= 0)
+                r = sd_bus_message_append(m, "{sv}", "post_process", "b", a->post_process);
+        if (r >= 0 && a->threshold > 0)
+                r = sd_bus_message_append(m, "{sv}", "threshold", "d", a->threshold);
+        if (r >= 0 && report_fd >= 0)
+                r = sd_bus_message_append(m, "{sv}", "report", "h", report_fd);
+        if (r >= 0 && a->no_wait)
+                r = sd_bus_message_append(m, "{sv}", "detach", "b", 1);
+        if (r >= 0)
+                r = sd_bus_message_close_container(m);
+        return r;
+}
+
+/* Segment(h s h s a{sv}) or Predict(h s a(ddd) h a{sv}). */
+static int build_request(sd_bus *bus, const seg_args *a, int mesh_fd, const char *mesh_format,
+                         int out_fd, const char *out_format, int report_fd,
+                         sd_bus_message **ret) {
+        _cleanup_(sd_bus_message_unrefp) sd_bus_message *m = NULL;
+        int r = sd_bus_message_new_method_call(bus, &m, ctl_bus_name(), CTL_BUS_PATH,
+                                               CTL_BUS_IFACE, a->predict ? "Predict" : "Segment");
+        if (r >= 0)
+                r = sd_bus_message_append(m, "hs", mesh_fd, mesh_format);
+        if (r >= 0 && a->predict) {
+                r = sd_bus_message_open_container(m, 'a', "(ddd)");
+                for (size_t i = 0; r >= 0 && i < a->n_xyz; i++)
+                        r = sd_bus_message_append(m, "(ddd)", a->xyz[3 * i], a->xyz[3 * i + 1],
+                                                  a->xyz[3 * i + 2]);
+                if (r >= 0)
+                        r = sd_bus_message_close_container(m);
+        }
+        if (r >= 0)
+                r = sd_bus_message_append(m, "h", out_fd);
+        if (r >= 0 && !a->predict)
+                r = sd_bus_message_append(m, "s", out_format);
+        if (r >= 0)
+                r = append_options(m, a, report_fd);
+        if (r < 0)
+                return r;
+        *ret = TAKE_PTR(m);
+        return 0;
+}
+
+/* ---- following the job ---- */
+
+typedef struct watch {
+        sd_event *event;
+        sd_bus *bus;
+        const seg_args *args;
+        ctl_progress progress;
+        char *path;        /* the job object, once the daemon answered */
+        bool interrupted;  /* Ctrl-C (or SIGTERM, SIGHUP): cancel and leave */
+        bool cancel_sent;
+        bool completed_ok; /* Completed(success) */
+        char *message;     /* Completed's message */
+        char result[16];   /* JobRemoved's result: done, failed, cancelled */
+        int exit_code;     /* set when the watch ends for another reason than JobRemoved */
+} watch;
+
+static bool is_our_job(watch *w, sd_bus_message *m) {
+        return w->path && strcmp(sd_bus_message_get_path(m) ?: "", w->path) == 0;
+}
+
+static void watch_end(watch *w, int exit_code) {
+        w->exit_code = exit_code;
+        (void) sd_event_exit(w->event, 0);
+}
+
+static int on_cancel_reply(sd_bus_message *m, void *userdata, sd_bus_error *ret_error) {
+        watch *w = userdata;
+        const sd_bus_error *e = sd_bus_message_get_error(m);
+        if (e && !w->result[0]) {
+                ctl_progress_done(&w->progress);
+                watch_end(w, ctl_bus_fail(e, 0, "cancel the job"));
+        }
+        return 0;
+}
+
+static void send_cancel(watch *w) {
+        if (w->cancel_sent || !w->path)
+                return;
+        w->cancel_sent = true;
+        int r = sd_bus_call_method_async(w->bus, NULL, ctl_bus_name(), w->path, CTL_JOB_IFACE,
+                                         "Cancel", on_cancel_reply, w, NULL);
+        if (r < 0)
+                watch_end(w, ctl_bus_fail(NULL, r, "cancel the job"));
+}
+
+static int on_signal(sd_event_source *s, const struct signalfd_siginfo *si, void *userdata) {
+        watch *w = userdata;
+        ctl_progress_done(&w->progress);
+        if (w->interrupted) {
+                /* twice: leave now; the daemon sees the connection go and cancels the job */
+                watch_end(w, CTL_EXIT_CANCELLED);
+                return 0;
+        }
+        w->interrupted = true;
+        fprintf(stderr, "Cancelling the job (press Ctrl-C again to leave without waiting)...\n");
+        send_cancel(w);
+        return 0;
+}
+
+static int on_reply(sd_bus_message *m, void *userdata, sd_bus_error *ret_error) {
+        watch *w = userdata;
+        const char *path;
+        const sd_bus_error *e = sd_bus_message_get_error(m);
+        if (e) {
+                watch_end(w, ctl_bus_fail(e, 0, w->args->predict ? "predict" : "segment"));
+                return 0;
+        }
+        int r = sd_bus_message_read(m, "o", &path);
+        if (r < 0 || !(w->path = strdup(path))) {
+                watch_end(w, ctl_fail(CTL_EXIT_FAILURE, "p3samd's answer cannot be read."));
+                return 0;
+        }
+        if (w->args->no_wait)
+                watch_end(w, CTL_EXIT_OK);
+        else if (w->interrupted)
+                send_cancel(w);
+        return 0;
+}
+
+/* PropertiesChanged of our job: Stage, Progress. */
+static int on_properties(sd_bus_message *m, void *userdata, sd_bus_error *ret_error) {
+        watch *w = userdata;
+        const char *iface, *key, *stage = NULL;
+        double fraction = -1;
+        if (!is_our_job(w, m) || sd_bus_message_read(m, "s", &iface) < 0 ||
+            sd_bus_message_enter_container(m, 'a', "{sv}") <= 0)
+                return 0;
+        while (sd_bus_message_enter_container(m, 'e', "sv") > 0) {
+                if (sd_bus_message_read(m, "s", &key) < 0)
+                        return 0;
+                if (strcmp(key, "Stage") == 0)
+                        (void) sd_bus_message_read(m, "v", "s", &stage);
+                else if (strcmp(key, "Progress") == 0)
+                        (void) sd_bus_message_read(m, "v", "d", &fraction);
+                else
+                        (void) sd_bus_message_skip(m, "v");
+                (void) sd_bus_message_exit_container(m);
+        }
+        /* a change of State alone (queued → running) is followed at once by a stage */
+        if ((stage || fraction >= 0) && !w->interrupted && !w->result[0])
+                ctl_progress_update(&w->progress, stage, fraction);
+        return 0;
+}
+
+static int on_completed(sd_bus_message *m, void *userdata, sd_bus_error *ret_error) {
+        watch *w = userdata;
+        int ok;
+        const char *msg;
+        if (is_our_job(w, m) && sd_bus_message_read(m, "bs", &ok, &msg) >= 0) {
+                w->completed_ok = ok;
+                free(w->message);
+                w->message = strdup(msg);
+        }
+        return 0;
+}
+
+/* JobRemoved follows Completed: the job has ended. */
+static int on_job_removed(sd_bus_message *m, void *userdata, sd_bus_error *ret_error) {
+        watch *w = userdata;
+        uint32_t id;
+        const char *path, *result;
+        if (sd_bus_message_read(m, "uos", &id, &path, &result) < 0 || !w->path ||
+            strcmp(path, w->path) != 0)
+                return 0;
+        snprintf(w->result, sizeof(w->result), "%s", result);
+        (void) sd_event_exit(w->event, 0);
+        return 0;
+}
+
+/* The daemon left the bus (crashed, or was stopped without ending the job first). */
+static int on_owner_changed(sd_bus_message *m, void *userdata, sd_bus_error *ret_error) {
+        watch *w = userdata;
+        const char *name, *old_owner, *new_owner;
+        if (sd_bus_message_read(m, "sss", &name, &old_owner, &new_owner) >= 0 && !*new_owner &&
+            !w->result[0]) {
+                ctl_progress_done(&w->progress);
+                watch_end(w, ctl_fail(CTL_EXIT_FAILURE, "p3samd left the bus before the job "
+                                                        "ended."));
+        }
+        return 0;
+}
+
+static int on_redraw(sd_event_source *s, uint64_t usec, void *userdata) {
+        watch *w = userdata;
+        if (!w->interrupted && !w->result[0])
+                ctl_progress_tick(&w->progress);
+        return sd_event_source_set_time(s, usec + REDRAW_USEC);
+}
+
+/* Subscribed before the call: no signal of the job can slip by between the answer and the
+ * subscription. Matched on the daemon's name, since instances share object paths. */
+static int subscribe(watch *w) {
+        const char *name = ctl_bus_name();
+        char rule[512];
+        int r = sd_bus_match_signal(w->bus, NULL, name, NULL, CTL_JOB_IFACE, "Completed",
+                                    on_completed, w);
+        if (r >= 0)
+                r = sd_bus_match_signal(w->bus, NULL, name, CTL_BUS_PATH, CTL_BUS_IFACE,
+                                        "JobRemoved", on_job_removed, w);
+        snprintf(rule, sizeof(rule),
+                 "type='signal',sender='%s',interface='org.freedesktop.DBus.Properties',"
+                 "member='PropertiesChanged',path_namespace='" CTL_BUS_PATH "/job',"
+                 "arg0='" CTL_JOB_IFACE "'",
+                 name);
+        if (r >= 0)
+                r = sd_bus_add_match(w->bus, NULL, rule, on_properties, w);
+        snprintf(rule, sizeof(rule),
+                 "type='signal',sender='org.freedesktop.DBus',interface='org.freedesktop.DBus',"
+                 "member='NameOwnerChanged',arg0='%s'",
+                 name);
+        if (r >= 0)
+                r = sd_bus_add_match(w->bus, NULL, rule, on_owner_changed, w);
+        return r;
+}
+
+/* Ctrl-C, SIGTERM and a hangup cancel the job; a hangup that the caller chose to ignore
+ * (nohup) stays ignored. Blocked before the temporary files exist, so that these signals queue
+ * for the event loop instead of killing us with the files left behind (a blocked signal queues
+ * even where the shell set it to be ignored, as it does for SIGINT in background jobs). */
+static void block_cancel_signals(sigset_t *ret) {
+        static const int signals[] = { SIGINT, SIGTERM, SIGHUP };
+        struct sigaction old;
+        sigemptyset(ret);
+        for (size_t i = 0; i < ELEMENTSOF(signals); i++)
+                if (signals[i] != SIGHUP || sigaction(SIGHUP, NULL, &old) < 0 ||
+                    old.sa_handler != SIG_IGN)
+                        sigaddset(ret, signals[i]);
+        sigprocmask(SIG_BLOCK, ret, NULL);
+}
+
+/* sd-event reads the blocked signals from a signalfd. */
+static int setup_events(watch *w, const sigset_t *signals) {
+        int r = sd_event_new(&w->event);
+        for (int sig = 1; r >= 0 && sig < _NSIG; sig++)
+                if (sigismember(signals, sig) == 1)
+                        r = sd_event_add_signal(w->event, NULL, sig, on_signal, w);
+        if (r >= 0 && w->progress.tty && !w->args->no_wait)
+                r = sd_event_add_time_relative(w->event, NULL, CLOCK_MONOTONIC, REDRAW_USEC, 0,
+                                               on_redraw, w);
+        if (r >= 0)
+                r = sd_bus_attach_event(w->bus, w->event, SD_EVENT_PRIORITY_NORMAL);
+        return r;
+}
+
+static void watch_done(watch *w) {
+        if (w->bus)
+                (void) sd_bus_detach_event(w->bus);
+        sd_bus_flush_close_unref(w->bus);
+        sd_event_unref(w->event);
+        free(w->path);
+        free(w->message);
+}
+
+/* ---- the verbs ---- */
+
+typedef struct request {
+        seg_args args;
+        int mesh_fd;
+        const char *mesh_format, *out_format;
+        char *default_output; /* MESH.parts.glb, MESH.masks.json */
+        out_file out, report;
+} request;
+
+static void request_done(request *q) {
+        if (q->mesh_fd >= 0)
+                close(q->mesh_fd);
+        out_file_done(&q->out);
+        out_file_done(&q->report);
+        free(q->default_output);
+        free(q->args.xyz);
+}
+
+/* The default output: beside the mesh, named after it without its extension (chair.glb →
+ * chair.parts.glb); a name without a known mesh extension is kept whole. */
+static int default_output(request *q) {
+        const char *mesh = q->args.mesh, *ext = extension(mesh);
+        int stem = (int) strlen(mesh);
+        if (ext && format_from_name(mesh, mesh_formats))
+                stem = (int) (ext - 1 - mesh);
+        int r = q->args.predict ? asprintf(&q->default_output, "%.*s.masks.json", stem, mesh)
+                                : asprintf(&q->default_output, "%.*s.parts.%s", stem, mesh,
+                                           q->args.format ?: "glb");
+        if (r < 0) {
+                q->default_output = NULL;
+                return ctl_fail(CTL_EXIT_FAILURE, "Out of memory.");
+        }
+        q->args.output = q->default_output;
+        return 0;
+}
+
+static int same_file(int fd, const char *path) {
+        struct stat a, b;
+        return fstat(fd, &a) == 0 && stat(path, &b) == 0 && a.st_dev == b.st_dev &&
+               a.st_ino == b.st_ino;
+}
+
+/* Everything that needs no daemon: the input, the formats, the outputs. */
+static int prepare(request *q) {
+        seg_args *a = &q->args;
+        int r;
+        q->mesh_format = format_from_name(a->mesh, mesh_formats) ?: "";
+        if (strcmp(q->mesh_format, "gltf") == 0 && (r = check_gltf_self_contained(a->mesh)))
+                return r;
+        q->mesh_fd = open(a->mesh, O_RDONLY | O_CLOEXEC);
+        if (q->mesh_fd < 0)
+                return ctl_fail(CTL_EXIT_FAILURE, "Cannot open %s: %s.", a->mesh, strerror(errno));
+        struct stat st;
+        if (fstat(q->mesh_fd, &st) < 0 || !S_ISREG(st.st_mode))
+                return ctl_fail(CTL_EXIT_FAILURE, "%s is not a regular file.", a->mesh);
+        if (!a->output && (r = default_output(q)))
+                return r;
+        q->out_format = a->predict ? "json" : a->format ?: format_from_name(a->output, output_formats);
+        if (!q->out_format)
+                return ctl_fail(CTL_EXIT_USAGE,
+                                "Cannot tell the output format from the name %s: end it in .glb, "
+                                ".ply or .json, or give --format.",
+                                a->output);
+        if (same_file(q->mesh_fd, a->output) || (a->report && same_file(q->mesh_fd, a->report)))
+                return ctl_fail(CTL_EXIT_USAGE, "The output would overwrite the mesh %s; name "
+                                                "another file with -o.", a->mesh);
+        if (a->report && strcmp(a->report, a->output) == 0)
+                return ctl_fail(CTL_EXIT_USAGE, "The report and the output cannot both be %s.",
+                                a->output);
+        r = out_file_open(&q->out, a->output, a->no_wait);
+        if (r == 0 && a->report)
+                r = out_file_open(&q->report, a->report, a->no_wait);
+        return r;
+}
+
+/* "mesh: X" from the daemon (which only saw a descriptor) names the user's file instead. */
+static void print_job_error(const request *q, const char *verb, const watch *w) {
+        const char *msg = w->message && *w->message ? w->message : "no reason given";
+        const char *name = strncmp(msg, "mesh: ", 6) == 0 ? q->args.mesh : NULL;
+        size_t n = strlen(msg);
+        const char *stop = n && strchr(".!?", msg[n - 1]) ? "" : ".";
+        (void) ctl_fail(0, "Job %s %s: %s%s%s%s", strrchr(w->path, '/') + 1, verb,
+                        name ?: "", name ? ": " : "", name ? msg + 6 : msg, stop);
+}
+
+static int job_outcome(request *q, watch *w) {
+        const char *id = strrchr(w->path, '/') + 1;
+        bool done = strcmp(w->result, "done") == 0 && w->completed_ok;
+        if (done && !w->interrupted)
+                ctl_progress_done(&w->progress); /* the full bar stays */
+        else
+                ctl_progress_clear(&w->progress);
+        if (w->interrupted) {
+                (void) ctl_fail(0, "Job %s was cancelled; nothing was written.", id);
+                return CTL_EXIT_CANCELLED;
+        }
+        if (done) {
+                int r = out_file_commit(&q->out);
+                if (r == 0)
+                        r = out_file_commit(&q->report);
+                if (r)
+                        return r;
+                printf("%s\n", q->out.final);
+                if (q->report.final)
+                        printf("%s\n", q->report.final);
+                return CTL_EXIT_OK;
+        }
+        bool cancelled = strcmp(w->result, "cancelled") == 0;
+        print_job_error(q, cancelled ? "was cancelled" : "failed", w);
+        return cancelled ? CTL_EXIT_CANCELLED : CTL_EXIT_FAILURE;
+}
+
+static void print_detached(const request *q, const watch *w) {
+        printf("Job %s submitted: %s\n", strrchr(w->path, '/') + 1, w->path);
+        printf("%s fills when the job is done (p3samctl jobs shows it).\n", q->out.final);
+}
+
+/* Submit, then follow the job until it ends (or just submit, with --no-wait). */
+static int run(request *q, const sigset_t *signals) {
+        watch w = { .args = &q->args };
+        _cleanup_(sd_bus_message_unrefp) sd_bus_message *call = NULL;
+        ctl_progress_init(&w.progress);
+        int r = ctl_bus_open(&w.bus);
+        if (r < 0)
+                return ctl_bus_fail(NULL, r, "connect to the bus");
+        (void) sd_bus_set_allow_interactive_authorization(w.bus, isatty(STDIN_FILENO));
+        r = build_request(w.bus, &q->args, q->mesh_fd, q->mesh_format, q->out.fd, q->out_format,
+                          q->report.fd, &call);
+        if (r >= 0 && !q->args.no_wait)
+                r = subscribe(&w);
+        if (r >= 0)
+                r = setup_events(&w, signals);
+        if (r >= 0)
+                r = sd_bus_call_async(w.bus, NULL, call, on_reply, &w, CTL_SLOW_CALL_USEC);
+        if (r >= 0)
+                r = sd_event_loop(w.event);
+        if (r < 0)
+                w.exit_code = ctl_bus_fail(NULL, r, q->args.predict ? "predict" : "segment");
+        else if (!w.result[0] && !w.exit_code && q->args.no_wait)
+                print_detached(q, &w);
+        else if (w.result[0] && !w.exit_code)
+                w.exit_code = job_outcome(q, &w);
+        else if (w.interrupted && w.path && w.exit_code == CTL_EXIT_CANCELLED)
+                (void) ctl_fail(0, "Left without waiting; p3samd cancels job %s.",
+                                strrchr(w.path, '/') + 1);
+        watch_done(&w);
+        return w.exit_code;
+}
+
+static int verb_submit(int argc, char **argv, bool predict) {
+        request q = { .args = { .predict = predict, .post_process = -1 },
+                      .mesh_fd = -1,
+                      .out = OUT_FILE_NULL,
+                      .report = OUT_FILE_NULL };
+        sigset_t signals;
+        int r = parse_args(argc, argv, &q.args);
+        if (r < 0) {
+                block_cancel_signals(&signals);
+                r = prepare(&q);
+                if (r == 0)
+                        r = run(&q, &signals);
+        }
+        request_done(&q);
+        return r;
+}
+
+int verb_segment(int argc, char **argv) {
+        return verb_submit(argc, argv, false);
+}
+
+int verb_predict(int argc, char **argv) {
+        return verb_submit(argc, argv, true);
+}

@@ -55,10 +55,11 @@ static int fail_no_daemon(void) {
                         ctl_bus_name(), user, ctl_args.instance);
 }
 
-/* No socket at the address, or nobody listening on it: no bus, so no daemon either. */
+/* No socket at the address, nobody listening on it, or no address at all (a user bus
+ * without XDG_RUNTIME_DIR): no bus, so no daemon either. */
 static bool errno_is_no_bus(int r) {
         return r == -ENOENT || r == -ECONNREFUSED || r == -ENOTCONN || r == -ECONNRESET ||
-               r == -EPIPE;
+               r == -EPIPE || r == -ENOMEDIUM;
 }
 
 int ctl_bus_open(sd_bus **ret) {

@@ -300,6 +300,15 @@ run_ctl inst4 --instance 2 status
 check "--instance 2 (nobody there): exit 5 naming it" -- \
         eval '[ $rc -eq 5 ] && one_sentence "$tmp/inst4.err" && grep -q gpu2 "$tmp/inst4.err"'
 
+# ---- --user: the session bus (here the same private bus) ----
+DBUS_SESSION_BUS_ADDRESS=$A DBUS_SYSTEM_BUS_ADDRESS=unix:path=$tmp/missing.sock run_ctl user --user status
+check "--user talks to the session bus" -- eval '[ $rc -eq 0 ] && grep -q "Daemon: p3samd" "$tmp/user.out"'
+env -u DBUS_SESSION_BUS_ADDRESS XDG_RUNTIME_DIR=$tmp/no-runtime-dir "$P3SAMCTL" --user status \
+        >/dev/null 2>"$tmp/user2.err"
+rc=$?
+check "--user without a session bus: exit 5, says systemctl --user" -- \
+        eval '[ $rc -eq 5 ] && grep -q "systemctl --user start p3samd" "$tmp/user2.err"'
+
 # ---- the daemon not running: exit 5 with a sentence ----
 python3 -c 'import socket, sys; socket.socket(socket.AF_UNIX).bind(sys.argv[1])' "$tmp/dead.sock"
 DBUS_SYSTEM_BUS_ADDRESS=unix:path=$tmp/dead.sock run_ctl dead status

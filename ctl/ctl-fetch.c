@@ -266,7 +266,7 @@ static int reload_daemon(const char *dest) {
                 return CTL_EXIT_OK;
         }
         /* No bus at all (a container, no session) means no daemon either. */
-        if (ctl_bus_error_is_no_daemon(&error, r) || r == -ENOMEDIUM) {
+        if (ctl_bus_error_is_no_daemon(&error, r)) {
                 printf("p3samd is not running; it will use the new model when it starts.\n");
                 return CTL_EXIT_OK;
         }

@@ -95,21 +95,10 @@ static void test_random(void) {
         free(p);
 }
 
-static char *case_path(const char *name) {
-        if (strcmp(name, "tiny") == 0) {
-                char *p = test_data_path("tiny_case.safetensors");
-                if (access(p, R_OK) == 0)
-                        return p;
-                free(p);
-        }
-        char rel[64];
-        snprintf(rel, sizeof(rel), "golden/%s/case.safetensors", name);
-        return test_shared_path(rel);
-}
 
 /* Golden prompts: fpsample on points_heads from the recorded start. */
 static bool test_golden(const char *name) {
-        _cleanup_free_ char *path = case_path(name);
+        _cleanup_free_ char *path = test_golden_case(name);
         if (!path) {
                 printf("note: golden %s case not found, skipping its FPS check\n", name);
                 return false;

@@ -114,25 +114,20 @@ static void check_heads(golden *g, p3_model *m, const p3_features *feat) {
         free(bits);
 }
 
+/* The case and its config: tests/data's copies for tiny, else ../shared (skip without it). */
 static st_file *open_case(const char *which, char **config) {
+        _cleanup_free_ char *path = test_golden_case(which);
+        if (!path)
+                test_skip("the golden case needs ../shared/golden (not in this checkout)");
         char rel[64];
-        snprintf(rel, sizeof(rel), "%s_case.safetensors", which);
-        char *path = test_data_path(rel);
-        if (access(path, R_OK) == 0) {
-                snprintf(rel, sizeof(rel), "%s_config.json", which);
-                *config = test_data_path(rel);
-        } else {
-                free(path);
-                snprintf(rel, sizeof(rel), "golden/%s/case.safetensors", which);
-                path = test_shared_path(rel);
-                if (!path)
-                        test_skip("the golden case needs ../shared/golden (not in this checkout)");
+        snprintf(rel, sizeof(rel), "%s_config.json", which);
+        *config = test_data_path(rel);
+        if (access(*config, R_OK) < 0) {
+                free(*config);
                 snprintf(rel, sizeof(rel), "golden/%s/config.json", which);
                 *config = test_shared_path(rel);
         }
-        st_file *f = test_open(path);
-        free(path);
-        return f;
+        return test_open(path);
 }
 
 int main(int argc, char **argv) {

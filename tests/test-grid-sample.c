@@ -157,17 +157,6 @@ static void test_no_draw(void) {
         p3_grid_sample_done(&g);
 }
 
-static char *case_path(const char *name) {
-        if (strcmp(name, "tiny") == 0) {
-                char *p = test_data_path("tiny_case.safetensors");
-                if (access(p, R_OK) == 0)
-                        return p;
-                free(p);
-        }
-        char rel[64];
-        snprintf(rel, sizeof(rel), "golden/%s/case.safetensors", name);
-        return test_shared_path(rel);
-}
 
 /* A float64 tensor as doubles (test_f32 would round them). */
 static double *tensor_f64(const st_file *f, const char *name, int64_t *numel) {
@@ -181,7 +170,7 @@ static double *tensor_f64(const st_file *f, const char *name, int64_t *numel) {
 }
 
 static bool test_golden(const char *name) {
-        _cleanup_free_ char *path = case_path(name);
+        _cleanup_free_ char *path = test_golden_case(name);
         if (!path) {
                 printf("note: golden %s case not found, skipping it\n", name);
                 return false;

@@ -287,17 +287,13 @@ int main(void) {
         test_walk_start();
         test_errors();
 
-        _cleanup_free_ char *truck = test_data_path("small_truck_replay.safetensors");
-        if (access(truck, R_OK) < 0) {
-                free(truck);
-                truck = test_shared_path("golden/pipeline/small_truck_20k_64/replay.safetensors");
-        }
+        _cleanup_free_ char *truck = test_replay_path("small_truck_20k_64");
         if (truck)
                 test_golden(truck, "small_truck");
         else
                 printf("SKIP small_truck replay: not in tests/data nor ../shared\n");
 
-        _cleanup_free_ char *obj = test_shared_path("golden/pipeline/objaverse_00200996/replay.safetensors");
+        _cleanup_free_ char *obj = test_replay_path("objaverse_00200996");
         if (obj)
                 test_golden(obj, "objaverse_00200996");
         else

@@ -618,19 +618,14 @@ int main(void) {
         test_cancel();
 
         bool ok = true;
-        _cleanup_free_ char *truck = test_data_path("small_truck_replay.safetensors");
-        if (access(truck, R_OK) < 0) {
-                free(truck);
-                truck = test_shared_path("golden/pipeline/small_truck_20k_64/replay.safetensors");
-        }
+        _cleanup_free_ char *truck = test_replay_path("small_truck_20k_64");
         if (truck) {
                 ok = run_golden(truck) && ok;
                 ok = run_tool(truck) && ok;
         } else
                 printf("SKIPPED: small truck replay absent\n");
 
-        _cleanup_free_ char *obj =
-                test_shared_path("golden/pipeline/objaverse_00200996/replay.safetensors");
+        _cleanup_free_ char *obj = test_replay_path("objaverse_00200996");
         if (obj)
                 ok = run_golden(obj) && ok;
         else

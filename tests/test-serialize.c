@@ -256,17 +256,6 @@ static void test_pool_small(void) {
         free(coarse);
 }
 
-static char *case_path(const char *name) {
-        if (strcmp(name, "tiny") == 0) {
-                char *p = test_data_path("tiny_case.safetensors");
-                if (access(p, R_OK) == 0)
-                        return p;
-                free(p);
-        }
-        char rel[64];
-        snprintf(rel, sizeof(rel), "golden/%s/case.safetensors", name);
-        return test_shared_path(rel);
-}
 
 static void compare_i32(const char *what, const int32_t *got, const int64_t *ref, int64_t n) {
         int64_t *g = malloc(sizeof(int64_t) * (n ? n : 1));
@@ -314,7 +303,7 @@ static void golden_level(const st_file *f, int s, const int32_t *gc, int64_t m) 
 }
 
 static bool test_golden(const char *name) {
-        _cleanup_free_ char *path = case_path(name);
+        _cleanup_free_ char *path = test_golden_case(name);
         if (!path) {
                 printf("note: golden %s case not found, skipping it\n", name);
                 return false;

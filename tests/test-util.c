@@ -28,6 +28,32 @@ char *test_shared_path(const char *rel) {
         return p;
 }
 
+/* tests/data/<data_rel> if it is there, else ../shared/<shared_rel>. */
+static char *data_or_shared(const char *data_rel, const char *shared_rel) {
+        if (data_rel) {
+                char *p = test_data_path(data_rel);
+                if (access(p, R_OK) == 0)
+                        return p;
+                free(p);
+        }
+        return test_shared_path(shared_rel);
+}
+
+char *test_golden_case(const char *name) {
+        char rel[96];
+        snprintf(rel, sizeof(rel), "golden/%s/case.safetensors", name);
+        return data_or_shared(strcmp(name, "tiny") == 0 ? "tiny_case.safetensors" : NULL, rel);
+}
+
+char *test_replay_path(const char *name) {
+        char rel[128];
+        snprintf(rel, sizeof(rel), "golden/pipeline/%s/replay.safetensors", name);
+        return data_or_shared(strcmp(name, "small_truck_20k_64") == 0
+                                      ? "small_truck_replay.safetensors"
+                                      : NULL,
+                              rel);
+}
+
 _Noreturn void test_skip(const char *why) {
         printf("SKIP: %s\n", why);
         exit(EXIT_TEST_SKIP);

@@ -34,6 +34,12 @@
 char *test_data_path(const char *rel);
 /* ../shared/<rel>, or NULL when ../shared (or that file) is absent. malloc'd. */
 char *test_shared_path(const char *rel);
+/* A golden case (golden/<name>/case.safetensors): the trimmed copy in tests/data for "tiny",
+ * else ../shared; NULL when neither is there. malloc'd. */
+char *test_golden_case(const char *name);
+/* A pipeline replay (golden/pipeline/<name>/replay.safetensors): tests/data's copy of
+ * small_truck_20k_64, else ../shared; NULL when absent. malloc'd. */
+char *test_replay_path(const char *name);
 /* Print "SKIP: why" and exit 77 (meson counts it as skipped). */
 _Noreturn void test_skip(const char *why);
 

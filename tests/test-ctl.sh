@@ -6,26 +6,8 @@
 set -u
 : "${P3SAMCTL:?}" "${P3SAMD:?}" "${P3SAM_RUN:?}" "${P3_TEST_DATA:?}"
 src=${P3_SOURCE_ROOT:?}
-command -v dbus-daemon >/dev/null && command -v busctl >/dev/null ||
-        { echo "SKIP: dbus-daemon or busctl is not installed"; exit 77; }
-
-tmp=$(mktemp -d)
-chmod 755 "$tmp"
-pids=()
-fails=0
-cleanup() {
-        for p in "${pids[@]}"; do kill "$p" 2>/dev/null; done
-        wait 2>/dev/null
-        rm -rf "$tmp"
-}
-trap cleanup EXIT
-
-ok() { echo "ok: $*"; }
-fail() { echo "FAIL: $*"; fails=$((fails + 1)); }
-check() { # check DESCRIPTION -- command...
-        local what=$1; shift 2
-        if "$@"; then ok "$what"; else fail "$what"; fi
-}
+. "$(dirname "$0")/lib-test.sh"
+need_dbus
 ctl() { timeout 300 "$P3SAMCTL" "$@"; }
 # run_ctl NAME ARGS...: stdout in $tmp/NAME.out, stderr in $tmp/NAME.err, exit code in $rc
 run_ctl() {
@@ -41,13 +23,6 @@ eventually() { # eventually 'SHELL CONDITION': within 10 s
 }
 no_temp_files() { [ -z "$(find "$1" -maxdepth 1 -name '.*.??????' -print -quit)" ]; }
 
-start_bus() { # start_bus FILE: a private dbus-daemon, its address in FILE and in $bus
-        dbus-daemon --config-file="$src/tests/dbus-test.conf" --nofork --print-address=3 \
-                3>"$1" >/dev/null 2>&1 &
-        pids+=($!)
-        for _ in $(seq 50); do [ -s "$1" ] && break; sleep 0.1; done
-        bus=$(head -n1 "$1")
-}
 start_bus "$tmp/address"
 export DBUS_SYSTEM_BUS_ADDRESS=$bus
 A=$DBUS_SYSTEM_BUS_ADDRESS

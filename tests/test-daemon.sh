@@ -5,33 +5,13 @@
 set -u
 : "${P3SAMD:?}" "${P3_DAEMON_CLIENT:?}" "${P3_NOTIFY_LISTEN:?}" "${P3SAM_RUN:?}" "${P3_TEST_DATA:?}"
 src=${P3_SOURCE_ROOT:?}
-command -v dbus-daemon >/dev/null && command -v busctl >/dev/null ||
-        { echo "SKIP: dbus-daemon or busctl is not installed"; exit 77; }
-
-tmp=$(mktemp -d)
-chmod 755 "$tmp"
-pids=()
-fails=0
-cleanup() {
-        for p in "${pids[@]}"; do kill "$p" 2>/dev/null; done
-        [ -n "${daemon_pid:-}" ] && kill -9 "$daemon_pid" 2>/dev/null
-        wait 2>/dev/null
-        rm -rf "$tmp"
-}
-trap cleanup EXIT
-
-ok() { echo "ok: $*"; }
-fail() { echo "FAIL: $*"; fails=$((fails + 1)); }
-check() { # check DESCRIPTION -- command...
-        local what=$1; shift 2
-        if "$@"; then ok "$what"; else fail "$what"; fi
-}
+. "$(dirname "$0")/lib-test.sh"
+need_dbus
+cleanup_extra() { [ -n "${daemon_pid:-}" ] && kill -9 "$daemon_pid" 2>/dev/null; }
 
 # ---- the bus and the notification socket ----
-dbus-daemon --config-file="$src/tests/dbus-test.conf" --nofork --print-address=3 3>"$tmp/address" &
-pids+=($!)
-for _ in $(seq 50); do [ -s "$tmp/address" ] && break; sleep 0.1; done
-export DBUS_SYSTEM_BUS_ADDRESS=$(head -n1 "$tmp/address")
+start_bus "$tmp/address"
+export DBUS_SYSTEM_BUS_ADDRESS=$bus
 A=$DBUS_SYSTEM_BUS_ADDRESS
 "$P3_NOTIFY_LISTEN" "$tmp/notify" >"$tmp/notify.log" &
 pids+=($!)

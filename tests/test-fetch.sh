@@ -8,23 +8,7 @@ set -u
 : "${P3SAMCTL:?}" "${P3SAM_RUN:?}" "${P3_HTTP_SERVER:?}" "${P3_TEST_DATA:?}"
 config=$P3_TEST_DATA/tiny_config.json
 
-tmp=$(mktemp -d)
-chmod 755 "$tmp" # nobody must reach the server's files and its own destination
-pids=()
-fails=0
-cleanup() {
-        for p in "${pids[@]}"; do kill "$p" 2>/dev/null; done
-        wait 2>/dev/null
-        rm -rf "$tmp"
-}
-trap cleanup EXIT
-
-ok() { echo "ok: $*"; }
-fail() { echo "FAIL: $*"; fails=$((fails + 1)); }
-check() { # check DESCRIPTION -- command...
-        local what=$1; shift 2
-        if "$@"; then ok "$what"; else fail "$what"; fi
-}
+. "$(dirname "$0")/lib-test.sh" # (its $tmp is 0755: nobody reaches the server's files)
 
 # Loopback only: no proxy, and no real bus (a reload must never reach the host's p3samd).
 unset http_proxy https_proxy HTTP_PROXY HTTPS_PROXY ALL_PROXY all_proxy DBUS_SESSION_BUS_ADDRESS
@@ -254,11 +238,8 @@ show
 if ! command -v dbus-daemon >/dev/null || [ -z "${P3SAMD:-}" ] || [ -z "${P3_SOURCE_ROOT:-}" ]; then
         echo "skip: the reload (no dbus-daemon or p3samd)"
 else
-        dbus-daemon --config-file="$P3_SOURCE_ROOT/tests/dbus-test.conf" --nofork \
-                --print-address=3 3>"$tmp/address" 2>"$tmp/dbus.log" &
-        pids+=($!)
-        for _ in $(seq 50); do [ -s "$tmp/address" ] && break; sleep 0.1; done
-        export DBUS_SYSTEM_BUS_ADDRESS=$(head -n1 "$tmp/address")
+        start_bus "$tmp/address"
+        export DBUS_SYSTEM_BUS_ADDRESS=$bus
 
         serve --max-requests 4
         fetch --url "$url_base/good.safetensors" --dest "$dest"

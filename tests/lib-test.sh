@@ -1,0 +1,38 @@
+# Shared by the shell tests (source it): a private temporary directory cleaned up at exit with
+# every background process registered in $pids, the ok/fail/check reporting, and a private
+# dbus-daemon (tests/dbus-test.conf).
+
+tmp=$(mktemp -d)
+chmod 755 "$tmp" # tests also run clients as nobody
+pids=()
+fails=0
+
+# A test may define cleanup_extra() to stop more before the directory goes.
+cleanup() {
+        declare -F cleanup_extra >/dev/null && cleanup_extra
+        for p in "${pids[@]}"; do kill "$p" 2>/dev/null; done
+        wait 2>/dev/null
+        rm -rf "$tmp"
+}
+trap cleanup EXIT
+
+ok() { echo "ok: $*"; }
+fail() { echo "FAIL: $*"; fails=$((fails + 1)); }
+check() { # check DESCRIPTION -- command...
+        local what=$1
+        shift 2
+        if "$@"; then ok "$what"; else fail "$what"; fi
+}
+
+need_dbus() {
+        command -v dbus-daemon >/dev/null && command -v busctl >/dev/null ||
+                { echo "SKIP: dbus-daemon or busctl is not installed"; exit 77; }
+}
+
+start_bus() { # start_bus FILE: a private dbus-daemon; its address in FILE and in $bus
+        dbus-daemon --config-file="${P3_SOURCE_ROOT:?}/tests/dbus-test.conf" --nofork \
+                --print-address=3 3>"$1" >/dev/null 2>&1 &
+        pids+=($!)
+        for _ in $(seq 50); do [ -s "$1" ] && break; sleep 0.1; done
+        bus=$(head -n1 "$1")
+}

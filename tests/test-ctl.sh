@@ -285,7 +285,12 @@ check "--user without a session bus: exit 5, says systemctl --user" -- \
         eval '[ $rc -eq 5 ] && grep -q "systemctl --user start p3samd" "$tmp/user2.err"'
 
 # ---- the daemon not running: exit 5 with a sentence ----
-python3 -c 'import socket, sys; socket.socket(socket.AF_UNIX).bind(sys.argv[1])' "$tmp/dead.sock"
+# a socket file nobody listens on: bound by notify-listen, which then goes away
+"${P3_NOTIFY_LISTEN:?}" "$tmp/dead.sock" >/dev/null &
+dead=$!
+for _ in $(seq 50); do [ -S "$tmp/dead.sock" ] && break; sleep 0.1; done
+kill $dead
+wait $dead 2>/dev/null
 DBUS_SYSTEM_BUS_ADDRESS=unix:path=$tmp/dead.sock run_ctl dead status
 check "a bus socket without a daemon: exit 5" -- [ $rc -eq 5 ]
 check "...saying how to start it" -- \

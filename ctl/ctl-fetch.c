@@ -46,7 +46,7 @@ static void help(void) {
                "      --no-reload       do not ask p3samd to reload afterwards\n"
                "      --config C.json   check against this backbone config instead of the real one\n"
                "      --user            reload the daemon on the session bus\n"
-               "      --instance N      reload the daemon of GPU N (p3samd@gpuN)\n"
+               "      --instance N      reload the daemon of GPU N (p3samd@N)\n"
                "  -h, --help            show this help\n\n"
                "An interrupted download resumes on the next run (from PATH.part). Nothing replaces\n"
                "the old model unless the new one passes every check.\n");

@@ -95,8 +95,7 @@ static void release_host_pages(residency *r) {
 }
 
 void residency_offload(residency *r) {
-        if (r->be)
-                r->peak_device_bytes = MAX(r->peak_device_bytes, r->be->peak_bytes);
+        (void) residency_peak_device_bytes(r);
         p3_model_free(r->m);
         r->m = NULL;
         p3_backend_free(r->be);
@@ -104,13 +103,22 @@ void residency_offload(residency *r) {
         release_host_pages(r);
 }
 
+/* The CPU backend computes straight from the mapped weights: while loaded they are its working
+ * copy, so they count with the arena. */
+static size_t resident_weights(const residency *r) {
+        return r->be && strcmp(r->backend_name, "cpu") == 0 ? r->w->total_params * sizeof(float)
+                                                             : 0;
+}
+
 size_t residency_device_bytes(const residency *r) {
-        if (!r->be)
-                return 0;
-        /* The CPU backend computes straight from the mapped weights: while loaded they are its
-         * working copy, so count them with the arena. */
-        size_t weights = strcmp(r->backend_name, "cpu") == 0 ? r->w->total_params * sizeof(float) : 0;
-        return r->be->cur_bytes + weights;
+        return r->be ? r->be->cur_bytes + resident_weights(r) : 0;
+}
+
+size_t residency_peak_device_bytes(residency *r) {
+        if (r->be)
+                r->peak_device_bytes = MAX(r->peak_device_bytes,
+                                           r->be->peak_bytes + resident_weights(r));
+        return r->peak_device_bytes;
 }
 
 size_t residency_host_bytes(void) {

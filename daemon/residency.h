@@ -53,6 +53,9 @@ static inline bool residency_loaded(const residency *r) {
 
 /* Device memory in use by the working copy now (0 when offloaded). */
 size_t residency_device_bytes(const residency *r);
+/* The most device memory the working copy has used since the daemon started (the backend's
+ * arena peak is per job: the pipeline resets it). */
+size_t residency_peak_device_bytes(residency *r);
 /* Resident host memory of this process (VmRSS). */
 size_t residency_host_bytes(void);
 

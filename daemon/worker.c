@@ -94,8 +94,7 @@ static void post_status(worker *w, model_state st) {
                 snprintf(s->backend, sizeof(s->backend), "%s", r->backend_name);
                 snprintf(s->device, sizeof(s->device), "%s", r->device);
                 s->device_bytes = residency_device_bytes(r);
-                s->peak_device_bytes = MAX(r->peak_device_bytes,
-                                           r->be ? r->be->peak_bytes : 0);
+                s->peak_device_bytes = residency_peak_device_bytes(r);
                 s->synthetic = r->synthetic;
                 snprintf(s->weights_path, sizeof(s->weights_path), "%s",
                          r->src.weights_path ? r->src.weights_path : "");

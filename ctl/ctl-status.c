@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -82,6 +83,7 @@ static int parse_args(int argc, char **argv, const struct option *extra, void (*
 typedef struct daemon_status {
         char *state, *backend, *device, *model_path, *version;
         uint64_t gpu_bytes, peak_gpu_bytes, host_bytes, idle_timeout_usec, jobs_completed;
+        uint64_t offload_at_usec; /* CLOCK_MONOTONIC, 0 = no offload pending */
         uint32_t queue_length;
         int synthetic;
 } daemon_status;
@@ -100,6 +102,8 @@ static const struct status_prop {
         { "HostMemoryBytes", "host_memory_bytes", 't', offsetof(daemon_status, host_bytes) },
         { "IdleTimeoutUSec", "idle_timeout_usec", 't',
           offsetof(daemon_status, idle_timeout_usec) },
+        { "IdleOffloadTimestampMonotonic", "idle_offload_timestamp_monotonic", 't',
+          offsetof(daemon_status, offload_at_usec) },
         { "QueueLength", "queue_length", 'u', offsetof(daemon_status, queue_length) },
         { "JobsCompleted", "jobs_completed", 't', offsetof(daemon_status, jobs_completed) },
         { "ModelPath", "model_path", 's', offsetof(daemon_status, model_path) },
@@ -170,6 +174,17 @@ static bool timeout_is_never(uint64_t usec) {
         return usec == 0 || usec == USEC_INFINITY;
 }
 
+/* Microseconds until the daemon's idle offload (same machine, same monotonic clock), or
+ * UINT64_MAX when none is pending. */
+static uint64_t offload_in_usec(const daemon_status *s) {
+        if (!s->offload_at_usec)
+                return UINT64_MAX;
+        struct timespec ts;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        uint64_t now = ts.tv_sec * 1000000ULL + ts.tv_nsec / 1000;
+        return s->offload_at_usec > now ? s->offload_at_usec - now : 0;
+}
+
 static void print_status_json(const daemon_status *s) {
         json_object *o = json_object_new_object();
         json_object_object_add(o, "bus_name", json_object_new_string(ctl_bus_name()));
@@ -182,23 +197,31 @@ static void print_status_json(const daemon_status *s) {
                                                 : json_object_new_boolean(*(const int *) field);
                 json_object_object_add(o, p->json, v);
         }
+        uint64_t in = offload_in_usec(s);
+        json_object_object_add(o, "idle_offload_in_usec",
+                               in == UINT64_MAX ? NULL : json_object_new_uint64(in));
         puts(json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN));
         json_object_put(o);
 }
 
-/* The idle timeout as configured: when it runs out depends on when the last job ended, which
- * the daemon does not publish, so only the setting and what it does now are shown. */
+/* The idle timeout as configured, and the time left before the model is offloaded. */
 static void print_idle(const daemon_status *s) {
-        char span[FORMAT_TIMESPAN_MAX];
+        char span[FORMAT_TIMESPAN_MAX], left[FORMAT_TIMESPAN_MAX];
         if (timeout_is_never(s->idle_timeout_usec)) {
                 printf(" Idle timeout: never (the model stays loaded)\n");
                 return;
         }
         format_timespan(span, sizeof(span), s->idle_timeout_usec);
-        printf(" Idle timeout: %s (%s)\n", span,
-               strcmp(s->state ?: "", "offloaded") == 0
-                       ? "the model is offloaded; the next job loads it"
-                       : "the model is offloaded after that long without jobs");
+        uint64_t in = offload_in_usec(s);
+        if (in != UINT64_MAX) {
+                /* whole seconds: the µs of a snapshot mean nothing to a person */
+                format_timespan(left, sizeof(left), (in + 999999) / 1000000 * 1000000);
+                printf(" Idle timeout: %s (the model is offloaded in %s)\n", span, left);
+        } else
+                printf(" Idle timeout: %s (%s)\n", span,
+                       strcmp(s->state ?: "", "offloaded") == 0
+                               ? "the model is offloaded; the next job loads it"
+                               : "counting starts when no job is left");
 }
 
 static void print_status(const daemon_status *s) {

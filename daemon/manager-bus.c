@@ -505,6 +505,8 @@ const sd_bus_vtable manager_vtable[] = {
         SD_BUS_WRITABLE_PROPERTY("IdleTimeoutUSec", "t", property_get_idle_timeout,
                                  property_set_idle_timeout, 0,
                                  SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE | SD_BUS_VTABLE_UNPRIVILEGED),
+        SD_BUS_PROPERTY("IdleOffloadTimestampMonotonic", "t", NULL,
+                        offsetof(manager, idle_deadline_usec), SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
         SD_BUS_PROPERTY("QueueLength", "u", property_get_queue_length, 0,
                         SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
         SD_BUS_PROPERTY("JobsCompleted", "t", NULL, offsetof(manager, jobs_completed),

@@ -6,6 +6,7 @@
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
+#include <time.h>
 #include <systemd/sd-daemon.h>
 
 #include "bus-util.h"
@@ -147,8 +148,29 @@ unsigned manager_user_jobs(manager *m, uid_t uid) {
         return n;
 }
 
-void manager_job_submitted(manager *m, job *j) {
+/* The idle timer, and the deadline it publishes (IdleOffloadTimestampMonotonic). */
+static void idle_disarm(manager *m) {
         uv_timer_stop(&m->idle_timer);
+        if (m->idle_deadline_usec) {
+                m->idle_deadline_usec = 0;
+                (void) manager_emit_changed(m, "IdleOffloadTimestampMonotonic", NULL);
+        }
+}
+
+static void on_idle(uv_timer_t *t);
+
+static void idle_arm(manager *m) {
+        if (uv_is_active((uv_handle_t *) &m->idle_timer))
+                return;
+        uv_timer_start(&m->idle_timer, on_idle, (m->idle_timeout_usec + 999) / 1000, 0);
+        struct timespec ts;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        m->idle_deadline_usec = ts.tv_sec * 1000000ULL + ts.tv_nsec / 1000 + m->idle_timeout_usec;
+        (void) manager_emit_changed(m, "IdleOffloadTimestampMonotonic", NULL);
+}
+
+void manager_job_submitted(manager *m, job *j) {
+        idle_disarm(m);
         worker_submit(m->worker, j);
         (void) manager_emit_changed(m, "QueueLength", NULL);
 }
@@ -160,6 +182,8 @@ void manager_job_removed(manager *m, job *j) {
 
 static void on_idle(uv_timer_t *t) {
         manager *m = t->data;
+        m->idle_deadline_usec = 0;
+        (void) manager_emit_changed(m, "IdleOffloadTimestampMonotonic", NULL);
         if (manager_queue_length(m) == 0 && worker_pending(m->worker) == 0 &&
             (m->status.state == MODEL_READY)) {
                 fprintf(stderr, "p3samd: idle for %.0f s, offloading the model\n",
@@ -178,22 +202,21 @@ void manager_check_idle(manager *m) {
         if (manager_queue_length(m) > 0 || worker_pending(m->worker) > 0 ||
             m->status.state != MODEL_READY || m->idle_timeout_usec == 0 ||
             m->idle_timeout_usec == UINT64_MAX) {
-                uv_timer_stop(&m->idle_timer);
+                idle_disarm(m);
                 return;
         }
-        if (!uv_is_active((uv_handle_t *) &m->idle_timer))
-                uv_timer_start(&m->idle_timer, on_idle, (m->idle_timeout_usec + 999) / 1000, 0);
+        idle_arm(m);
 }
 
 void manager_set_idle_timeout(manager *m, uint64_t usec) {
         m->idle_timeout_usec = usec;
-        uv_timer_stop(&m->idle_timer);
+        idle_disarm(m);
         manager_check_idle(m);
         (void) manager_emit_changed(m, "IdleTimeoutUSec", NULL);
 }
 
 void manager_clear_gpu(manager *m) {
-        uv_timer_stop(&m->idle_timer);
+        idle_disarm(m);
         worker_offload(m->worker);
 }
 

@@ -38,6 +38,7 @@ struct manager {
         uv_timer_t idle_timer, watchdog_timer;
         uv_signal_t sig_term, sig_int, sig_hup;
         uint64_t idle_timeout_usec, watchdog_usec;
+        uint64_t idle_deadline_usec; /* CLOCK_MONOTONIC µs of the armed idle offload, 0 = none */
 
         struct job_list jobs;
         uint32_t next_id;

@@ -106,7 +106,8 @@ run_ctl sjson status --json
 check "status --json succeeds" -- [ $rc -eq 0 ]
 keys_ok=true
 for key in state backend device gpu_memory_bytes peak_gpu_memory_bytes host_memory_bytes \
-        idle_timeout_usec queue_length jobs_completed model_path model_synthetic version; do
+        idle_timeout_usec idle_offload_timestamp_monotonic idle_offload_in_usec queue_length \
+        jobs_completed model_path model_synthetic version; do
         grep -q "\"$key\":" "$tmp/sjson.out" || { keys_ok=false; echo "   missing $key"; }
 done
 check "status --json has every key" -- $keys_ok

@@ -184,6 +184,8 @@ check "offloaded means no device memory" -- [ "$(prop GpuMemoryBytes)" = 0 ]
 client segment "$mesh" "$tmp/w2.glb" >/dev/null 2>&1
 t0=$(date +%s.%N)
 check "the next job brings the model back" -- [ "$(prop State)" = ready ]
+deadline=$(prop IdleOffloadTimestampMonotonic)
+check "an armed idle timer publishes its deadline" -- [ "${deadline:-0}" -gt 0 ]
 # reading State every 0.5 s must not keep the model warm
 state=ready
 for _ in $(seq 12); do
@@ -193,6 +195,7 @@ for _ in $(seq 12); do
 done
 t1=$(date +%s.%N)
 check "idle 2 s after the last job → offloaded even while polled" -- [ "$state" = offloaded ]
+check "no deadline once offloaded" -- [ "$(prop IdleOffloadTimestampMonotonic)" = 0 ]
 echo "   offloaded after $(echo "$t1 - $t0" | bc 2>/dev/null || echo "?") s"
 busctl --address="$A" set-property org.p3sam.Segmenter1 /org/p3sam/Segmenter1 \
         org.p3sam.Segmenter1 IdleTimeoutUSec t 0

@@ -6,11 +6,6 @@
 #include "fps.h"
 #include "model-internal.h"
 
-int p3_model_features(p3_model *m, double *pts, const double *normals, int64_t n,
-                      const p3_run_opts *o, p3_features *ret, p3_err *err) {
-        return p3_sonata_forward(m, pts, normals, n, o, ret, err);
-}
-
 int p3_model_fps(p3_features *f, int64_t k, int64_t start, int64_t *out) {
         if (k <= 0 || k > f->n)
                 return -EINVAL;

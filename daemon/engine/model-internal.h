@@ -30,6 +30,3 @@ struct p3_model {
         p3_mlp3 mlp; /* feature projector: concat → 512 */
         p3_heads_params heads;
 };
-
-int p3_sonata_forward(p3_model *m, double *pts, const double *normals, int64_t n,
-                      const p3_run_opts *o, p3_features *ret, p3_err *err);

@@ -420,7 +420,7 @@ static int features_output(forward *f, const double *pts, int64_t n, p3_features
         return r;
 }
 
-int p3_sonata_forward(p3_model *m, double *pts, const double *normals, int64_t n,
+int p3_model_features(p3_model *m, double *pts, const double *normals, int64_t n,
                       const p3_run_opts *o, p3_features *ret, p3_err *err) {
         forward f = { .m = m, .o = o };
         uint32_t seed = (uint32_t) (o ? o->seed : 0);

@@ -364,6 +364,34 @@ int bus_check_authorization(sd_bus_message *call, const char *action, const char
         return 0;
 }
 
+int bus_check_authorization_sync(sd_bus_message *call, const char *action, char *why,
+                                 size_t why_len) {
+        _cleanup_(sender_ids_done) sender_ids ids = {};
+        _cleanup_(sd_bus_message_unrefp) sd_bus_message *request = NULL, *reply = NULL;
+        _cleanup_(sd_bus_error_free) sd_bus_error e = SD_BUS_ERROR_NULL;
+        bus_auth_query q = { .action = (char *) action, .rule = (char *) "only root" };
+        int r = sender_ids_get(call, &ids);
+        if (r < 0)
+                return r;
+        if (ids.have_uid && ids.uid == 0) {
+                snprintf(why, why_len, "The caller is root.");
+                return 1;
+        }
+        r = polkit_request_new(call, action, false, &request);
+        if (r >= 0)
+                r = sd_bus_call(sd_bus_message_get_bus(call), request, 0, &e, &reply);
+        if (r < 0) {
+                /* sd_bus_call turns an error reply into e: read it like the async path does */
+                char reason[256];
+                snprintf(reason, sizeof(reason), "%s",
+                         bus_error_is_unknown_service(&e) ? "polkit is not available on the bus"
+                                                          : "polkit could not be asked");
+                why_denied(why, why_len, &q, reason);
+                return 0;
+        }
+        return polkit_read_reply(reply, &q, why, why_len);
+}
+
 void bus_auth_query_cancel(bus_auth_query *q) {
         /* From inside cb the query is being finished already; it is freed after cb returns. */
         if (!q || q->in_callback)

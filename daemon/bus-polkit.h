@@ -49,5 +49,11 @@ void bus_auth_query_cancel(bus_auth_query *q);
 /* Reply org.freedesktop.DBus.Error.AccessDenied with sentence (a default if NULL). */
 int bus_reply_access_denied(sd_bus_message *call, const char *sentence);
 
+/* The same decision for a handler that must answer before it returns (a property setter):
+ * root passes, otherwise polkit is asked synchronously and without interaction. 1 allowed,
+ * 0 denied (why says so), < 0 the sender's credentials could not be read. */
+int bus_check_authorization_sync(sd_bus_message *call, const char *action, char *why,
+                                 size_t why_len);
+
 /* The effective uid of the sender of m, from the bus daemon, never from /proc. */
 int bus_sender_uid(sd_bus_message *m, uid_t *ret);

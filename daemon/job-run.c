@@ -79,7 +79,7 @@ static int write_segment(residency *res, job *j, const p3_segment_result *sr, p3
                 .prompt_batch = j->params.prompt_batch, .seed = (int64_t) j->params.seed,
                 .post_process = j->params.post_process, .threshold = j->params.threshold,
                 .backend = res->device, .weights = res->src.weights_path,
-                .weights_synthetic = res->synthetic, .timings = sr->timings,
+                .weights_synthetic = p3_weights_synthetic(res->w), .timings = sr->timings,
                 .n_timings = sr->n_timings,
         };
         if (r >= 0 && strcmp(j->out_format, "json") == 0)

@@ -26,8 +26,7 @@ static void close_fd(int *fd) {
         *fd = -1;
 }
 
-static void job_release(uv_handle_t *h) {
-        job *j = h->data;
+static void job_release_memory(job *j) {
         close_fd(&j->mesh_fd);
         close_fd(&j->out_fd);
         close_fd(&j->report_fd);
@@ -39,14 +38,19 @@ static void job_release(uv_handle_t *h) {
         free(j);
 }
 
+static void on_timer_closed(uv_handle_t *h) {
+        job_release_memory(h->data);
+}
+
+/* A job with a timer is freed once libuv has closed it. */
 void job_free(job *j) {
         if (!j)
                 return;
         if (j->timer_open) {
                 j->timer_open = false;
-                uv_close((uv_handle_t *) &j->timer, job_release);
+                uv_close((uv_handle_t *) &j->timer, on_timer_closed);
         } else
-                job_release((uv_handle_t *) &(uv_timer_t) { .data = j });
+                job_release_memory(j);
 }
 
 void job_changed(job *j, const char *prop1, const char *prop2) {

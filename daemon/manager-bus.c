@@ -76,25 +76,6 @@ GETTER(idle_timeout) {
         return sd_bus_message_append(reply, "t", m->idle_timeout_usec);
 }
 
-/* polkit's CheckAuthorization, synchronously and without interaction: a property setter must
- * answer before it returns. Returns 1 allowed, 0 denied. */
-static int check_manage_sync(sd_bus *bus, sd_bus_message *call) {
-        uid_t uid;
-        if (bus_sender_uid(call, &uid) >= 0 && uid == 0)
-                return 1;
-        _cleanup_(sd_bus_error_free) sd_bus_error e = SD_BUS_ERROR_NULL;
-        _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
-        int r = sd_bus_call_method(
-                bus, "org.freedesktop.PolicyKit1", "/org/freedesktop/PolicyKit1/Authority",
-                "org.freedesktop.PolicyKit1.Authority", "CheckAuthorization", &e, &reply,
-                "(sa{sv})sa{ss}us", "system-bus-name", 1, "name", "s",
-                sd_bus_message_get_sender(call), P3_ACTION_MANAGE, 0, 0, "");
-        int allowed = 0;
-        if (r >= 0 && sd_bus_message_enter_container(reply, 'r', "bba{ss}") >= 0)
-                (void) sd_bus_message_read(reply, "b", &allowed);
-        return allowed ? 1 : 0;
-}
-
 static int property_set_idle_timeout(sd_bus *bus, const char *path, const char *interface,
                                      const char *property, sd_bus_message *value, void *userdata,
                                      sd_bus_error *error) {
@@ -103,7 +84,11 @@ static int property_set_idle_timeout(sd_bus *bus, const char *path, const char *
         int r = sd_bus_message_read(value, "t", &usec);
         if (r < 0)
                 return r;
-        if (!check_manage_sync(bus, value))
+        char why[768];
+        r = bus_check_authorization_sync(value, P3_ACTION_MANAGE, why, sizeof(why));
+        if (r < 0)
+                return r;
+        if (r == 0)
                 return sd_bus_error_set(error, SD_BUS_ERROR_ACCESS_DENIED,
                                         "Changing IdleTimeoutUSec needs root or the polkit "
                                         "action org.p3sam.manage.");

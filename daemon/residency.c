@@ -29,19 +29,11 @@ int residency_open(const residency_source *src, residency **ret, p3_err *err) {
         int k = residency_source_copy(src, &r->src);
         if (k < 0)
                 return k;
-        p3_config cfg;
-        if (src->config_path) {
-                k = p3_config_load(src->config_path, &cfg, err);
-                if (k < 0)
-                        return k;
-        } else
-                p3_config_default(&cfg);
         if (!src->weights_path)
                 return p3_errf(err, -EINVAL, "no model path is configured");
-        k = p3_weights_load(src->weights_path, &cfg, &r->w, err);
+        k = p3_weights_open(src->weights_path, src->config_path, &r->w, err);
         if (k < 0)
                 return k;
-        r->synthetic = r->w->file && st_meta(r->w->file, "recipe");
         *ret = TAKE_PTR(r);
         return 0;
 }

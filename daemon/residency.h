@@ -30,7 +30,6 @@ typedef struct residency_source {
 typedef struct residency {
         residency_source src;
         p3_weights *w;      /* host copy */
-        bool synthetic;     /* weights written by `p3sam-run synth` */
         p3_backend *be;     /* NULL while offloaded */
         p3_model *m;
         char backend_name[16];

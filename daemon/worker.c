@@ -95,7 +95,7 @@ static void post_status(worker *w, model_state st) {
                 snprintf(s->device, sizeof(s->device), "%s", r->device);
                 s->device_bytes = residency_device_bytes(r);
                 s->peak_device_bytes = residency_peak_device_bytes(r);
-                s->synthetic = r->synthetic;
+                s->synthetic = p3_weights_synthetic(r->w);
                 snprintf(s->weights_path, sizeof(s->weights_path), "%s",
                          r->src.weights_path ? r->src.weights_path : "");
         }

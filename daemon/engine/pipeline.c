@@ -55,6 +55,8 @@ static double now(void) {
         return ts.tv_sec + ts.tv_nsec * 1e-9;
 }
 
+/* The model reports its own fraction of the current stage; the job's stage (j->stage, which
+ * the model's stage name always matches) places it within the whole job. */
 static void job_progress(void *userdata, const char *stage, double frac) {
         p3_job *j = userdata;
         if (!j->hooks || !j->hooks->progress)
@@ -65,7 +67,6 @@ static void job_progress(void *userdata, const char *stage, double frac) {
                         j->hooks->progress(j->hooks->userdata, j->stage, f);
                         return;
                 }
-        (void) stage;
 }
 
 static bool job_abort(void *userdata) {

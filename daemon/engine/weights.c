@@ -338,3 +338,18 @@ int p3_weights_synth(const p3_config *cfg, p3_weights **ret, p3_err *err) {
         *ret = TAKE_PTR(w);
         return 0;
 }
+
+int p3_weights_open(const char *path, const char *config_path, p3_weights **ret, p3_err *err) {
+        p3_config cfg;
+        if (config_path) {
+                int r = p3_config_load(config_path, &cfg, err);
+                if (r < 0)
+                        return r;
+        } else
+                p3_config_default(&cfg);
+        return p3_weights_load(path, &cfg, ret, err);
+}
+
+bool p3_weights_synthetic(const p3_weights *w) {
+        return w && w->file && st_meta(w->file, "recipe");
+}

@@ -3,6 +3,7 @@
  * a safetensors checkpoint against it, and lookup by name. Values are host FP32. */
 #pragma once
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -36,6 +37,11 @@ typedef struct p3_weights {
  * present with the right shape and that there are no extra keys; accept F32/F16/BF16.
  * Errors name the file and the key. */
 int p3_weights_load(const char *path, const p3_config *cfg, p3_weights **ret, p3_err *err);
+/* p3_weights_load with the config read from config_path (NULL: the real model's). */
+int p3_weights_open(const char *path, const char *config_path, p3_weights **ret, p3_err *err);
+/* Weights written by `p3sam-run synth` (their metadata names the recipe): results are
+ * meaningless and every output says so. */
+bool p3_weights_synthetic(const p3_weights *w);
 /* Build the synthetic weights of SYNTH.md in memory. */
 int p3_weights_synth(const p3_config *cfg, p3_weights **ret, p3_err *err);
 void p3_weights_free(p3_weights *w);

@@ -9,16 +9,8 @@
 
 int run_model_open(const char *weights, const char *config, int threads, run_model *rm,
                    p3_err *err) {
-        p3_config cfg;
-        int r;
         *rm = (run_model) {};
-        if (config) {
-                r = p3_config_load(config, &cfg, err);
-                if (r < 0)
-                        return r;
-        } else
-                p3_config_default(&cfg);
-        r = p3_weights_load(weights, &cfg, &rm->w, err);
+        int r = p3_weights_open(weights, config, &rm->w, err);
         if (r < 0)
                 return r;
         r = p3_backend_cpu_new(&(p3_backend_options) { .threads = threads }, &rm->be);
@@ -35,7 +27,7 @@ void run_model_close(run_model *rm) {
 }
 
 bool run_model_synthetic(const run_model *rm) {
-        return rm->w && rm->w->file && st_meta(rm->w->file, "recipe");
+        return p3_weights_synthetic(rm->w);
 }
 
 bool run_parse_int(const char *s, long long lo, long long hi, long long *ret) {

@@ -9,6 +9,7 @@
 #include <math.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "model_config.h"
 #include "synth.h"
@@ -508,6 +509,182 @@ static void test_weights_load(void) {
         expect_error("no-such.st", p3_weights_load(nf, &cfg, &wo, &err), &err, "no-such.st", "cannot open");
 }
 
+/* ---- snapshots: the served copy must not depend on the file's pages ------------------------ */
+
+/* s holds w's values bit for bit, all inside its own block, nothing in a mapping. */
+static void check_snapshot(const p3_weights *s, const p3_weights *w) {
+        CHECK(s && s != w && s->file == NULL && s->owned);
+        CHECK(s->n == w->n && s->total_params == w->total_params);
+        CHECK(p3_weights_synthetic(s) == p3_weights_synthetic(w));
+        CHECK(memcmp(&s->origin, &w->origin, sizeof(s->origin)) == 0);
+        const float *o = s->owned;
+        for (size_t i = 0; i < w->n; i++) {
+                size_t nbytes = (size_t) w->specs[i].numel * sizeof(float);
+                CHECK(s->data[i] == o && strcmp(s->specs[i].name, w->specs[i].name) == 0);
+                CHECK(memcmp(s->data[i], w->data[i], nbytes) == 0);
+                CHECK(p3_weights_get(s, w->specs[i].name) == s->data[i]);
+                o += w->specs[i].numel;
+        }
+}
+
+/* Every value of s against ref (bit for bit), reading all of s: a page s still borrowed from
+ * a truncated file would stop the test with SIGBUS here. */
+static void check_values(const p3_weights *s, const p3_weights *ref) {
+        for (size_t i = 0; i < ref->n; i++)
+                for (int64_t k = 0; k < ref->specs[i].numel; k++)
+                        CHECK(fbits(s->data[i][k]) == fbits(ref->data[i][k]));
+}
+
+static ino_t inode_of(const char *path) {
+        struct stat st;
+        CHECK(stat(path, &st) == 0);
+        return st.st_ino;
+}
+
+/* What `cp other path` does to path: truncate the same inode, then write size bytes (here all
+ * equal to byte). mtime is then pushed a second past its old value, so that the change shows
+ * even where the clock ticks slower than the test runs. */
+static void overwrite_in_place(const char *path, size_t size, uint8_t byte) {
+        ino_t ino = inode_of(path);
+        struct stat before;
+        CHECK(stat(path, &before) == 0);
+        _cleanup_close_ int fd = open(path, O_WRONLY | O_TRUNC | O_CLOEXEC);
+        CHECK(fd >= 0);
+        _cleanup_free_ uint8_t *buf = malloc(MAX(size, (size_t) 1));
+        CHECK(buf);
+        memset(buf, byte, size);
+        CHECK(write(fd, buf, size) == (ssize_t) size);
+        struct timespec t[2] = { { .tv_nsec = UTIME_OMIT }, before.st_mtim };
+        t[1].tv_sec++;
+        CHECK(futimens(fd, t) == 0);
+        CHECK(inode_of(path) == ino);
+}
+
+static void expect_stale(const char *what, const p3_weights *w, const char *file) {
+        p3_weights *s = NULL;
+        p3_err err = {};
+        int r = p3_weights_snapshot(w, &s, &err);
+        CHECK(r == -ESTALE && s == NULL);
+        expect_error(what, r, &err, file, "changed on disk");
+}
+
+/* Snapshots equal their source: F32 (read from the file), F16 (converted copies), weights
+ * written by the synthetic recipe (the flag follows), in-memory weights, a snapshot of a
+ * snapshot; and a snapshot outlives its source. */
+static void test_snapshot_equal(const p3_config *cfg, const p3_weights *syn) {
+        p3_err err = {};
+        const st_dtype dtypes[] = { ST_F32, ST_F16, ST_BF16 };
+        for (size_t d = 0; d < ELEMENTSOF(dtypes); d++) {
+                char name[32];
+                snprintf(name, sizeof(name), "snap-%s.st", st_dtype_name(dtypes[d]));
+                _cleanup_free_ char *p = write_ckpt(name, syn, dtypes[d], MUT_NONE);
+                p3_weights *w = NULL, *s = NULL;
+                CHECK_OK(p3_weights_load(p, cfg, &w, &err));
+                CHECK(!p3_weights_synthetic(w) && w->origin.ino == inode_of(p));
+                CHECK_OK(p3_weights_snapshot(w, &s, &err));
+                check_snapshot(s, w);
+                _cleanup_(p3_weights_freep) p3_weights *s2 = NULL;
+                CHECK_OK(p3_weights_snapshot(s, &s2, &err));
+                check_snapshot(s2, w);
+                p3_weights_free(w); /* the snapshot is on its own */
+                check_snapshot(s2, s);
+                p3_weights_free(s);
+        }
+
+        _cleanup_free_ char *ps = tmp_path("snap-recipe.st");
+        CHECK_OK(p3_synth_write(cfg, ps, ST_F32, 1.0, &err));
+        _cleanup_(p3_weights_freep) p3_weights *w = NULL, *s = NULL, *m = NULL;
+        CHECK_OK(p3_weights_load(ps, cfg, &w, &err));
+        CHECK(p3_weights_synthetic(w) && w->owned == NULL);
+        CHECK_OK(p3_weights_snapshot(w, &s, &err));
+        check_snapshot(s, w);
+        CHECK(p3_weights_synthetic(s));
+
+        CHECK_OK(p3_weights_snapshot(syn, &m, &err));
+        check_snapshot(m, syn);
+        printf("snapshots: F32, F16, BF16, recipe file, in memory, of a snapshot: bit-identical\n");
+}
+
+/* cp over the file after the snapshot: the snapshot keeps the old values, through a moment
+ * when the file is empty (SIGBUS for a borrowed page) and after new bytes are in. */
+static void test_snapshot_survives_rewrite(const p3_config *cfg, const p3_weights *syn) {
+        p3_err err = {};
+        _cleanup_free_ char *p = write_ckpt("snap-cp.st", syn, ST_F32, MUT_NONE);
+        _cleanup_(p3_weights_freep) p3_weights *w = NULL, *s = NULL;
+        CHECK_OK(p3_weights_load(p, cfg, &w, &err));
+        CHECK(w->owned == NULL); /* zero-copy: the source does borrow the file's pages */
+        size_t size = w->file->size;
+        CHECK_OK(p3_weights_snapshot(w, &s, &err));
+
+        CHECK(truncate(p, 0) == 0);
+        check_values(s, syn);
+        overwrite_in_place(p, size, 0x7f);
+        check_values(s, syn);
+        /* the hazard is real: the source's mapping now shows the new bytes */
+        const float *x = p3_weights_get(w, victim);
+        CHECK(fbits(x[0]) == 0x7f7f7f7fu);
+        CHECK(fbits(p3_weights_get(s, victim)[0]) == fbits(p3_weights_get(syn, victim)[0]));
+
+        st_identity now;
+        CHECK_OK(st_identity_of_path(p, &now));
+        CHECK(!st_identity_equal(&now, &s->origin) && now.ino == s->origin.ino);
+        CHECK(st_identity_equal(&s->origin, &w->origin));
+        printf("snapshot: truncate to 0 and rewrite in place after it: old values, no SIGBUS\n");
+}
+
+/* A file changed between open and snapshot: no snapshot, and no SIGBUS on the way. */
+static void test_snapshot_stale(const p3_config *cfg, const p3_weights *syn) {
+        printf("stale files:\n");
+        p3_err err = {};
+        _cleanup_free_ char *pt = write_ckpt("snap-truncated.st", syn, ST_F32, MUT_NONE);
+        _cleanup_(p3_weights_freep) p3_weights *wt = NULL;
+        CHECK_OK(p3_weights_load(pt, cfg, &wt, &err));
+        CHECK(truncate(pt, 0) == 0);
+        expect_stale("snap-truncated.st", wt, "snap-truncated.st");
+
+        _cleanup_free_ char *ph = write_ckpt("snap-truncated-f16.st", syn, ST_F16, MUT_NONE);
+        _cleanup_(p3_weights_freep) p3_weights *wh = NULL;
+        CHECK_OK(p3_weights_load(ph, cfg, &wh, &err));
+        CHECK(truncate(ph, (off_t) wh->file->size / 2) == 0);
+        expect_stale("snap-truncated-f16.st", wh, "snap-truncated-f16.st");
+
+        _cleanup_free_ char *pm = write_ckpt("snap-mtime.st", syn, ST_F32, MUT_NONE);
+        _cleanup_(p3_weights_freep) p3_weights *wm = NULL;
+        CHECK_OK(p3_weights_load(pm, cfg, &wm, &err));
+        overwrite_in_place(pm, wm->file->size, 0x7f);
+        expect_stale("snap-mtime.st (same size)", wm, "snap-mtime.st");
+
+        /* the short read itself, for a rewrite that lands between the checks and the reads */
+        _cleanup_free_ char *pr = write_ckpt("snap-read.st", syn, ST_F32, MUT_NONE);
+        _cleanup_(st_closep) st_file *f = test_open(pr);
+        float v[4];
+        CHECK_OK(st_check_unchanged(f, NULL));
+        CHECK_OK(st_read(f, f->size - sizeof(v), v, sizeof(v), NULL));
+        CHECK(st_read(f, f->size - 2, v, sizeof(v), NULL) == -EINVAL);
+        CHECK(truncate(pr, (off_t) f->size - 2) == 0);
+        err = (p3_err) {};
+        expect_error("snap-read.st (short read)", st_read(f, f->size - sizeof(v), v, sizeof(v), &err), &err,
+                     "snap-read.st", "changed on disk");
+        CHECK(st_check_unchanged(f, NULL) == -ESTALE);
+
+        /* buffers have no file behind them */
+        _cleanup_(st_closep) st_file *b = NULL;
+        _cleanup_free_ char *copy = malloc(f->size);
+        CHECK(copy && pread(f->fd, copy, f->size - 2, 0) == (ssize_t) f->size - 2);
+        CHECK_OK(st_open_buffer(copy, f->size, "mem", &b, NULL));
+        CHECK(b->fd == -1 && st_check_unchanged(b, NULL) == 0 && st_read(b, 0, v, 4, NULL) == -EBADF);
+}
+
+static void test_snapshots(void) {
+        p3_config cfg;
+        CHECK_OK(p3_config_parse(small_config, "small.json", &cfg, NULL));
+        _cleanup_(p3_weights_freep) p3_weights *syn = NULL;
+        CHECK_OK(p3_weights_synth(&cfg, &syn, NULL));
+        test_snapshot_equal(&cfg, syn);
+        test_snapshot_survives_rewrite(&cfg, syn);
+        test_snapshot_stale(&cfg, syn);
+}
+
 /* ---- configs ------------------------------------------------------------------------------ */
 
 static void bad_config(const char *what, const char *json, const char *word) {
@@ -574,6 +751,7 @@ int main(void) {
         test_round_trip();
         test_bad_files();
         test_weights_load();
+        test_snapshots();
         test_configs();
         printf("%d refusals checked\n", n_checks);
 

@@ -10,6 +10,7 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 /* The safetensors reference implementation refuses headers above 100 MB; a 513-tensor model
  * needs ~50 kB, so anything larger is a corrupt or hostile file. */
@@ -119,6 +120,8 @@ void st_close(st_file *f) {
         free(f->meta_values);
         if (f->mapped && f->map)
                 munmap(f->map, f->size);
+        if (f->fd >= 0)
+                close(f->fd);
         free(f->path);
         free(f);
 }
@@ -369,12 +372,29 @@ static int open_common(st_file *f, p3_err *err) {
         return parse_header(f, (const char *) p + 8, hlen, p + 8 + hlen, f->size - 8 - hlen, err);
 }
 
-int st_open_buffer(const void *buf, size_t size, const char *name, st_file **ret, p3_err *err) {
-        _cleanup_(st_closep) st_file *f = calloc(1, sizeof(*f));
+/* An empty st_file named path; fd is -1 so that st_close on an early failure closes nothing. */
+static st_file *file_new(const char *path) {
+        st_file *f = calloc(1, sizeof(*f));
         if (!f)
-                return -ENOMEM;
-        f->path = strdup(name ? name : "(buffer)");
-        if (!f->path)
+                return NULL;
+        f->fd = -1;
+        f->path = strdup(path);
+        if (!f->path) {
+                free(f);
+                return NULL;
+        }
+        return f;
+}
+
+static void identity_from_stat(const struct stat *st, st_identity *ret) {
+        *ret = (st_identity) {
+                .dev = st->st_dev, .ino = st->st_ino, .size = st->st_size, .mtime = st->st_mtim,
+        };
+}
+
+int st_open_buffer(const void *buf, size_t size, const char *name, st_file **ret, p3_err *err) {
+        _cleanup_(st_closep) st_file *f = file_new(name ? name : "(buffer)");
+        if (!f)
                 return -ENOMEM;
         f->map = (void *) buf;
         f->size = size;
@@ -386,11 +406,8 @@ int st_open_buffer(const void *buf, size_t size, const char *name, st_file **ret
 }
 
 int st_open(const char *path, st_file **ret, p3_err *err) {
-        _cleanup_(st_closep) st_file *f = calloc(1, sizeof(*f));
+        _cleanup_(st_closep) st_file *f = file_new(path);
         if (!f)
-                return -ENOMEM;
-        f->path = strdup(path);
-        if (!f->path)
                 return -ENOMEM;
 
         _cleanup_close_ int fd = open(path, O_RDONLY | O_CLOEXEC);
@@ -411,11 +428,71 @@ int st_open(const char *path, st_file **ret, p3_err *err) {
         f->map = m;
         f->size = (size_t) st.st_size;
         f->mapped = true;
+        /* Kept so that a copy can be read without the mapping, and checked against this. */
+        f->fd = TAKE_FD(fd);
+        identity_from_stat(&st, &f->id);
 
         int r = open_common(f, err);
         if (r < 0)
                 return r;
         *ret = TAKE_PTR(f);
+        return 0;
+}
+
+/* ---- the file behind the mapping ------------------------------------------------------------ */
+
+static int stale(const st_file *f, p3_err *err) {
+        return p3_errf(err, -ESTALE, "%s changed on disk since it was opened; reload to use the new file",
+                       f->path);
+}
+
+bool st_identity_equal(const st_identity *a, const st_identity *b) {
+        return a->dev == b->dev && a->ino == b->ino && a->size == b->size &&
+               a->mtime.tv_sec == b->mtime.tv_sec && a->mtime.tv_nsec == b->mtime.tv_nsec;
+}
+
+int st_identity_of_path(const char *path, st_identity *ret) {
+        struct stat st;
+        if (stat(path, &st) < 0)
+                return -errno;
+        identity_from_stat(&st, ret);
+        return 0;
+}
+
+int st_check_unchanged(const st_file *f, p3_err *err) {
+        if (f->fd < 0)
+                return 0;
+        struct stat st;
+        if (fstat(f->fd, &st) < 0)
+                return p3_errf(err, -errno, "%s: cannot stat: %s", f->path, strerror(errno));
+        st_identity now;
+        identity_from_stat(&st, &now);
+        /* dev and ino cannot differ through the same descriptor: compare what a rewrite moves */
+        now.dev = f->id.dev;
+        now.ino = f->id.ino;
+        return st_identity_equal(&now, &f->id) ? 0 : stale(f, err);
+}
+
+int st_read(const st_file *f, uint64_t offset, void *dst, size_t nbytes, p3_err *err) {
+        if (f->fd < 0)
+                return p3_errf(err, -EBADF, "%s: not opened from a file, nothing to read", f->path);
+        if (offset > f->size || nbytes > f->size - offset)
+                return p3_errf(err, -EINVAL, "%s: read of %zu bytes at %llu is outside the file (%zu bytes)",
+                               f->path, nbytes, (unsigned long long) offset, f->size);
+        uint8_t *p = dst;
+        while (nbytes > 0) {
+                /* pread moves at most ~2 GiB per call: loop */
+                ssize_t k = pread(f->fd, p, nbytes, (off_t) offset);
+                if (k < 0 && errno == EINTR)
+                        continue;
+                if (k < 0)
+                        return p3_errf(err, -errno, "%s: cannot read: %s", f->path, strerror(errno));
+                if (k == 0) /* shorter than when opened */
+                        return stale(f, err);
+                p += k;
+                offset += (uint64_t) k;
+                nbytes -= (size_t) k;
+        }
         return 0;
 }
 

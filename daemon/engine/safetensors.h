@@ -7,6 +7,8 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/types.h>
+#include <time.h>
 
 #include "error.h"
 
@@ -34,10 +36,21 @@ typedef struct st_tensor {
         const void *data; /* points into the mapping */
 } st_tensor;
 
+/* What a file was when it was opened. Size and mtime tell whether its contents changed since;
+ * dev and ino tell whether a path still names it (a rename over it keeps ours intact). */
+typedef struct st_identity {
+        dev_t dev;
+        ino_t ino;
+        off_t size;
+        struct timespec mtime;
+} st_identity;
+
 typedef struct st_file {
         char *path;
         void *map;
         size_t size;
+        int fd;         /* kept open for st_read() and st_check_unchanged(); -1 for buffers */
+        st_identity id; /* at open (st_open only) */
         st_tensor *tensors; /* in header order */
         size_t n_tensors;
         char **meta_keys, **meta_values; /* "__metadata__" entries */
@@ -56,6 +69,20 @@ int st_open(const char *path, st_file **ret, p3_err *err);
 int st_open_buffer(const void *buf, size_t size, const char *name, st_file **ret, p3_err *err);
 void st_close(st_file *f);
 DEFINE_TRIVIAL_CLEANUP_FUNC(st_file *, st_close);
+
+/* 0 if the file f was opened from still has the size and mtime it had then, else -ESTALE and
+ * the sentence "<path> changed on disk since it was opened; reload to use the new file".
+ * Buffers (st_open_buffer) have no file and always pass. */
+int st_check_unchanged(const st_file *f, p3_err *err);
+/* Read nbytes at offset of the opened file through the kept descriptor, not the mapping: once
+ * the file has been truncated in place, touching the mapping's lost pages is SIGBUS, while a
+ * read comes back short, which this reports as -ESTALE (as st_check_unchanged). -EINVAL for a
+ * range outside the file as opened, -EBADF for a buffer. */
+int st_read(const st_file *f, uint64_t offset, void *dst, size_t nbytes, p3_err *err);
+/* The identity of whatever path names now (stat, following links); negative errno if none. */
+int st_identity_of_path(const char *path, st_identity *ret);
+/* Same inode, size and mtime: the same file, as far as the kernel tells. */
+bool st_identity_equal(const st_identity *a, const st_identity *b);
 
 const st_tensor *st_find(const st_file *f, const char *name);
 /* Parse a dtype string ("F32", ...); negative errno if unknown. */

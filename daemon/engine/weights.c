@@ -294,6 +294,8 @@ int p3_weights_load(const char *path, const p3_config *cfg, p3_weights **ret, p3
         r = match_tensors(w, path, src, err);
         if (r < 0)
                 return r;
+        w->synthetic = st_meta(w->file, "recipe") != NULL;
+        w->origin = w->file->id;
 
         size_t owned = 0;
         for (size_t i = 0; i < w->n; i++)
@@ -351,5 +353,74 @@ int p3_weights_open(const char *path, const char *config_path, p3_weights **ret,
 }
 
 bool p3_weights_synthetic(const p3_weights *w) {
-        return w && w->file && st_meta(w->file, "recipe");
+        return w && w->synthetic;
+}
+
+/* ---- snapshots ---------------------------------------------------------------------------- */
+
+/* Whether [p, p + nbytes) lies inside f's mapping (compared as integers: the pointers may
+ * belong to different objects). */
+static bool in_mapping(const st_file *f, const float *p, size_t nbytes) {
+        uintptr_t a = (uintptr_t) p, m = (uintptr_t) f->map;
+        return f->mapped && a >= m && a - m <= f->size && nbytes <= f->size - (a - m);
+}
+
+/* Tensor i of w into dst: from the file when it lives in the mapping, else from memory. */
+static int copy_tensor(const p3_weights *w, size_t i, float *dst, p3_err *err) {
+        size_t nbytes = (size_t) w->specs[i].numel * sizeof(float);
+        const st_file *f = w->file;
+        if (f && f->fd >= 0 && in_mapping(f, w->data[i], nbytes))
+                return st_read(f, (uintptr_t) w->data[i] - (uintptr_t) f->map, dst, nbytes, err);
+        if (nbytes)
+                memcpy(dst, w->data[i], nbytes);
+        return 0;
+}
+
+/* Every tensor of w into s->owned, laid out in spec order. */
+static int copy_tensors(const p3_weights *w, p3_weights *s, p3_err *err) {
+        float *o = s->owned;
+        for (size_t i = 0; i < w->n; i++) {
+                int r = copy_tensor(w, i, o, err);
+                if (r < 0)
+                        return r;
+                s->data[i] = o;
+                o += w->specs[i].numel;
+        }
+        return 0;
+}
+
+int p3_weights_snapshot(const p3_weights *w, p3_weights **ret, p3_err *err) {
+        const char *what = w->file ? w->file->path : "the weights";
+        _cleanup_(p3_weights_freep) p3_weights *s = NULL;
+        /* the same config gives the same specs and index as w's */
+        int r = weights_new(&w->cfg, &s);
+        if (r < 0)
+                return p3_errf(err, r, "cannot build the weight list for a copy of %s: %s", what,
+                               strerror(-r));
+        if (s->n != w->n || s->total_params != w->total_params) /* not made by weights_new */
+                return p3_errf(err, -EINVAL, "cannot copy %s: its tensors do not match its config", what);
+        s->owned = malloc(MAX(w->total_params, (size_t) 1) * sizeof(float));
+        if (!s->owned)
+                return p3_errf(err, -ENOMEM, "out of memory for a %zu MB copy of %s",
+                               DIV_ROUND_UP(w->total_params * sizeof(float), (size_t) 1 << 20), what);
+        s->synthetic = w->synthetic;
+        s->origin = w->origin;
+
+        /* Checked on both sides of the reads: a rewrite that began before or during them shows
+         * in size or mtime, so the copy is all of one file or not made. */
+        if (w->file) {
+                r = st_check_unchanged(w->file, err);
+                if (r < 0)
+                        return r;
+        }
+        r = copy_tensors(w, s, err);
+        if (r < 0)
+                return r;
+        if (w->file) {
+                r = st_check_unchanged(w->file, err);
+                if (r < 0)
+                        return r;
+        }
+        *ret = TAKE_PTR(s);
+        return 0;
 }

@@ -26,8 +26,10 @@ typedef struct p3_weights {
         p3_weight_spec *specs;
         size_t n;
         const float **data; /* [n], FP32 host pointers: into the mapping, or into owned */
-        float *owned;       /* converted copies for F16/BF16 files, and synthetic weights */
-        st_file *file;      /* the mapping, NULL for synthetic weights */
+        float *owned;       /* converted copies for F16/BF16 files, synthetic weights, snapshots */
+        st_file *file;      /* the mapping, NULL for synthetic weights and snapshots */
+        bool synthetic;     /* written by `p3sam-run synth` (its metadata names the recipe) */
+        st_identity origin; /* the file's identity when opened; zero when there was no file */
         size_t total_params;
         uint32_t *slots;  /* open-addressing name index into specs: slot -> spec index + 1 */
         size_t slot_mask; /* number of slots - 1 (a power of two minus one) */
@@ -42,6 +44,16 @@ int p3_weights_open(const char *path, const char *config_path, p3_weights **ret,
 /* Weights written by `p3sam-run synth` (their metadata names the recipe): results are
  * meaningless and every output says so. */
 bool p3_weights_synthetic(const p3_weights *w);
+/* An independent copy of w whose values all live in one block of anonymous memory it owns
+ * (file NULL): the served model then no longer depends on the file's pages, so overwriting the
+ * file in place (cp truncates and rewrites the same inode) can neither kill the process with
+ * SIGBUS nor change the model under it. Values equal w's bit for bit; synthetic and origin
+ * are w's. The copy shares nothing with w: free either in any order.
+ * A file-backed w is read with pread() from the descriptor st_open kept, never from the
+ * mapping, between two checks that the file still has the size and mtime it had when opened:
+ * if not (or if a read comes back short), -ESTALE and "<path> changed on disk since it was
+ * opened; reload to use the new file". Converted (F16/BF16) and in-memory values are copied. */
+int p3_weights_snapshot(const p3_weights *w, p3_weights **ret, p3_err *err);
 /* Build the synthetic weights of SYNTH.md in memory. */
 int p3_weights_synth(const p3_config *cfg, p3_weights **ret, p3_err *err);
 void p3_weights_free(p3_weights *w);

@@ -8,6 +8,7 @@
 #include "ctl-bus.h"
 
 int ctl_parse_option_common(int c, const char *verb, char **argv) {
+        char buf[3];
         switch (c) {
         case CTL_ARG_USER:
                 ctl_args.user_bus = true;
@@ -25,10 +26,10 @@ int ctl_parse_option_common(int c, const char *verb, char **argv) {
         }
         case ':':
                 return ctl_fail(CTL_EXIT_USAGE, "Option %s needs a value; see p3samctl %s%s--help.",
-                                argv[optind - 1], verb, *verb ? " " : "");
+                                ctl_bad_option(c, argv, buf), verb, *verb ? " " : "");
         default:
                 return ctl_fail(CTL_EXIT_USAGE, "Unknown option %s; see p3samctl %s%s--help.",
-                                argv[optind - 1], verb, *verb ? " " : "");
+                                ctl_bad_option(c, argv, buf), verb, *verb ? " " : "");
         }
 }
 

@@ -31,50 +31,55 @@ enum {
 
 typedef struct status_args {
         bool json, no_legend, persist;
-        char **pos; /* positional arguments */
-        int n_pos;
+        const char *arg; /* the positional argument, where the verb takes one */
 } status_args;
 
-/* Parses argv with options (help, the global ones and those given); -1 to go on, else an exit
+static int parse_option(int c, char **argv, void (*help)(void), status_args *a) {
+        switch (c) {
+        case 'h':
+                help();
+                return CTL_EXIT_OK;
+        case ARG_JSON:
+                a->json = true;
+                return -1;
+        case ARG_NO_LEGEND:
+                a->no_legend = true;
+                return -1;
+        case ARG_PERSIST:
+                a->persist = true;
+                return -1;
+        default:
+                return ctl_parse_option_common(c, argv[0], argv);
+        }
+}
+
+/* Parses argv with options (help, the global ones and those given) and at most one positional
+ * argument, which may look like a negative number ("-5min", "-1"); -1 to go on, else an exit
  * code. */
 static int parse_args(int argc, char **argv, const struct option *extra, void (*help)(void),
-                      int min_pos, int max_pos, status_args *a) {
+                      bool needs_arg, status_args *a) {
         struct option opts[8] = {
                 { "help", no_argument, NULL, 'h' },
                 CTL_GLOBAL_OPTIONS,
         };
         for (int i = 3; extra && extra->name && i < 7; extra++, i++)
                 opts[i] = *extra;
-        int c;
+        _cleanup_free_ char **args = ctl_argv_values_last(&argc, argv, opts);
+        if (!args)
+                return ctl_fail(CTL_EXIT_FAILURE, "Out of memory.");
+        int c, r = -1;
         optind = 0;
-        while ((c = getopt_long(argc, argv, ":h", opts, NULL)) >= 0)
-                switch (c) {
-                case 'h':
-                        help();
-                        return CTL_EXIT_OK;
-                case ARG_JSON:
-                        a->json = true;
-                        break;
-                case ARG_NO_LEGEND:
-                        a->no_legend = true;
-                        break;
-                case ARG_PERSIST:
-                        a->persist = true;
-                        break;
-                default: {
-                        int r = ctl_parse_option_common(c, argv[0], argv);
-                        if (r >= 0)
-                                return r;
-                }
-                }
-        a->pos = argv + optind;
-        a->n_pos = argc - optind;
-        if (a->n_pos < min_pos)
+        while (r < 0 && (c = getopt_long(argc, args, ":h", opts, NULL)) >= 0)
+                r = parse_option(c, args, help, a);
+        if (r >= 0)
+                return r;
+        if (needs_arg && optind >= argc)
                 return ctl_fail(CTL_EXIT_USAGE, "p3samctl %s needs an argument; see p3samctl %s "
                                                 "--help.", argv[0], argv[0]);
-        if (a->n_pos > max_pos)
+        if (optind + needs_arg < argc)
                 return ctl_fail(CTL_EXIT_USAGE, "Unexpected argument \"%s\"; see p3samctl %s "
-                                                "--help.", a->pos[max_pos], argv[0]);
+                                                "--help.", args[optind + needs_arg], argv[0]);
+        a->arg = needs_arg ? args[optind] : NULL;
         return -1;
 }
 
@@ -264,7 +269,7 @@ int verb_status(int argc, char **argv) {
         status_args a = {};
         _cleanup_(sd_bus_flush_close_unrefp) sd_bus *bus = NULL;
         daemon_status s = {};
-        int r = parse_args(argc, argv, opts, help_status, 0, 0, &a);
+        int r = parse_args(argc, argv, opts, help_status, false, &a);
         if (r >= 0)
                 return r;
         r = ctl_bus_open(&bus);
@@ -423,7 +428,7 @@ int verb_jobs(int argc, char **argv) {
         _cleanup_(sd_bus_flush_close_unrefp) sd_bus *bus = NULL;
         job_info *jobs = NULL;
         size_t n = 0;
-        int r = parse_args(argc, argv, opts, help_jobs, 0, 0, &a);
+        int r = parse_args(argc, argv, opts, help_jobs, false, &a);
         if (r >= 0)
                 return r;
         r = ctl_bus_open(&bus);
@@ -476,10 +481,10 @@ int verb_cancel(int argc, char **argv) {
         _cleanup_(sd_bus_error_free) sd_bus_error e = SD_BUS_ERROR_NULL;
         _cleanup_free_ char *state = NULL;
         char path[128];
-        int r = parse_args(argc, argv, NULL, help_cancel, 1, 1, &a);
+        int r = parse_args(argc, argv, NULL, help_cancel, true, &a);
         if (r >= 0)
                 return r;
-        if ((r = job_path(a.pos[0], path, sizeof(path))))
+        if ((r = job_path(a.arg, path, sizeof(path))))
                 return r;
         if ((r = ctl_bus_open(&bus)) < 0)
                 return ctl_bus_fail(NULL, r, "connect to the bus");
@@ -525,7 +530,7 @@ static int simple_call(int argc, char **argv, void (*help)(void), const char *me
         _cleanup_(sd_bus_flush_close_unrefp) sd_bus *bus = NULL;
         _cleanup_(sd_bus_error_free) sd_bus_error e = SD_BUS_ERROR_NULL;
         _cleanup_(sd_bus_message_unrefp) sd_bus_message *call = NULL, *reply = NULL;
-        int r = parse_args(argc, argv, NULL, help, 0, 0, &a);
+        int r = parse_args(argc, argv, NULL, help, false, &a);
         if (r >= 0)
                 return r;
         if ((r = ctl_bus_open(&bus)) < 0)
@@ -654,23 +659,23 @@ int verb_set_idle_timeout(int argc, char **argv) {
         _cleanup_(sd_bus_error_free) sd_bus_error e = SD_BUS_ERROR_NULL;
         _cleanup_free_ char *written = NULL;
         uint64_t usec;
-        int r = parse_args(argc, argv, opts, help_set_idle_timeout, 1, 1, &a);
+        int r = parse_args(argc, argv, opts, help_set_idle_timeout, true, &a);
         if (r >= 0)
                 return r;
-        const char *value = a.pos[0];
+        const char *value = a.arg;
         if (strcmp(value, "never") == 0)
                 value = "0";
         if (parse_timespan_usec(value, &usec) < 0)
                 return ctl_fail(CTL_EXIT_USAGE,
                                 "\"%s\" is not a time span (e.g. 300, 5min, 1h 30min, 0 for never).",
-                                a.pos[0]);
+                                a.arg);
         /* before anything changes: a half-done --persist is worse than none */
         if (a.persist && !dir_writable(conf_dir()))
                 return ctl_fail(CTL_EXIT_DENIED,
                                 "Writing %s needs root; run: sudo p3samctl set-idle-timeout %s "
                                 "--persist",
-                                conf_dir(), a.pos[0]);
-        if (a.persist && (r = persist(a.pos[0], usec, &written)))
+                                conf_dir(), a.arg);
+        if (a.persist && (r = persist(a.arg, usec, &written)))
                 return r;
         r = ctl_bus_open(&bus);
         if (r >= 0) {

@@ -156,6 +156,9 @@ static int parse_size(swap_args *a) {
         long page = sysconf(_SC_PAGESIZE);
         uint64_t v;
 
+        if (a->size_arg[0] == '-')
+                return ctl_fail(CTL_EXIT_USAGE, "a swap size cannot be negative ('%s'); give a "
+                                "size such as 8G or 512M", a->size_arg);
         if (parse_size_bytes(a->size_arg, &v) < 0 || v == UINT64_MAX)
                 return ctl_fail(CTL_EXIT_USAGE, "invalid size '%s'; give a size such as 8G or 512M",
                                 a->size_arg);
@@ -196,8 +199,14 @@ static const struct option options[] = {
 /* Returns 0 to go on, -1 after --help, or an exit code > 0. */
 static int parse_options(int argc, char **argv, swap_args *a) {
         const char *path = DEFAULT_PATH;
+        char buf[3];
         int c;
 
+        /* "-5M" is a (bad) size, not the options -5 and -M */
+        _cleanup_free_ char **args = ctl_argv_values_last(&argc, argv, options);
+        if (!args)
+                return ctl_fail(CTL_EXIT_FAILURE, "out of memory");
+        argv = args;
         optind = 0; /* the dispatcher may have run getopt already: start afresh */
         opterr = 0;
         while ((c = getopt_long(argc, argv, ":h", options, NULL)) >= 0)
@@ -220,10 +229,11 @@ static int parse_options(int argc, char **argv, swap_args *a) {
                         a->dry_run = true;
                         break;
                 case ':':
-                        return ctl_fail(CTL_EXIT_USAGE, "option %s needs a value", argv[optind - 1]);
+                        return ctl_fail(CTL_EXIT_USAGE, "option %s needs a value",
+                                        ctl_bad_option(c, argv, buf));
                 default:
                         return ctl_fail(CTL_EXIT_USAGE, "unknown option %s for setup-swap",
-                                        argv[optind - 1]);
+                                        ctl_bad_option(c, argv, buf));
                 }
         if (optind >= argc)
                 return ctl_fail(CTL_EXIT_USAGE, "setup-swap needs a SIZE, such as 8G");

@@ -37,5 +37,18 @@ int verb_set_idle_timeout(int argc, char **argv);
 int verb_setup_swap(int argc, char **argv);   /* ctl-swap.c */
 int verb_fetch_model(int argc, char **argv);  /* ctl-fetch.c */
 
+struct option;
+
+/* getopt reads "-5M" as the options -5 and -M, and a verb whose arguments are sizes, time
+ * spans or numbers would then complain about an option instead of the value. Returns a copy of
+ * argv (free() it; the strings stay argv's) in which every argument that starts with "-" and a
+ * digit, and is not the value of a long option of opts, comes after a "--", so that getopt
+ * hands it over as a positional argument. *argc is updated; NULL when out of memory. */
+char **ctl_argv_values_last(int *argc, char **argv, const struct option *opts);
+
+/* The option that getopt just refused (c is '?' or ':'), as typed: "-x" for a short one,
+ * else the argument ("--bogus"). buf holds a short one. */
+const char *ctl_bad_option(int c, char **argv, char buf[static 3]);
+
 /* "p3samctl: <sentence>" on stderr (one line). Returns code. */
 int ctl_fail(int code, const char *fmt, ...) __attribute__((format(printf, 2, 3)));

@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /* p3samctl: the command-line tool of p3samd. Global options, then one verb; each verb parses
  * the rest itself (ctl-*.c) and returns one of the exit codes of ctl.h. */
+#include <ctype.h>
 #include <getopt.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -19,6 +20,69 @@ int ctl_fail(int code, const char *fmt, ...) {
         va_end(ap);
         fputc('\n', stderr);
         return code;
+}
+
+/* "-5M", "-1", "-.5": meant as a value, since no option of p3samctl is a digit. */
+static bool is_negative_value(const char *arg) {
+        const char *d = arg[0] == '-' && arg[1] == '.' ? arg + 2 : arg + 1;
+        return arg[0] == '-' && isdigit((unsigned char) *d);
+}
+
+/* "--path" (or an unambiguous start of it, as getopt_long accepts) when it takes the next
+ * argument as its value; "--path=X" does not. */
+static bool takes_next_arg(const char *arg, const struct option *opts) {
+        if (strncmp(arg, "--", 2) != 0 || !arg[2] || strchr(arg, '='))
+                return false;
+        for (; opts && opts->name; opts++)
+                if (opts->has_arg == required_argument &&
+                    strncmp(opts->name, arg + 2, strlen(arg + 2)) == 0)
+                        return true;
+        return false;
+}
+
+static bool is_moved_value(int i, char **argv, const struct option *opts) {
+        return i > 0 && is_negative_value(argv[i]) && !takes_next_arg(argv[i - 1], opts);
+}
+
+char **ctl_argv_values_last(int *argc, char **argv, const struct option *opts) {
+        /* at most one "--" more than argv has, and the NULL */
+        char **out = calloc((size_t) *argc + 2, sizeof(char *));
+        int n = 0, end = 1;
+        if (!out)
+                return NULL;
+        while (end < *argc && strcmp(argv[end], "--") != 0)
+                end++;
+        for (int i = 0; i < end; i++)
+                if (!is_moved_value(i, argv, opts))
+                        out[n++] = argv[i];
+        /* Nothing to move: argv as it is. Nor behind a "--path" that lacks its value, which
+         * would take the "--" for it: getopt then complains of the "-5M" instead. */
+        if (n == end || takes_next_arg(out[n - 1], opts)) {
+                memcpy(out, argv, sizeof(char *) * (size_t) *argc);
+                return out;
+        }
+        out[n++] = (char *) "--";
+        for (int i = 1; i < end; i++)
+                if (is_moved_value(i, argv, opts))
+                        out[n++] = argv[i];
+        for (int i = end + 1; i < *argc; i++)
+                out[n++] = argv[i];
+        *argc = n;
+        return out;
+}
+
+const char *ctl_bad_option(int c, char **argv, char buf[static 3]) {
+        const char *arg = argv[optind - 1];
+        /* A missing value is always that of the argument just read, and "--json=x" is a long
+         * option given a value it does not take. Otherwise a short option inside "-xy" leaves
+         * optind on its argument or just past it, so that only optopt names it. */
+        if (c == ':' || (strncmp(arg, "--", 2) == 0 && strchr(arg, '=')) || optopt <= 0 ||
+            optopt >= 0x80 || !isgraph(optopt))
+                return arg;
+        buf[0] = '-';
+        buf[1] = (char) optopt;
+        buf[2] = '\0';
+        return buf;
 }
 
 static const struct verb {

@@ -87,6 +87,16 @@ for args in "" "bogus" "segment" "segment a.glb b.glb" "segment $mesh --points x
                 eval '[ $rc -eq 2 ] && one_sentence "$tmp/usage.err"'
 done
 echo "   e.g. $(cat "$tmp/usage.err")"
+# getopt reads "-5min" as options: the value must still get a sentence about itself
+run_ctl neg set-idle-timeout -5min
+check "set-idle-timeout -5min: exit 2, a sentence about the time span" -- \
+        eval '[ $rc -eq 2 ] && grep -qx "p3samctl: \"-5min\" is not a time span .*" "$tmp/neg.err"'
+run_ctl neg2 cancel -1
+check "cancel -1: exit 2, a sentence about the job number" -- \
+        eval '[ $rc -eq 2 ] && grep -q "\"-1\" is not a job number" "$tmp/neg2.err"'
+run_ctl neg3 status --json -xy
+check "an unknown option inside -xy is named (-x), not the verb" -- \
+        eval '[ $rc -eq 2 ] && grep -q "Unknown option -x;" "$tmp/neg3.err"'
 helps_ok=true
 for verb in segment predict status jobs cancel clear-gpu reload set-idle-timeout; do
         ctl "$verb" --help 2>&1 | grep -q "^Usage: p3samctl $verb" || { helps_ok=false; echo "   $verb --help"; }

@@ -64,6 +64,14 @@ run setup-swap lots --path "$w/bad"
 expect_exit 2 "a size that does not parse is a usage error"
 run setup-swap 32M --path relative/swapfile
 expect_exit 2 "a relative --path is a usage error"
+run setup-swap -5M --path "$w/negative"
+expect_exit 2 "a negative size is a usage error"
+check "-5M: says the size cannot be negative (not 'unknown option')" -- \
+        said "a swap size cannot be negative ('-5M')"
+check "nothing created for -5M" -- absent "$w/negative"
+run setup-swap 32M -xy --path "$w/xy"
+expect_exit 2 "an unknown option is a usage error"
+check "names the unknown option -x, not the verb" -- said "unknown option -x for setup-swap"
 
 nobody_gid=$(id -g nobody 2>/dev/null)
 if ! command -v setpriv >/dev/null || [ -z "$nobody_gid" ]; then

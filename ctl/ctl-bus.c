@@ -56,6 +56,40 @@ static int fail_no_daemon(void) {
                         ctl_bus_name(), user, ctl_args.instance);
 }
 
+/* The bus tried to start p3samd for the call (D-Bus activation) and could not: its launch
+ * helper or the daemon failed (Spawn.ChildExited, .ExecFailed, .ServiceNotFound, ...), systemd
+ * refused or failed the unit (any org.freedesktop.systemd1 error: p3samd never sends one), or
+ * the daemon did not take its name in time (TimedOut, which only the bus sends; sd-bus's own
+ * timeouts are Timeout and NoReply). */
+static bool error_is_start_failure(const sd_bus_error *e) {
+        static const char spawn[] = "org.freedesktop.DBus.Error.Spawn.";
+        static const char systemd[] = "org.freedesktop.systemd1.";
+        if (!e || !sd_bus_error_is_set(e))
+                return false;
+        return strncmp(e->name, spawn, strlen(spawn)) == 0 ||
+               strncmp(e->name, systemd, strlen(systemd)) == 0 ||
+               sd_bus_error_has_name(e, "org.freedesktop.DBus.Error.TimedOut");
+}
+
+/* The daemon's own sentences end with a period; sd-bus's and ours may not. */
+static const char *full_stop(const char *s) {
+        size_t n = strlen(s);
+        return n > 0 && strchr(".!?", s[n - 1]) ? "" : ".";
+}
+
+/* Not running, and the bus's attempt to start it failed: its reason, since "start it with"
+ * would only fail the same way. */
+static int fail_not_started(const sd_bus_error *e) {
+        const char *msg = e->message && *e->message ? e->message : e->name;
+        if (ctl_args.instance < 0)
+                return ctl_fail(CTL_EXIT_NO_DAEMON,
+                                "p3samd is not running and could not be started: %s%s", msg,
+                                full_stop(msg));
+        return ctl_fail(CTL_EXIT_NO_DAEMON,
+                        "p3samd is not running as %s and could not be started: %s%s",
+                        ctl_bus_name(), msg, full_stop(msg));
+}
+
 /* No socket at the address, nobody listening on it, or no address at all (a user bus
  * without XDG_RUNTIME_DIR): no bus, so no daemon either. */
 static bool errno_is_no_bus(int r) {
@@ -70,18 +104,14 @@ int ctl_bus_open(sd_bus **ret) {
 bool ctl_bus_error_is_no_daemon(const sd_bus_error *e, int r) {
         if (e && sd_bus_error_is_set(e))
                 return sd_bus_error_has_names(e, SD_BUS_ERROR_SERVICE_UNKNOWN,
-                                              SD_BUS_ERROR_NAME_HAS_NO_OWNER,
-                                              "org.freedesktop.systemd1.NoSuchUnit");
+                                              SD_BUS_ERROR_NAME_HAS_NO_OWNER) ||
+                       error_is_start_failure(e);
         return errno_is_no_bus(r);
 }
 
-/* The daemon's own sentences end with a period; sd-bus's and ours may not. */
-static const char *full_stop(const char *s) {
-        size_t n = strlen(s);
-        return n > 0 && strchr(".!?", s[n - 1]) ? "" : ".";
-}
-
 int ctl_bus_fail(const sd_bus_error *e, int r, const char *what) {
+        if (error_is_start_failure(e))
+                return fail_not_started(e);
         if (ctl_bus_error_is_no_daemon(e, r))
                 return fail_no_daemon();
         const char *msg = e && e->message && *e->message ? e->message : NULL;

@@ -44,9 +44,11 @@ const char *ctl_bus_name(void);
 int ctl_bus_open(sd_bus **ret);
 
 /* Says why a call failed, in one sentence, and returns the exit code: the daemon is not on
- * the bus 5, access denied 4 (the daemon's sentence), anything else 1. what ("clear the GPU
- * memory") is used when the error carries no message; e may be NULL. */
+ * the bus, or the bus could not start it, 5; access denied 4 (the daemon's sentence), anything
+ * else 1. what ("clear the GPU memory") is used when the error carries no message; e may be
+ * NULL. */
 int ctl_bus_fail(const sd_bus_error *e, int r, const char *what);
 
-/* True when e means that nobody owns the daemon's name. */
+/* True when e means that nobody owns the daemon's name, and the bus could not start it either
+ * where it tried (D-Bus activation). */
 bool ctl_bus_error_is_no_daemon(const sd_bus_error *e, int r);

@@ -23,6 +23,13 @@ eventually() { # eventually 'SHELL CONDITION': within 10 s
 }
 no_temp_files() { [ -z "$(find "$1" -maxdepth 1 -name '.*.??????' -print -quit)" ]; }
 
+start_bus_conf() { # start_bus_conf CONFIG FILE: start_bus with another bus configuration
+        dbus-daemon --config-file="$1" --nofork --print-address=3 3>"$2" >/dev/null 2>&1 &
+        pids+=($!)
+        for _ in $(seq 50); do [ -s "$2" ] && break; sleep 0.1; done
+        bus=$(head -n1 "$2")
+}
+
 start_bus "$tmp/address"
 export DBUS_SYSTEM_BUS_ADDRESS=$bus
 A=$DBUS_SYSTEM_BUS_ADDRESS
@@ -321,6 +328,28 @@ check "...and leaves no output" -- eval '[ ! -e "$tmp/out/none.glb" ] && no_temp
 P3SAMCTL_CONF_DIR=$tmp/etc2 run_ctl persist2 set-idle-timeout 2min --persist
 check "--persist with the daemon stopped: writes the drop-in, exit 0" -- \
         eval '[ $rc -eq 0 ] && grep -qx "IdleTimeoutSec=2min" "$tmp/etc2/50-idle-timeout.conf"'
+
+# ---- bus activation fails: not running, could not be started, exit 5 ----
+# The bus's service file points at a helper that exits 1, as a broken install or a failing
+# launch helper would; the bus answers Spawn.ChildExited (Spawn.ExecFailed for a missing one).
+mkdir "$tmp/services"
+printf '#!/bin/sh\nexit 1\n' >"$tmp/failing-helper"
+chmod 755 "$tmp/failing-helper"
+printf '[D-BUS Service]\nName=org.p3sam.Segmenter1\nExec=%s\n' "$tmp/failing-helper" \
+        >"$tmp/services/org.p3sam.Segmenter1.service"
+sed "s|<auth>EXTERNAL</auth>|&\n  <servicedir>$tmp/services</servicedir>|" \
+        "$src/tests/dbus-test.conf" >"$tmp/dbus-activation.conf"
+start_bus_conf "$tmp/dbus-activation.conf" "$tmp/address3"
+for args in status "segment $mesh -o $tmp/out/spawn.glb" "set-idle-timeout 5min"; do
+        DBUS_SYSTEM_BUS_ADDRESS=$bus run_ctl spawn $args
+        check "activation fails: '$args' exits 5, could not be started, with the bus's reason" -- \
+                eval '[ $rc -eq 5 ] && one_sentence "$tmp/spawn.err" && grep -qx "p3samctl: p3samd is not running and could not be started: .*exited with status 1." "$tmp/spawn.err"'
+done
+echo "   $(cat "$tmp/spawn.err")"
+check "...and leaves no output" -- eval '[ ! -e "$tmp/out/spawn.glb" ] && no_temp_files "$tmp/out"'
+P3SAMCTL_CONF_DIR=$tmp/etc3 DBUS_SYSTEM_BUS_ADDRESS=$bus run_ctl spawn2 set-idle-timeout 3min --persist
+check "activation fails, --persist: writes the drop-in, exit 0" -- \
+        eval '[ $rc -eq 0 ] && grep -qx "IdleTimeoutSec=3min" "$tmp/etc3/50-idle-timeout.conf"'
 
 if [ $fails -ne 0 ]; then
         echo "--- daemon log"; cat "$tmp/daemon.log"

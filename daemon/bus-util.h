@@ -23,6 +23,7 @@
  * under -Werror). Whichever comes first, glibc's give way here. */
 #undef MIN
 #undef MAX
+#include "log.h"
 #include "macro.h"
 
 /* The error that a missing service produces: nobody owns the name and nothing can be
@@ -40,21 +41,4 @@ static inline uint64_t bus_now_usec(void) {
 
         clock_gettime(CLOCK_MONOTONIC, &ts);
         return (uint64_t) ts.tv_sec * UINT64_C(1000000) + (uint64_t) ts.tv_nsec / 1000;
-}
-
-/* One log line on stderr with the sd-daemon level prefix (SD_ERR, SD_WARNING, ...), which
- * journald turns into the priority. Returns r, so that error paths read
- * "return bus_log_errno(SD_ERR, r, ...)". r may be 0 for a line without an errno. */
-static inline int bus_log_errno(const char *level, int r, const char *fmt, ...) _printf_(3, 4);
-static inline int bus_log_errno(const char *level, int r, const char *fmt, ...) {
-        va_list ap;
-
-        fputs(level, stderr);
-        va_start(ap, fmt);
-        vfprintf(stderr, fmt, ap);
-        va_end(ap);
-        if (r != 0)
-                fprintf(stderr, ": %s", strerror(r < 0 ? -r : r));
-        fputc('\n', stderr);
-        return r;
 }

@@ -119,7 +119,7 @@ static int poll_update(bus_uv *b, int bus_events) {
                 return fd;
 
         if (b->poll && b->poll->bus_fd != fd) {
-                bus_log_errno(SD_WARNING, 0,
+                log_warning_errno(0,
                               "bus-uv: bus descriptor changed (%d -> %d), rewatching",
                               b->poll->bus_fd, fd);
                 poll_close(b->poll);
@@ -207,7 +207,7 @@ static void on_prepare(uv_prepare_t *h) {
 
         r = sd_bus_get_timeout(b->bus, &deadline);
         if (r < 0) {
-                bus_log_errno(SD_ERR, r, "bus-uv: cannot read the bus timeout");
+                log_error_errno(r, "bus-uv: cannot read the bus timeout");
                 deadline = UINT64_MAX;
         }
         /* No events wanted means messages are already queued: dispatch them now. */
@@ -217,7 +217,7 @@ static void on_prepare(uv_prepare_t *h) {
         /* Without a poll (out of descriptors?) the loop could sleep forever: retry soon. */
         r = poll_update(b, events);
         if (r < 0) {
-                bus_log_errno(SD_ERR, r, "bus-uv: cannot watch the bus socket, retrying");
+                log_error_errno(r, "bus-uv: cannot watch the bus socket, retrying");
                 deadline = MIN(deadline, bus_now_usec() + POLL_RETRY_USEC);
         }
         timer_update(b, deadline);
@@ -238,7 +238,7 @@ static void bus_uv_dispatch(bus_uv *b) {
                         /* -ECONNRESET/-ENOTCONN once closed: reported just below. Anything
                          * else concerns one message; the connection keeps serving. */
                         if (r != -ECONNRESET && r != -ENOTCONN)
-                                bus_log_errno(SD_WARNING, r,
+                                log_warning_errno(r,
                                               "bus-uv: processing a bus message failed");
                         break;
                 }

@@ -3,6 +3,7 @@
 #define _GNU_SOURCE /* asprintf, getline */
 #endif
 #include "daemon-conf.h"
+#include "log.h"
 
 #include <assert.h>
 #include <dirent.h>
@@ -19,16 +20,17 @@
 
 #include "macro.h"
 #include "parse-util.h"
+#include "pipeline-limits.h"
 
 /* Absolute bounds, checked as each key is read. The bounds that depend on another key
  * (QueuePerUserMax= <= QueueMax=, PointNum= <= MaxPointNum=, ...) are checked once all
  * files are read, so that the order of the keys and drop-ins does not matter. */
 #define QUEUE_LIMIT 1024
 #define THREADS_LIMIT 1024
-#define POINTS_MIN 16
-#define POINTS_LIMIT 100000000 /* a sanity bound for MaxPointNum=: ~2 GB of points alone */
-#define PROMPTS_LIMIT 100000
-#define PROMPT_BATCH_LIMIT 4096
+#define POINTS_MIN P3_POINTS_MIN /* the engine's own bounds (pipeline-limits.h) */
+#define POINTS_LIMIT P3_POINTS_MAX
+#define PROMPTS_LIMIT P3_PROMPTS_MAX
+#define PROMPT_BATCH_LIMIT P3_PROMPT_BATCH_MAX
 #define GPU_MEMORY_MIN (UINT64_C(64) << 20)
 
 _Static_assert(sizeof(daemon_backend) == sizeof(int), "enums are stored as int");
@@ -55,12 +57,12 @@ const char *daemon_precision_to_string(daemon_precision p) {
 
 void daemon_conf_init(daemon_conf *c) {
         daemon_segment_defaults seg = {
-                .points = 100000,
-                .prompts = 400,
-                .prompt_batch = 32,
-                .seed = 42,
+                .points = P3_DEFAULT_POINTS,
+                .prompts = P3_DEFAULT_PROMPTS,
+                .prompt_batch = P3_DEFAULT_PROMPT_BATCH,
+                .seed = P3_DEFAULT_SEED,
                 .post_process = false,
-                .threshold = 0.95,
+                .threshold = P3_DEFAULT_THRESHOLD,
         };
 
         *c = (daemon_conf) {
@@ -79,8 +81,8 @@ void daemon_conf_init(daemon_conf *c) {
                 .max_points = 200000,
                 .max_prompts = 1000,
         };
-        c->cpu.points = 20000;
-        c->cpu.prompts = 64;
+        c->cpu.points = P3_CPU_DEFAULT_POINTS;
+        c->cpu.prompts = P3_CPU_DEFAULT_PROMPTS;
 }
 
 void daemon_conf_done(daemon_conf *c) {
@@ -420,16 +422,7 @@ typedef struct conf_file {
         p3_err err; /* its message */
 } conf_file;
 
-static void conf_warn(const char *fmt, ...) _printf_(1, 2);
-static void conf_warn(const char *fmt, ...) {
-        va_list ap;
-
-        va_start(ap, fmt);
-        fputs("p3samd: ", stderr);
-        vfprintf(stderr, fmt, ap);
-        fputc('\n', stderr);
-        va_end(ap);
-}
+#define conf_warn(...) log_warning(__VA_ARGS__)
 
 static void *conf_field(daemon_conf *c, const conf_key *k, bool cpu) {
         size_t offset = k->offset;

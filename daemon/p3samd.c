@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include "backend.h"
+#include "log.h"
 #include "manager.h"
 
 #define P3_SERVICE_USER "p3sam"
@@ -55,7 +56,7 @@ static int parse_args(int argc, char **argv, args *a) {
                 case ARG_KEEP_USER: a->keep_user = true; break;
                 case ARG_BUS:
                         if (strcmp(optarg, "system") != 0 && strcmp(optarg, "user") != 0) {
-                                fprintf(stderr, "p3samd: --bus takes \"system\" or \"user\".\n");
+                                log_error("--bus takes \"system\" or \"user\".");
                                 return 2;
                         }
                         a->user_bus = strcmp(optarg, "user") == 0;
@@ -66,7 +67,7 @@ static int parse_args(int argc, char **argv, args *a) {
                 default: fprintf(stderr, "Try 'p3samd --help'.\n"); return 2;
                 }
         if (optind < argc) {
-                fprintf(stderr, "p3samd: unexpected argument \"%s\".\n", argv[optind]);
+                log_error("unexpected argument \"%s\".", argv[optind]);
                 return 2;
         }
         return -1;
@@ -83,7 +84,7 @@ static int drop_privileges(bool keep) {
         if (initgroups(pw->pw_name, pw->pw_gid) < 0 || setgid(pw->pw_gid) < 0 ||
             setuid(pw->pw_uid) < 0)
                 return -errno;
-        fprintf(stderr, "p3samd: running as user %s\n", pw->pw_name);
+        log_info("running as user %s", pw->pw_name);
         return 0;
 }
 
@@ -100,8 +101,7 @@ int main(int argc, char **argv) {
         p3_err err = {};
         int r = drop_privileges(a.keep_user);
         if (r < 0) {
-                fprintf(stderr, "p3samd: cannot switch to the %s user: %s.\n", P3_SERVICE_USER,
-                        p3_strerror(r));
+                log_error_errno(r, "cannot switch to the %s user", P3_SERVICE_USER);
                 return 1;
         }
         r = manager_new(loop, a.config, &m, &err);
@@ -112,7 +112,7 @@ int main(int argc, char **argv) {
         if (r >= 0)
                 r = manager_start(m);
         if (r < 0) {
-                fprintf(stderr, "p3samd: %s.\n", p3_err_msg(&err, r));
+                log_error("%s.", p3_err_msg(&err, r));
                 manager_free(m);
                 return 1;
         }

@@ -606,19 +606,19 @@ static void test_unknown_and_syntax(void) {
         CHECK(c.max_points == 300000 && c.gpu.points == 250000);
         CHECK(c.gpu.prompts == 6);
 
-        CHECK(asprintf(&want, "p3samd: %s:3: Orphan= outside of any section, ignoring\n",
+        CHECK(asprintf(&want, "<4>%s:3: Orphan= outside of any section, ignoring\n",
                        main_path) >= 0);
         CHECK(strstr(log, want));
         free(want);
-        CHECK(asprintf(&want, "p3samd: %s:6: unknown key Bogus in [Daemon], ignoring\n",
+        CHECK(asprintf(&want, "<4>%s:6: unknown key Bogus in [Daemon], ignoring\n",
                        main_path) >= 0);
         CHECK(strstr(log, want));
         free(want);
-        CHECK(asprintf(&want, "p3samd: %s:7: unknown key queuemax in [Daemon], ignoring\n",
+        CHECK(asprintf(&want, "<4>%s:7: unknown key queuemax in [Daemon], ignoring\n",
                        main_path) >= 0);
         CHECK(strstr(log, want));
         free(want);
-        CHECK(asprintf(&want, "p3samd: %s:9: unknown section [Future], ignoring key Thing\n",
+        CHECK(asprintf(&want, "<4>%s:9: unknown section [Future], ignoring key Thing\n",
                        main_path) >= 0);
         CHECK(strstr(log, want));
         free(want);
@@ -700,6 +700,10 @@ static void test_bad_values(void) {
                 { "[Segment]\nThreshold=1.5\n", -ERANGE, { "Threshold=1.5" } },
                 { "[Segment]\nThreshold=nan\n", -EINVAL, { "Threshold=nan" } },
                 { "[Segment]\nMaxPointNum=8\n", -ERANGE, { "MaxPointNum=8" } },
+                /* One bound with the engine: what p3_pipeline_params_check() would refuse
+                 * cannot be configured as allowed. */
+                { "[Segment]\nMaxPointNum=10000001\n", -ERANGE,
+                  { "MaxPointNum=10000001", "16 to 10000000" } },
                 { "[Segment]\nCpuPromptNum=x\n", -EINVAL, { "CpuPromptNum=x" } },
                 /* The first bad value wins, even with more after it. */
                 { "[Daemon]\nQueueMax=4\nQueueMax=zero\nQueueMax=zilch\n", -EINVAL, { ":3:", "QueueMax=zero" } },

@@ -12,28 +12,30 @@
 
 void p3_pipeline_params_default(p3_pipeline_params *p) {
         *p = (p3_pipeline_params) {
-                .points = 100000,
-                .prompts = 400,
-                .prompt_batch = 32,
-                .seed = 42,
+                .points = P3_DEFAULT_POINTS,
+                .prompts = P3_DEFAULT_PROMPTS,
+                .prompt_batch = P3_DEFAULT_PROMPT_BATCH,
+                .seed = P3_DEFAULT_SEED,
                 .post_process = false,
-                .threshold = P3_PP_THRESHOLD,
+                .threshold = P3_DEFAULT_THRESHOLD,
         };
 }
 
 void p3_pipeline_params_cpu(p3_pipeline_params *p) {
         p3_pipeline_params_default(p);
-        p->points = 20000;
-        p->prompts = 64;
+        p->points = P3_CPU_DEFAULT_POINTS;
+        p->prompts = P3_CPU_DEFAULT_PROMPTS;
 }
 
 int p3_pipeline_params_check(const p3_pipeline_params *p, p3_err *err) {
-        if (p->points < 16 || p->points > 10000000)
-                return p3_errf(err, -EINVAL, "points must be between 16 and 10000000");
-        if (p->prompts < 1 || p->prompts > 100000)
-                return p3_errf(err, -EINVAL, "prompts must be between 1 and 100000");
-        if (p->prompt_batch < 1 || p->prompt_batch > 4096)
-                return p3_errf(err, -EINVAL, "prompt_batch must be between 1 and 4096");
+        if (p->points < P3_POINTS_MIN || p->points > P3_POINTS_MAX)
+                return p3_errf(err, -EINVAL, "points must be between %d and %d", P3_POINTS_MIN,
+                               P3_POINTS_MAX);
+        if (p->prompts < 1 || p->prompts > P3_PROMPTS_MAX)
+                return p3_errf(err, -EINVAL, "prompts must be between 1 and %d", P3_PROMPTS_MAX);
+        if (p->prompt_batch < 1 || p->prompt_batch > P3_PROMPT_BATCH_MAX)
+                return p3_errf(err, -EINVAL, "prompt_batch must be between 1 and %d",
+                               P3_PROMPT_BATCH_MAX);
         if (!(p->threshold > 0 && p->threshold <= 1))
                 return p3_errf(err, -EINVAL, "threshold must be in (0, 1]");
         return 0;

@@ -16,6 +16,7 @@
 #include "export.h"
 #include "mesh.h"
 #include "model.h"
+#include "pipeline-limits.h"
 
 typedef struct p3_pipeline_params {
         int64_t points;   /* surface samples (upstream: 100,000) */

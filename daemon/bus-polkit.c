@@ -9,6 +9,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "bus-creds.h"
 #include "bus-util.h"
 #include "macro.h"
 
@@ -19,103 +20,44 @@
 /* An authentication agent waits for a person: minutes, not sd-bus's default 25 s. */
 #define POLKIT_INTERACTIVE_TIMEOUT_USEC (5 * 60 * UINT64_C(1000000))
 
+/* A decision in two asynchronous steps: the sender's credentials (bus-creds.c, usually
+ * cached), then, unless root or the group rule decide, polkit. */
 struct bus_auth_query {
-        sd_bus_slot *slot; /* the CheckAuthorization in flight; dropping it cancels the call */
+        sd_bus_message *call;           /* the call being authorized */
+        bus_creds_request *creds_req;   /* step one in flight */
+        sd_bus_slot *slot;              /* step two: the CheckAuthorization in flight */
         char *action;
-        char *rule; /* who passes without polkit, for the sentences */
+        char *group;                    /* allow_group, may be NULL */
+        char rule[256];                 /* who passes without polkit, for the sentences */
+        bool interactive;
+        uid_t uid;                      /* the sender's, once step one is done */
         bus_auth_cb cb;
         void *userdata;
+        bool deciding;  /* inside bus_check_authorization(): the caller frees q */
+        bool decided;   /* cb has run */
         bool in_callback;
 };
 
 static void query_free(bus_auth_query *q) {
+        bus_creds_request_cancel(q->creds_req);
         sd_bus_slot_unref(q->slot);
+        sd_bus_message_unref(q->call);
         free(q->action);
-        free(q->rule);
+        free(q->group);
         free(q);
 }
 
-/* Who sent a call, as the bus daemon recorded it when the sender connected. */
-typedef struct sender_ids {
-        sd_bus_message *reply; /* owns gids */
-        uid_t uid;             /* the euid; valid if have_uid */
-        const uint32_t *gids;  /* primary and supplementary; valid if have_gids */
-        size_t n_gids;
-        bool have_uid, have_gids;
-} sender_ids;
-
-static void sender_ids_done(sender_ids *ids) {
-        sd_bus_message_unref(ids->reply);
+/* Runs cb once; frees q unless bus_check_authorization() is still on the stack. */
+static void query_finish(bus_auth_query *q, int result, uid_t uid, const char *why) {
+        q->decided = true;
+        q->in_callback = true;
+        q->cb(q->userdata, result, uid, why);
+        q->in_callback = false;
+        if (!q->deciding)
+                query_free(q);
 }
 
-/* Credentials completed from /proc/<pid> could belong to a process that took over the pid of
- * an exited sender: nothing that grants access may come from there. */
-static int trusted_euid(sd_bus_creds *c, uid_t *ret) {
-        if (sd_bus_creds_get_augmented_mask(c) & SD_BUS_CREDS_EUID)
-                return -EPERM;
-        return sd_bus_creds_get_euid(c, ret);
-}
-
-static int read_credentials(sd_bus_message *reply, sender_ids *ids) {
-        const void *gids;
-        size_t size;
-        const char *key;
-        uint32_t u;
-        int r;
-
-        r = sd_bus_message_enter_container(reply, 'a', "{sv}");
-        while (r >= 0 && (r = sd_bus_message_enter_container(reply, 'e', "sv")) > 0) {
-                r = sd_bus_message_read(reply, "s", &key);
-                if (r < 0)
-                        return r;
-                if (strcmp(key, "UnixUserID") == 0) {
-                        r = sd_bus_message_read(reply, "v", "u", &u);
-                        if (r >= 0) {
-                                ids->uid = u;
-                                ids->have_uid = true;
-                        }
-                } else if (strcmp(key, "UnixGroupIDs") == 0) {
-                        r = sd_bus_message_enter_container(reply, 'v', "au");
-                        if (r >= 0)
-                                r = sd_bus_message_read_array(reply, 'u', &gids, &size);
-                        if (r >= 0)
-                                r = sd_bus_message_exit_container(reply);
-                        if (r >= 0) {
-                                ids->gids = gids;
-                                ids->n_gids = size / sizeof(uint32_t);
-                                ids->have_gids = true;
-                        }
-                } else
-                        r = sd_bus_message_skip(reply, "v");
-                if (r >= 0)
-                        r = sd_bus_message_exit_container(reply);
-        }
-        return r;
-}
-
-/* One round trip to the bus daemon: its GetConnectionCredentials answers with what it took
- * from SO_PEERCRED and SO_PEERGROUPS at connect time. sd_bus_query_sender_creds() would fill
- * the groups from /proc instead (sd-bus 252 ignores UnixGroupIDs). A direct connection has no
- * bus daemon to ask: its peer's euid is all there is. */
-static int sender_ids_get(sd_bus_message *call, sender_ids *ids /* zeroed by the caller */) {
-        _cleanup_(sd_bus_error_free) sd_bus_error error = SD_BUS_ERROR_NULL;
-        const char *sender = sd_bus_message_get_sender(call);
-        int r;
-
-        if (!sender) {
-                r = bus_sender_uid(call, &ids->uid);
-                ids->have_uid = r >= 0;
-                return r;
-        }
-        r = sd_bus_call_method(sd_bus_message_get_bus(call), "org.freedesktop.DBus",
-                               "/org/freedesktop/DBus", "org.freedesktop.DBus",
-                               "GetConnectionCredentials", &error, &ids->reply, "s", sender);
-        if (r < 0)
-                return r;
-        return read_credentials(ids->reply, ids);
-}
-
-static bool sender_in_group(const sender_ids *ids, gid_t gid) {
+static bool sender_in_group(const bus_creds *ids, gid_t gid) {
         for (size_t i = 0; i < ids->n_gids; i++)
                 if (ids->gids[i] == gid)
                         return true;
@@ -158,12 +100,12 @@ static void warn_missing_group(const char *name) {
                 return;
         free(reported);
         reported = strdup(name);
-        bus_log_errno(SD_WARNING, 0,
+        log_warning_errno(0,
                       "polkit: group '%s' does not exist; its members rule is ignored", name);
 }
 
 /* The group rule: 1 when the sender is a member. Writes into rule who passes without polkit. */
-static int check_group(const sender_ids *ids, const char *group, char *rule, size_t size) {
+static int check_group(const bus_creds *ids, const char *group, char *rule, size_t size) {
         gid_t gid = (gid_t) -1; /* no group has it; quiets GCC's maybe-uninitialized */
         int r;
 
@@ -179,13 +121,13 @@ static int check_group(const sender_ids *ids, const char *group, char *rule, siz
         }
         if (r < 0) {
                 /* A failing NSS lookup cannot vouch for anyone: the rule fails closed. */
-                bus_log_errno(SD_WARNING, r, "polkit: cannot look up group '%s'", group);
+                log_warning_errno(r, "polkit: cannot look up group '%s'", group);
                 snprintf(rule, size, "only root (group '%s' could not be looked up)", group);
                 return 0;
         }
         if (!ids->have_gids) {
                 /* An old bus daemon; guessing from /proc is not an option (see above). */
-                bus_log_errno(SD_WARNING, 0,
+                log_warning_errno(0,
                               "polkit: the bus daemon does not report group ids, "
                               "group '%s' cannot be checked",
                               group);
@@ -250,9 +192,7 @@ static int on_polkit_reply(sd_bus_message *reply, void *userdata, sd_bus_error *
         result = polkit_read_reply(reply, q, why, sizeof(why));
         /* sd-bus holds its own reference to the slot while this callback runs. */
         q->slot = sd_bus_slot_unref(q->slot);
-        q->in_callback = true;
-        q->cb(q->userdata, result, why);
-        query_free(q);
+        query_finish(q, result, q->uid, why);
         return 0;
 }
 
@@ -295,30 +235,43 @@ static int polkit_query_start(sd_bus_message *call, bus_auth_query *q, bool inte
                                  interactive ? POLKIT_INTERACTIVE_TIMEOUT_USEC : 0 /* default */);
 }
 
-static int query_new(const char *action, const char *rule, bus_auth_cb cb, void *userdata,
-                     bus_auth_query **ret) {
-        bus_auth_query *q = calloc(1, sizeof(*q));
+/* Step two, with the credentials known: root, the group, or polkit. */
+static void on_creds(void *userdata, int r, const bus_creds *creds) {
+        bus_auth_query *q = userdata;
+        char why[768];
 
-        if (!q)
-                return -ENOMEM;
-        q->action = strdup(action);
-        q->rule = strdup(rule);
-        q->cb = cb;
-        q->userdata = userdata;
-        if (!q->action || !q->rule) {
-                query_free(q);
-                return -ENOMEM;
+        q->creds_req = NULL;
+        if (r < 0) {
+                snprintf(why, sizeof(why), "The caller's credentials could not be read: %s.",
+                         strerror(-r));
+                query_finish(q, r, (uid_t) -1, why);
+                return;
         }
-        *ret = q;
-        return 0;
+        q->uid = creds->have_uid ? creds->uid : (uid_t) -1;
+        if (creds->have_uid && creds->uid == 0) {
+                query_finish(q, 1, 0, "The caller is root.");
+                return;
+        }
+        if (check_group(creds, q->group, q->rule, sizeof(q->rule)) > 0) {
+                snprintf(why, sizeof(why), "The caller is a member of group '%s'.", q->group);
+                query_finish(q, 1, q->uid, why);
+                return;
+        }
+        r = polkit_query_start(q->call, q, q->interactive);
+        if (r < 0) {
+                /* The same outcome as a polkit that answers with an error: refused. */
+                char reason[128];
+
+                snprintf(reason, sizeof(reason), "polkit could not be asked (%s)", strerror(-r));
+                why_denied(why, sizeof(why), q, reason);
+                query_finish(q, 0, q->uid, why);
+        }
 }
 
 int bus_check_authorization(sd_bus_message *call, const char *action, const char *allow_group,
                             bool polkit_interactive, bus_auth_cb cb, void *userdata,
                             bus_auth_query **ret_query) {
-        _cleanup_(sender_ids_done) sender_ids ids = {};
-        bus_auth_query *q = NULL;
-        char rule[256], why[768];
+        bus_auth_query *q;
         int r;
 
         if (ret_query)
@@ -326,70 +279,27 @@ int bus_check_authorization(sd_bus_message *call, const char *action, const char
         if (!call || !action || !cb)
                 return -EINVAL;
 
-        r = sender_ids_get(call, &ids);
-        if (r < 0)
-                return r;
-
-        if (ids.have_uid && ids.uid == 0) {
-                cb(userdata, 1, "The caller is root.");
-                return 1;
-        }
-        if (check_group(&ids, allow_group, rule, sizeof(rule)) > 0) {
-                snprintf(why, sizeof(why), "The caller is a member of group '%s'.", allow_group);
-                cb(userdata, 1, why);
-                return 1;
-        }
-
-        r = query_new(action, rule, cb, userdata, &q);
-        if (r < 0)
-                return r;
-        r = polkit_query_start(call, q, polkit_interactive);
-        if (r == -ENOMEM) {
+        q = calloc(1, sizeof(*q));
+        if (!q)
+                return -ENOMEM;
+        *q = (bus_auth_query) { .call = sd_bus_message_ref(call), .action = strdup(action),
+                                .group = allow_group ? strdup(allow_group) : NULL,
+                                .interactive = polkit_interactive, .cb = cb,
+                                .userdata = userdata, .deciding = true, .uid = (uid_t) -1 };
+        snprintf(q->rule, sizeof(q->rule), "only root");
+        if (!q->action || (allow_group && !q->group)) {
                 query_free(q);
-                return r;
+                return -ENOMEM;
         }
-        if (r < 0) {
-                /* The same outcome as a polkit that answers with an error: refused. */
-                char reason[128];
-
-                snprintf(reason, sizeof(reason), "polkit could not be asked (%s)", strerror(-r));
-                why_denied(why, sizeof(why), q, reason);
+        r = bus_creds_get(call, on_creds, q, &q->creds_req);
+        q->deciding = false;
+        if (r < 0 || q->decided) {
                 query_free(q);
-                cb(userdata, 0, why);
-                return 1;
+                return r < 0 ? r : 1;
         }
-
         if (ret_query)
                 *ret_query = q;
         return 0;
-}
-
-int bus_check_authorization_sync(sd_bus_message *call, const char *action, char *why,
-                                 size_t why_len) {
-        _cleanup_(sender_ids_done) sender_ids ids = {};
-        _cleanup_(sd_bus_message_unrefp) sd_bus_message *request = NULL, *reply = NULL;
-        _cleanup_(sd_bus_error_free) sd_bus_error e = SD_BUS_ERROR_NULL;
-        bus_auth_query q = { .action = (char *) action, .rule = (char *) "only root" };
-        int r = sender_ids_get(call, &ids);
-        if (r < 0)
-                return r;
-        if (ids.have_uid && ids.uid == 0) {
-                snprintf(why, why_len, "The caller is root.");
-                return 1;
-        }
-        r = polkit_request_new(call, action, false, &request);
-        if (r >= 0)
-                r = sd_bus_call(sd_bus_message_get_bus(call), request, 0, &e, &reply);
-        if (r < 0) {
-                /* sd_bus_call turns an error reply into e: read it like the async path does */
-                char reason[256];
-                snprintf(reason, sizeof(reason), "%s",
-                         bus_error_is_unknown_service(&e) ? "polkit is not available on the bus"
-                                                          : "polkit could not be asked");
-                why_denied(why, why_len, &q, reason);
-                return 0;
-        }
-        return polkit_read_reply(reply, &q, why, why_len);
 }
 
 void bus_auth_query_cancel(bus_auth_query *q) {
@@ -405,11 +315,12 @@ int bus_reply_access_denied(sd_bus_message *call, const char *sentence) {
 }
 
 int bus_sender_uid(sd_bus_message *m, uid_t *ret) {
-        _cleanup_(sd_bus_creds_unrefp) sd_bus_creds *c = NULL;
-        int r;
-
-        r = sd_bus_query_sender_creds(m, SD_BUS_CREDS_EUID, &c);
+        const bus_creds *c = NULL;
+        int r = bus_creds_get_sync(m, &c);
         if (r < 0)
                 return r;
-        return trusted_euid(c, ret);
+        if (!c->have_uid)
+                return -ENODATA;
+        *ret = c->uid;
+        return 0;
 }

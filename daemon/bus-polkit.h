@@ -11,19 +11,21 @@
 
 typedef struct bus_auth_query bus_auth_query;
 
-/* result: 1 allowed, 0 denied, < 0 a negative errno (polkit answered something unreadable).
- * why: one sentence for the log or for the caller (bus_reply_access_denied()), valid only
- * during the call. */
-typedef void (*bus_auth_cb)(void *userdata, int result, const char *why);
+/* result: 1 allowed, 0 denied, < 0 a negative errno (the credentials could not be read, or
+ * polkit answered something unreadable). uid: the sender's euid as the bus daemon recorded it,
+ * (uid_t) -1 if unknown. why: one sentence for the log or for the caller
+ * (bus_reply_access_denied()), valid only during the call. */
+typedef void (*bus_auth_cb)(void *userdata, int result, uid_t uid, const char *why);
 
 /* Decide whether the sender of call may perform action (a polkit action id).
  *
  * Returns
- *   1  decided already: cb has been called synchronously, before this returned (root, a member
- *      of allow_group, or polkit could not even be asked);
+ *   1  decided already: cb has been called synchronously, before this returned (the sender's
+ *      credentials were cached and root, a member of allow_group, or polkit could not even be
+ *      asked);
  *   0  pending: cb will be called exactly once, later, from sd_bus_process() on the loop,
  *      unless the query is cancelled first;
- *  <0  a negative errno (the sender's credentials could not be read): cb is not called.
+ *  <0  a negative errno (out of memory, or the bus could not be asked): cb is not called.
  *
  * allow_group may be NULL. A group that does not exist is logged once and otherwise ignored.
  * polkit_interactive lets polkit ask the user through an authentication agent; the caller's
@@ -34,10 +36,9 @@ typedef void (*bus_auth_cb)(void *userdata, int result, const char *why);
  * query holds a reference on the bus: cancel it before dropping the bus.
  *
  * Credentials: the euid and the groups (primary and supplementary) are those the bus daemon
- * recorded when the sender connected (GetConnectionCredentials: UnixUserID, UnixGroupIDs),
- * never read from /proc/<pid>, where the pid may by now be another process's. Asking is one
- * short synchronous round trip to the bus daemon. A bus daemon that does not report groups
- * (an old dbus-daemon) leaves only root and polkit. */
+ * recorded when the sender connected (bus-creds.h), asked for asynchronously and cached per
+ * sender: nothing here blocks the loop. A bus daemon that does not report groups (an old
+ * dbus-daemon) leaves only root and polkit. */
 int bus_check_authorization(sd_bus_message *call, const char *action, const char *allow_group,
                             bool polkit_interactive, bus_auth_cb cb, void *userdata,
                             bus_auth_query **ret_query);
@@ -49,11 +50,6 @@ void bus_auth_query_cancel(bus_auth_query *q);
 /* Reply org.freedesktop.DBus.Error.AccessDenied with sentence (a default if NULL). */
 int bus_reply_access_denied(sd_bus_message *call, const char *sentence);
 
-/* The same decision for a handler that must answer before it returns (a property setter):
- * root passes, otherwise polkit is asked synchronously and without interaction. 1 allowed,
- * 0 denied (why says so), < 0 the sender's credentials could not be read. */
-int bus_check_authorization_sync(sd_bus_message *call, const char *action, char *why,
-                                 size_t why_len);
-
-/* The effective uid of the sender of m, from the bus daemon, never from /proc. */
+/* The effective uid of the sender of m, from the bus daemon, never from /proc: cached, or one
+ * synchronous round trip (bus_creds_get_sync()) for handlers that cannot wait. */
 int bus_sender_uid(sd_bus_message *m, uid_t *ret);

@@ -1,4 +1,5 @@
 /* SPDX-License-Identifier: MIT */
+#define _GNU_SOURCE /* O_PATH */
 #include <fcntl.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -29,16 +30,40 @@ static int check_fd(int fd, bool writable, const char *what, p3_err *err) {
         struct stat st;
         if (fstat(fd, &st) < 0)
                 return p3_errf(err, -errno, "the %s descriptor is not usable: %m", what);
+        int fl = fcntl(fd, F_GETFL);
+        if (fl >= 0 && (fl & O_PATH))
+                return p3_errf(err, -EBADF,
+                               "the %s descriptor was opened with O_PATH, which allows no %s; "
+                               "open the file for %s",
+                               what, writable ? "writing" : "reading",
+                               writable ? "writing" : "reading");
         if (!S_ISREG(st.st_mode))
                 return p3_errf(err, -EINVAL,
                                "the %s descriptor must be a regular file or memfd, not a %s", what,
                                S_ISFIFO(st.st_mode) ? "pipe" : S_ISSOCK(st.st_mode) ? "socket"
                                : S_ISDIR(st.st_mode) ? "directory" : "special file");
-        int fl = fcntl(fd, F_GETFL);
         int acc = fl & O_ACCMODE;
         if (fl < 0 || (writable ? acc == O_RDONLY : acc == O_WRONLY))
                 return p3_errf(err, -EBADF, "the %s descriptor is not open for %s", what,
                                writable ? "writing" : "reading");
+        return 0;
+}
+
+static bool same_file(int a, int b) {
+        struct stat sa, sb;
+        return a >= 0 && b >= 0 && fstat(a, &sa) >= 0 && fstat(b, &sb) >= 0 &&
+               sa.st_dev == sb.st_dev && sa.st_ino == sb.st_ino;
+}
+
+int job_check_same_file(int mesh_fd, int out_fd, int report_fd, p3_err *err) {
+        if (same_file(mesh_fd, out_fd))
+                return p3_errf(err, -EINVAL, "the mesh and the output are the same file; the "
+                                             "output would overwrite the mesh");
+        if (same_file(mesh_fd, report_fd))
+                return p3_errf(err, -EINVAL, "the mesh and the report are the same file; the "
+                                             "report would overwrite the mesh");
+        if (same_file(out_fd, report_fd))
+                return p3_errf(err, -EINVAL, "the output and the report are the same file");
         return 0;
 }
 
@@ -118,13 +143,17 @@ int job_run(residency *res, job *j, job_progress_fn progress, void *userdata, p3
         p3_mesh_limits_default(&lim);
         if (j->max_mesh_bytes)
                 lim.max_bytes = j->max_mesh_bytes;
-        truncate_fd(j->out_fd);
-        truncate_fd(j->report_fd);
         on_progress(&c, "reading", 0);
         if (lseek(j->mesh_fd, 0, SEEK_SET) < 0 && errno != ESPIPE)
                 return p3_errf(err, -errno, "cannot read the mesh: %m");
         int r = p3_mesh_import_fd(j->mesh_fd, j->mesh_format[0] ? j->mesh_format : NULL, "mesh",
                                   &lim, &mesh, err);
+        /* Outputs are emptied only once the mesh is in memory: whatever the caller passed,
+         * nothing it gave us is destroyed before it was read. */
+        if (r >= 0) {
+                truncate_fd(j->out_fd);
+                truncate_fd(j->report_fd);
+        }
         if (r >= 0)
                 r = j->kind == JOB_PREDICT ? run_predict(res, j, &mesh, &c, err)
                                            : run_segment(res, j, &mesh, &c, err);

@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /* Running one job on the worker thread: read the mesh from the caller's descriptor, run the
  * pipeline, write the result to the output descriptor only on success (a failed job leaves
- * the output truncated to 0 bytes). */
+ * the output truncated to 0 bytes, but never before the mesh has been read). */
 #pragma once
 
 #include "error.h"
@@ -16,3 +16,6 @@ int job_run(residency *r, job *j, job_progress_fn progress, void *userdata, p3_e
  * descriptor is a readable regular file (or memfd) of at most max_bytes, the outputs are
  * writable regular files. Messages name the argument. */
 int job_check_fds(int mesh_fd, int out_fd, int report_fd, uint64_t max_bytes, p3_err *err);
+/* -EINVAL when two of the descriptors (report_fd may be -1) are the same file (device and
+ * inode), whatever names or links led to them: writing the output would wipe the mesh. */
+int job_check_same_file(int mesh_fd, int out_fd, int report_fd, p3_err *err);

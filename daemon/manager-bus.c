@@ -4,6 +4,8 @@
  * the request is parsed and checked first, so a malformed call is refused without a polkit
  * round trip. */
 #include <fcntl.h>
+#include <inttypes.h>
+#include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
@@ -40,12 +42,22 @@ GETTER(device) {
 
 GETTER(gpu_bytes) {
         manager *m = userdata;
-        return sd_bus_message_append(reply, "t", m->status.device_bytes);
+        return sd_bus_message_append(reply, "t", m->status.gpu_bytes);
 }
 
 GETTER(peak_gpu_bytes) {
         manager *m = userdata;
-        return sd_bus_message_append(reply, "t", m->status.peak_device_bytes);
+        return sd_bus_message_append(reply, "t", m->status.peak_gpu_bytes);
+}
+
+GETTER(model_bytes) {
+        manager *m = userdata;
+        return sd_bus_message_append(reply, "t", m->status.model_bytes);
+}
+
+GETTER(peak_model_bytes) {
+        manager *m = userdata;
+        return sd_bus_message_append(reply, "t", m->status.peak_model_bytes);
 }
 
 GETTER(host_bytes) {
@@ -76,41 +88,45 @@ GETTER(idle_timeout) {
         return sd_bus_message_append(reply, "t", m->idle_timeout_usec);
 }
 
+/* A property's reply cannot wait for polkit in sd-bus: the setter is for root (the caller's
+ * credentials come from the cache or one round trip to the bus daemon), and everyone else
+ * uses SetIdleTimeout(), which asks polkit asynchronously. */
 static int property_set_idle_timeout(sd_bus *bus, const char *path, const char *interface,
                                      const char *property, sd_bus_message *value, void *userdata,
                                      sd_bus_error *error) {
         manager *m = userdata;
         uint64_t usec;
+        uid_t uid;
         int r = sd_bus_message_read(value, "t", &usec);
         if (r < 0)
                 return r;
-        char why[768];
-        r = bus_check_authorization_sync(value, P3_ACTION_MANAGE, why, sizeof(why));
+        r = bus_sender_uid(value, &uid);
         if (r < 0)
                 return r;
-        if (r == 0)
+        if (uid != 0)
                 return sd_bus_error_set(error, SD_BUS_ERROR_ACCESS_DENIED,
-                                        "Changing IdleTimeoutUSec needs root or the polkit "
-                                        "action org.p3sam.manage.");
+                                        "Only root may set IdleTimeoutUSec; others call "
+                                        "SetIdleTimeout(), which needs the polkit action "
+                                        "org.p3sam.manage.");
         manager_set_idle_timeout(m, usec);
         return 1;
 }
 
 /* ---- requests ---- */
 
+/* A Segment or Predict call between its arrival and its admission. The call is authorized
+ * before anything in it is read: a caller who may not segment costs no descriptor and no
+ * allocation beyond this. */
 typedef struct request {
         manager *m;
         sd_bus_message *call;
-        job *job;
-        char error[512]; /* a bad descriptor: the job is created, then fails with this */
+        job_kind kind;
 } request;
 
 static void request_free(request *q) {
         if (!q)
                 return;
         sd_bus_message_unref(q->call);
-        if (q->job)
-                job_free(q->job);
         free(q);
 }
 
@@ -136,8 +152,19 @@ static int invalid(sd_bus_error *error, const char *fmt, ...) {
         return sd_bus_error_set(error, SD_BUS_ERROR_INVALID_ARGS, msg);
 }
 
-/* One option of the a{sv} dictionary, type-checked against the expected signature. */
-static int read_option(sd_bus_message *call, job *j, const daemon_conf *c, sd_bus_error *error) {
+static const struct {
+        const char *key, *sig;
+} known_options[] = {
+        { "points", "u" }, { "prompts", "u" },      { "prompt_batch", "u" },
+        { "seed", "t" },   { "post_process", "b" }, { "threshold", "d" },
+        { "report", "h" }, { "detach", "b" },
+};
+
+/* One option of the a{sv} dictionary, type-checked against the expected signature. seen: a
+ * bit per known option, so that a key given twice is refused (a second "report" would
+ * otherwise replace the first descriptor). */
+static int read_option(sd_bus_message *call, job *j, const daemon_conf *c, unsigned *seen,
+                       sd_bus_error *error) {
         const char *key, *contents;
         char type;
         int r = sd_bus_message_read(call, "s", &key);
@@ -146,17 +173,14 @@ static int read_option(sd_bus_message *call, job *j, const daemon_conf *c, sd_bu
         r = sd_bus_message_peek_type(call, &type, &contents);
         if (r < 0)
                 return r;
-        static const struct {
-                const char *key, *sig;
-        } known[] = {
-                { "points", "u" }, { "prompts", "u" },      { "prompt_batch", "u" },
-                { "seed", "t" },   { "post_process", "b" }, { "threshold", "d" },
-                { "report", "h" },       { "detach", "b" },
-        };
         const char *want = NULL;
-        for (size_t i = 0; i < ELEMENTSOF(known); i++)
-                if (strcmp(key, known[i].key) == 0)
-                        want = known[i].sig;
+        for (size_t i = 0; i < ELEMENTSOF(known_options); i++)
+                if (strcmp(key, known_options[i].key) == 0) {
+                        if (*seen & (1u << i))
+                                return invalid(error, "Option \"%s\" is given twice.", key);
+                        *seen |= 1u << i;
+                        want = known_options[i].sig;
+                }
         if (!want)
                 return invalid(error, "Unknown option \"%s\".", key);
         if (strcmp(contents, want) != 0)
@@ -176,9 +200,9 @@ static int read_option(sd_bus_message *call, job *j, const daemon_conf *c, sd_bu
                 if (r < 0)
                         return r;
                 if (strcmp(key, "points") == 0) {
-                        if (u < 16 || u > c->max_points)
-                                return invalid(error, "Option \"points\" must be between 16 and %lld.",
-                                               (long long) c->max_points);
+                        if (u < P3_POINTS_MIN || u > c->max_points)
+                                return invalid(error, "Option \"points\" must be between %d and %lld.",
+                                               P3_POINTS_MIN, (long long) c->max_points);
                         p->points = u;
                 } else if (strcmp(key, "prompts") == 0) {
                         if (u < 1 || u > (uint32_t) c->max_prompts)
@@ -186,8 +210,9 @@ static int read_option(sd_bus_message *call, job *j, const daemon_conf *c, sd_bu
                                                c->max_prompts);
                         p->prompts = (int) u;
                 } else {
-                        if (u < 1 || u > 4096)
-                                return invalid(error, "Option \"prompt_batch\" must be between 1 and 4096.");
+                        if (u < 1 || u > P3_PROMPT_BATCH_MAX)
+                                return invalid(error, "Option \"prompt_batch\" must be between 1 and %d.",
+                                               P3_PROMPT_BATCH_MAX);
                         p->prompt_batch = (int) u;
                 }
                 break;
@@ -226,8 +251,9 @@ static int read_options(sd_bus_message *call, job *j, const daemon_conf *c, sd_b
         int r = sd_bus_message_enter_container(call, 'a', "{sv}");
         if (r < 0)
                 return r;
+        unsigned seen = 0;
         while ((r = sd_bus_message_enter_container(call, 'e', "sv")) > 0) {
-                r = read_option(call, j, c, error);
+                r = read_option(call, j, c, &seen, error);
                 if (r < 0)
                         return r;
                 r = sd_bus_message_exit_container(call);
@@ -247,6 +273,9 @@ static int read_prompts(sd_bus_message *call, job *j, sd_bus_error *error) {
         while ((r = sd_bus_message_read(call, "(ddd)", &x, &y, &z)) > 0) {
                 if (j->k >= 4096)
                         return invalid(error, "At most 4096 prompt points.");
+                if (!isfinite(x) || !isfinite(y) || !isfinite(z))
+                        return invalid(error, "Prompt point %d is not finite (%g, %g, %g).",
+                                       j->k + 1, x, y, z);
                 double *p = realloc(j->prompts, sizeof(double) * 3 * (j->k + 1));
                 if (!p)
                         return -ENOMEM;
@@ -324,6 +353,11 @@ static int parse_request(manager *m, sd_bus_message *call, job_kind kind, job **
                 if (j->mesh_fd < 0 || j->out_fd < 0)
                         r = -errno;
         }
+        if (r >= 0) {
+                p3_err err = {};
+                if (job_check_same_file(j->mesh_fd, j->out_fd, j->report_fd, &err) < 0)
+                        r = invalid(error, "%s.", err.msg);
+        }
         if (r < 0) {
                 job_free(j);
                 return r;
@@ -332,39 +366,44 @@ static int parse_request(manager *m, sd_bus_message *call, job_kind kind, job **
         return 0;
 }
 
-/* Authorized: admit the job (queue limits), publish it, reply with its path. */
-static void admit(request *q) {
-        manager *m = q->m;
-        job *j = q->job;
+/* Authorized: admit the job (queue limits), publish it, reply with its path. Takes j. */
+static void admit(manager *m, sd_bus_message *call, job *j) {
         if (m->stopping) {
-                (void) sd_bus_reply_method_errorf(q->call, SD_BUS_ERROR_FAILED,
+                (void) sd_bus_reply_method_errorf(call, SD_BUS_ERROR_FAILED,
                                                   "The daemon is stopping.");
+                job_free(j);
                 return;
         }
         if (manager_queue_length(m) >= m->conf.queue_max) {
-                (void) sd_bus_reply_method_errorf(q->call, P3_ERROR_QUEUE_FULL,
+                (void) sd_bus_reply_method_errorf(call, P3_ERROR_QUEUE_FULL,
                                                   "The queue is full (%u jobs); try again later.",
                                                   m->conf.queue_max);
+                job_free(j);
                 return;
         }
         if (manager_user_jobs(m, j->uid) >= m->conf.queue_per_user_max) {
                 (void) sd_bus_reply_method_errorf(
-                        q->call, P3_ERROR_QUEUE_FULL,
+                        call, P3_ERROR_QUEUE_FULL,
                         "You already have %u jobs queued or running; wait for one to finish.",
                         m->conf.queue_per_user_max);
+                job_free(j);
                 return;
         }
         j->id = m->next_id++;
-        if (job_publish(j) < 0) {
-                (void) sd_bus_reply_method_errorf(q->call, SD_BUS_ERROR_NO_MEMORY,
-                                                  "Cannot create the job.");
+        int r = job_publish(j);
+        if (r < 0) {
+                (void) sd_bus_reply_method_errnof(call, r, "Cannot create the job: %s.",
+                                                  strerror(-r));
+                log_error_errno(r, "cannot create job %" PRIu32, j->id);
+                job_free(j);
                 return;
         }
-        q->job = NULL; /* the manager owns it now */
-        TAILQ_INSERT_TAIL(&m->jobs, j, queue);
-        (void) sd_bus_reply_method_return(q->call, "o", j->path);
+        TAILQ_INSERT_TAIL(&m->jobs, j, queue); /* the manager owns it now */
+        r = sd_bus_reply_method_return(call, "o", j->path);
+        if (r < 0)
+                log_warning_errno(r, "job %" PRIu32 ": cannot reply to the caller", j->id);
         p3_err err = {};
-        int r = job_check_fds(j->mesh_fd, j->out_fd, j->report_fd, m->conf.max_mesh_bytes, &err);
+        r = job_check_fds(j->mesh_fd, j->out_fd, j->report_fd, m->conf.max_mesh_bytes, &err);
         if (r < 0) {
                 /* The caller gets the job, which fails at once with the reason: the daemon's
                  * view of a bad descriptor is the job's Error, like any other bad input. */
@@ -374,34 +413,43 @@ static void admit(request *q) {
         manager_job_submitted(m, j);
 }
 
-static void on_authorized(void *userdata, int result, const char *why) {
+static void on_authorized(void *userdata, int result, uid_t uid, const char *why) {
         request *q = userdata;
-        if (result > 0)
-                admit(q);
-        else
+        _cleanup_(sd_bus_error_free) sd_bus_error error = SD_BUS_ERROR_NULL;
+        job *j = NULL;
+        int r;
+
+        if (result <= 0) {
                 (void) bus_reply_access_denied(
                         q->call, "Segmenting needs root, membership in the group named by "
                                  "AllowGroup=, or the polkit action org.p3sam.segment.");
+                request_free(q);
+                return;
+        }
+        r = parse_request(q->m, q->call, q->kind, &j, &error);
+        if (r < 0) {
+                if (sd_bus_error_is_set(&error))
+                        (void) sd_bus_reply_method_error(q->call, &error);
+                else
+                        (void) sd_bus_reply_method_errnof(q->call, r, "Cannot read the request: %s.",
+                                                          strerror(-r));
+                request_free(q);
+                return;
+        }
+        j->uid = uid;
+        admit(q->m, q->call, j);
         request_free(q);
 }
 
 static int submit(sd_bus_message *call, manager *m, job_kind kind, sd_bus_error *error) {
         if (m->stopping)
                 return sd_bus_error_set(error, SD_BUS_ERROR_FAILED, "The daemon is stopping.");
-        job *j = NULL;
-        int r = parse_request(m, call, kind, &j, error);
-        if (r < 0)
-                return r;
         request *q = calloc(1, sizeof(*q));
-        if (!q) {
-                job_free(j);
+        if (!q)
                 return -ENOMEM;
-        }
-        *q = (request) { .m = m, .call = sd_bus_message_ref(call), .job = j };
-        r = bus_sender_uid(call, &j->uid);
-        if (r >= 0)
-                r = bus_check_authorization(call, P3_ACTION_SEGMENT, m->conf.allow_group, false,
-                                            on_authorized, q, NULL);
+        *q = (request) { .m = m, .call = sd_bus_message_ref(call), .kind = kind };
+        int r = bus_check_authorization(call, P3_ACTION_SEGMENT, m->conf.allow_group, false,
+                                        on_authorized, q, NULL);
         if (r < 0) {
                 request_free(q);
                 return r;
@@ -420,46 +468,68 @@ static int method_predict(sd_bus_message *call, void *userdata, sd_bus_error *er
 typedef enum manage_verb {
         MANAGE_CLEAR_GPU,
         MANAGE_RELOAD,
+        MANAGE_SET_IDLE_TIMEOUT,
 } manage_verb;
 
 typedef struct manage_req {
         manager *m;
         sd_bus_message *call;
         manage_verb verb;
+        uint64_t usec; /* SetIdleTimeout */
 } manage_req;
 
-static void on_manage_authorized(void *userdata, int result, const char *why) {
+static const char *const manage_denied[] = {
+        [MANAGE_CLEAR_GPU] = "Clearing GPU memory needs root or the polkit action org.p3sam.manage.",
+        [MANAGE_RELOAD] = "Reloading needs root or the polkit action org.p3sam.manage.",
+        [MANAGE_SET_IDLE_TIMEOUT] = "Changing the idle timeout needs root or the polkit action "
+                                    "org.p3sam.manage.",
+};
+
+static void manage_run(manage_req *q) {
+        int r = 0;
+        switch (q->verb) {
+        case MANAGE_CLEAR_GPU:
+                manager_clear_gpu(q->m);
+                r = sd_bus_reply_method_return(q->call, NULL);
+                break;
+        case MANAGE_SET_IDLE_TIMEOUT:
+                manager_set_idle_timeout(q->m, q->usec);
+                r = sd_bus_reply_method_return(q->call, NULL);
+                break;
+        case MANAGE_RELOAD: {
+                p3_err err = {};
+                r = manager_reload(q->m, q->call, &err);
+                if (r < 0)
+                        r = sd_bus_reply_method_errorf(q->call, SD_BUS_ERROR_FAILED,
+                                                       "Reload refused, the old model keeps "
+                                                       "serving: %s.",
+                                                       p3_err_msg(&err, r));
+                /* success: the reply comes when the worker has the new model */
+                break;
+        }
+        }
+        if (r < 0)
+                log_warning_errno(r, "cannot reply to %s", sd_bus_message_get_member(q->call));
+}
+
+static void on_manage_authorized(void *userdata, int result, uid_t uid, const char *why) {
         manage_req *q = userdata;
         if (result <= 0)
-                (void) bus_reply_access_denied(
-                        q->call, q->verb == MANAGE_RELOAD
-                                         ? "Reloading needs root or the polkit action org.p3sam.manage."
-                                         : "Clearing GPU memory needs root or the polkit action "
-                                           "org.p3sam.manage.");
-        else if (q->verb == MANAGE_CLEAR_GPU) {
-                manager_clear_gpu(q->m);
-                (void) sd_bus_reply_method_return(q->call, NULL);
-        } else {
-                p3_err err = {};
-                int r = manager_reload(q->m, q->call, &err);
-                if (r < 0)
-                        (void) sd_bus_reply_method_errorf(q->call, SD_BUS_ERROR_FAILED,
-                                                          "Reload refused, the old model keeps "
-                                                          "serving: %s.",
-                                                          p3_err_msg(&err, r));
-                /* success: manager_reload replies when the worker has the new model */
-        }
+                (void) bus_reply_access_denied(q->call, manage_denied[q->verb]);
+        else
+                manage_run(q);
         sd_bus_message_unref(q->call);
         free(q);
 }
 
-static int manage(sd_bus_message *call, manager *m, manage_verb verb) {
+static int manage(sd_bus_message *call, manager *m, manage_verb verb, uint64_t usec,
+                  bool interactive) {
         manage_req *q = calloc(1, sizeof(*q));
         if (!q)
                 return -ENOMEM;
-        *q = (manage_req) { .m = m, .call = sd_bus_message_ref(call), .verb = verb };
-        int r = bus_check_authorization(call, P3_ACTION_MANAGE, NULL, true, on_manage_authorized,
-                                        q, NULL);
+        *q = (manage_req) { .m = m, .call = sd_bus_message_ref(call), .verb = verb, .usec = usec };
+        int r = bus_check_authorization(call, P3_ACTION_MANAGE, NULL, interactive,
+                                        on_manage_authorized, q, NULL);
         if (r < 0) {
                 sd_bus_message_unref(q->call);
                 free(q);
@@ -469,11 +539,20 @@ static int manage(sd_bus_message *call, manager *m, manage_verb verb) {
 }
 
 static int method_clear_gpu(sd_bus_message *call, void *userdata, sd_bus_error *error) {
-        return manage(call, userdata, MANAGE_CLEAR_GPU);
+        return manage(call, userdata, MANAGE_CLEAR_GPU, 0, true);
 }
 
 static int method_reload(sd_bus_message *call, void *userdata, sd_bus_error *error) {
-        return manage(call, userdata, MANAGE_RELOAD);
+        return manage(call, userdata, MANAGE_RELOAD, 0, true);
+}
+
+static int method_set_idle_timeout(sd_bus_message *call, void *userdata, sd_bus_error *error) {
+        uint64_t usec;
+        int interactive;
+        int r = sd_bus_message_read(call, "tb", &usec, &interactive);
+        if (r < 0)
+                return r;
+        return manage(call, userdata, MANAGE_SET_IDLE_TIMEOUT, usec, interactive);
 }
 
 const sd_bus_vtable manager_vtable[] = {
@@ -486,6 +565,11 @@ const sd_bus_vtable manager_vtable[] = {
                         SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
         SD_BUS_PROPERTY("PeakGpuMemoryBytes", "t", property_get_peak_gpu_bytes, 0,
                         SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
+        SD_BUS_PROPERTY("ModelMemoryBytes", "t", property_get_model_bytes, 0,
+                        SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
+        SD_BUS_PROPERTY("PeakModelMemoryBytes", "t", property_get_peak_model_bytes, 0,
+                        SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
+        /* Changes all the time: read it when wanted, no signal. */
         SD_BUS_PROPERTY("HostMemoryBytes", "t", property_get_host_bytes, 0, 0),
         SD_BUS_WRITABLE_PROPERTY("IdleTimeoutUSec", "t", property_get_idle_timeout,
                                  property_set_idle_timeout, 0,
@@ -514,15 +598,18 @@ const sd_bus_vtable manager_vtable[] = {
                                  SD_BUS_VTABLE_UNPRIVILEGED),
         SD_BUS_METHOD("ClearGpuMemory", "", "", method_clear_gpu, SD_BUS_VTABLE_UNPRIVILEGED),
         SD_BUS_METHOD("Reload", "", "", method_reload, SD_BUS_VTABLE_UNPRIVILEGED),
+        SD_BUS_METHOD_WITH_NAMES("SetIdleTimeout", "tb",
+                                 SD_BUS_PARAM(usec) SD_BUS_PARAM(interactive), "", ,
+                                 method_set_idle_timeout, SD_BUS_VTABLE_UNPRIVILEGED),
         SD_BUS_SIGNAL_WITH_NAMES("JobNew", "uo", SD_BUS_PARAM(id) SD_BUS_PARAM(job), 0),
         SD_BUS_SIGNAL_WITH_NAMES("JobRemoved", "uos",
                                  SD_BUS_PARAM(id) SD_BUS_PARAM(job) SD_BUS_PARAM(result), 0),
         SD_BUS_VTABLE_END,
 };
 
-int manager_emit_changed(manager *m, const char *prop, ...) {
+void manager_emit_changed(manager *m, const char *prop, ...) {
         if (!m->bus)
-                return 0;
+                return;
         const char *props[16];
         size_t n = 0;
         va_list ap;
@@ -531,8 +618,12 @@ int manager_emit_changed(manager *m, const char *prop, ...) {
                 props[n++] = p;
         va_end(ap);
         props[n] = NULL;
-        return sd_bus_emit_properties_changed_strv(m->bus, P3_BUS_PATH, P3_BUS_IFACE,
-                                                   (char **) props);
+        /* sd-bus refuses the whole signal (-EDOM) if one name is not emits-change: say so. */
+        int r = sd_bus_emit_properties_changed_strv(m->bus, P3_BUS_PATH, P3_BUS_IFACE,
+                                                    (char **) props);
+        if (r < 0)
+                log_warning_errno(r, "cannot send PropertiesChanged for %s%s", props[0],
+                                  n > 1 ? " and others" : "");
 }
 
 int manager_print_introspection(FILE *f) {

@@ -9,11 +9,19 @@
 #include <time.h>
 #include <systemd/sd-daemon.h>
 
+#include "bus-creds.h"
 #include "bus-util.h"
 #include "manager.h"
 #include "parse-util.h"
 
 #define LOAD_EXTEND_USEC (120 * 1000000ULL) /* asked for while the model loads */
+
+/* sd_notify() answers 0 where no NOTIFY_SOCKET is set (by hand, in tests): nothing to say. */
+static void notify(const char *line) {
+        int r = sd_notify(0, line);
+        if (r < 0)
+                log_warning_errno(r, "cannot notify the service manager (%.40s)", line);
+}
 
 static void notify_status(manager *m) {
         const worker_status *s = &m->status;
@@ -28,12 +36,12 @@ static void notify_status(manager *m) {
         else if (s->state == MODEL_READY || s->state == MODEL_BUSY)
                 snprintf(line, sizeof(line), "STATUS=ready, model on %s (%.0f MiB)%s",
                          strcmp(s->backend, "cpu") == 0 ? "CPU" : "GPU",
-                         s->device_bytes / 1048576.0, s->synthetic ? ", SYNTHETIC weights" : "");
+                         s->model_bytes / 1048576.0, s->synthetic ? ", SYNTHETIC weights" : "");
         else if (s->state == MODEL_FAILED)
                 snprintf(line, sizeof(line), "STATUS=no model: %s", s->error);
         else
                 snprintf(line, sizeof(line), "STATUS=%s", model_state_to_string(s->state));
-        (void) sd_notify(0, line);
+        notify(line);
 }
 
 /* ---- worker callbacks ---- */
@@ -42,32 +50,37 @@ static void on_status(void *userdata, const worker_status *st) {
         manager *m = userdata;
         model_state old = m->status.state;
         m->status = *st;
-        if (st->state == MODEL_LOADING)
-                (void) sd_notifyf(0, "EXTEND_TIMEOUT_USEC=%llu",
-                                  (unsigned long long) LOAD_EXTEND_USEC);
+        if (st->state == MODEL_LOADING) {
+                char line[64];
+                snprintf(line, sizeof(line), "EXTEND_TIMEOUT_USEC=%llu",
+                         (unsigned long long) LOAD_EXTEND_USEC);
+                notify(line);
+        }
         if (st->state == MODEL_FAILED)
-                fprintf(stderr, "p3samd: no model: %s\n", st->error);
+                log_error("no model: %s", st->error);
         if (st->state == MODEL_READY && old != MODEL_READY && old != MODEL_BUSY)
-                fprintf(stderr, "p3samd: model ready on %s (%s)\n", st->device,
-                        st->synthetic ? "SYNTHETIC weights" : st->weights_path);
+                log_info("model ready on %s (%s)", st->device,
+                         st->synthetic ? "SYNTHETIC weights" : st->weights_path);
+        if (st->state == MODEL_OFFLOADED && old != MODEL_OFFLOADED)
+                log_info("model offloaded");
         /* READY=1 once the first load has ended, whichever way: a daemon without a model still
          * answers status calls and can be told to Reload. */
         if (!m->notified_ready && (st->state == MODEL_READY || st->state == MODEL_FAILED ||
                                    st->state == MODEL_OFFLOADED)) {
                 m->notified_ready = true;
-                (void) sd_notify(0, "READY=1");
+                notify("READY=1");
         }
         notify_status(m);
-        (void) manager_emit_changed(m, "State", "Backend", "Device", "GpuMemoryBytes",
-                                    "PeakGpuMemoryBytes", "HostMemoryBytes", "ModelPath",
-                                    "ModelSynthetic", NULL);
+        manager_emit_changed(m, "State", "Backend", "Device", "GpuMemoryBytes",
+                             "PeakGpuMemoryBytes", "ModelMemoryBytes", "PeakModelMemoryBytes",
+                             "ModelPath", "ModelSynthetic", NULL);
         manager_check_idle(m);
 }
 
 static void on_job_started(void *userdata, job *j) {
         manager *m = userdata;
         job_started(j);
-        (void) manager_emit_changed(m, "QueueLength", NULL);
+        manager_emit_changed(m, "QueueLength", NULL);
 }
 
 static void on_progress(void *userdata, job *j, const char *stage, double fraction) {
@@ -91,27 +104,38 @@ static void on_job_done(void *userdata, job *j, int r, const char *message) {
                 job_finish(j, JOB_DONE, NULL);
         if (r >= 0)
                 m->jobs_completed++;
-        fprintf(stderr, "p3samd: job %" PRIu32 " %s%s%s\n", j->id, job_state_to_string(j->state),
-                j->error ? ": " : "", j->error ? j->error : "");
-        (void) manager_emit_changed(m, "QueueLength", "JobsCompleted", NULL);
+        manager_emit_changed(m, "QueueLength", "JobsCompleted", NULL);
         notify_status(m);
         manager_check_idle(m);
 }
 
+/* The worker has the new model, or kept the old one: only now does the new configuration
+ * take over, so that a refused reload changes nothing. */
 static void on_reload_done(void *userdata, int r, const char *message) {
         manager *m = userdata;
-        sd_bus_message *call = TAKE_PTR(m->pending_reload);
-        fprintf(stderr, "p3samd: reload %s%s%s\n", r < 0 ? "failed" : "done", r < 0 ? ": " : "",
-                r < 0 ? message : "");
-        if (call) {
-                if (r < 0)
-                        (void) sd_bus_reply_method_errorf(call, SD_BUS_ERROR_FAILED,
-                                                          "The new model failed to load: %s.",
-                                                          message);
-                else
-                        (void) sd_bus_reply_method_return(call, NULL);
-                sd_bus_message_unref(call);
+        _cleanup_(sd_bus_message_unrefp) sd_bus_message *call = TAKE_PTR(m->pending_reload);
+        int k;
+        if (r < 0) {
+                log_error("reload refused, the old model keeps serving: %s", message);
+                daemon_conf_done(&m->pending_conf);
+                m->have_pending_conf = false;
+                k = call ? sd_bus_reply_method_errorf(call, SD_BUS_ERROR_FAILED,
+                                                      "Reload refused, the old model keeps "
+                                                      "serving: %s.",
+                                                      message)
+                         : 0;
+        } else {
+                daemon_conf_done(&m->conf);
+                m->conf = m->pending_conf;
+                m->have_pending_conf = false;
+                manager_set_idle_timeout(m, m->conf.idle_timeout_usec);
+                manager_emit_changed(m, "ModelPath", NULL);
+                log_info("reload done: %s", m->conf.model_path);
+                k = call ? sd_bus_reply_method_return(call, NULL) : 0;
         }
+        if (k < 0)
+                log_warning_errno(k, "cannot answer the Reload call");
+        notify_status(m);
 }
 
 static const worker_callbacks callbacks = {
@@ -153,8 +177,17 @@ static void idle_disarm(manager *m) {
         uv_timer_stop(&m->idle_timer);
         if (m->idle_deadline_usec) {
                 m->idle_deadline_usec = 0;
-                (void) manager_emit_changed(m, "IdleOffloadTimestampMonotonic", NULL);
+                manager_emit_changed(m, "IdleOffloadTimestampMonotonic", NULL);
         }
+}
+
+/* µs to whole ms, rounded up, without the overflow of (usec + 999) / 1000 near 2^64. */
+static uint64_t usec_to_msec_up(uint64_t usec) {
+        return usec / 1000 + (usec % 1000 != 0);
+}
+
+static uint64_t add_saturate(uint64_t a, uint64_t b) {
+        return a > UINT64_MAX - b ? UINT64_MAX - 1 : a + b; /* UINT64_MAX means "none" */
 }
 
 static void on_idle(uv_timer_t *t);
@@ -162,17 +195,26 @@ static void on_idle(uv_timer_t *t);
 static void idle_arm(manager *m) {
         if (uv_is_active((uv_handle_t *) &m->idle_timer))
                 return;
-        uv_timer_start(&m->idle_timer, on_idle, (m->idle_timeout_usec + 999) / 1000, 0);
+        int r = uv_timer_start(&m->idle_timer, on_idle, usec_to_msec_up(m->idle_timeout_usec), 0);
+        if (r < 0) {
+                log_error_errno(r, "cannot arm the idle timer");
+                return;
+        }
         struct timespec ts;
         clock_gettime(CLOCK_MONOTONIC, &ts);
-        m->idle_deadline_usec = ts.tv_sec * 1000000ULL + ts.tv_nsec / 1000 + m->idle_timeout_usec;
-        (void) manager_emit_changed(m, "IdleOffloadTimestampMonotonic", NULL);
+        m->idle_deadline_usec = add_saturate(ts.tv_sec * 1000000ULL + ts.tv_nsec / 1000,
+                                             m->idle_timeout_usec);
+        manager_emit_changed(m, "IdleOffloadTimestampMonotonic", NULL);
 }
 
 void manager_job_submitted(manager *m, job *j) {
         idle_disarm(m);
-        worker_submit(m->worker, j);
-        (void) manager_emit_changed(m, "QueueLength", NULL);
+        int r = worker_submit(m->worker, j);
+        if (r < 0) {
+                job_finish(j, JOB_FAILED, "the daemon is out of memory; try again later");
+                return;
+        }
+        manager_emit_changed(m, "QueueLength", NULL);
 }
 
 void manager_job_removed(manager *m, job *j) {
@@ -183,11 +225,10 @@ void manager_job_removed(manager *m, job *j) {
 static void on_idle(uv_timer_t *t) {
         manager *m = t->data;
         m->idle_deadline_usec = 0;
-        (void) manager_emit_changed(m, "IdleOffloadTimestampMonotonic", NULL);
+        manager_emit_changed(m, "IdleOffloadTimestampMonotonic", NULL);
         if (manager_queue_length(m) == 0 && worker_pending(m->worker) == 0 &&
             (m->status.state == MODEL_READY)) {
-                fprintf(stderr, "p3samd: idle for %.0f s, offloading the model\n",
-                        m->idle_timeout_usec / 1e6);
+                log_info("idle for %.0f s, offloading the model", m->idle_timeout_usec / 1e6);
                 worker_offload(m->worker);
         }
 }
@@ -212,7 +253,7 @@ void manager_set_idle_timeout(manager *m, uint64_t usec) {
         m->idle_timeout_usec = usec;
         idle_disarm(m);
         manager_check_idle(m);
-        (void) manager_emit_changed(m, "IdleTimeoutUSec", NULL);
+        manager_emit_changed(m, "IdleTimeoutUSec", NULL);
 }
 
 void manager_clear_gpu(manager *m) {
@@ -222,8 +263,8 @@ void manager_clear_gpu(manager *m) {
 
 /* ---- configuration and model ---- */
 
-static int open_model(const daemon_conf *c, residency **ret, p3_err *err) {
-        residency_source src = {
+static residency_source model_source(const daemon_conf *c) {
+        return (residency_source) {
                 .weights_path = c->model_path,
                 .config_path = c->model_config,
                 .backend = c->backend == DAEMON_BACKEND_CUDA  ? RESIDENCY_CUDA
@@ -232,7 +273,6 @@ static int open_model(const daemon_conf *c, residency **ret, p3_err *err) {
                 .threads = c->threads,
                 .device_memory_max = c->gpu_memory_max,
         };
-        return residency_open(&src, ret, err);
 }
 
 static const char *env_get(const char *name) {
@@ -249,40 +289,45 @@ static int load_conf(const char *path, daemon_conf *c, p3_err *err) {
         return r;
 }
 
+/* Reads the configuration here (small files) and hands the model to the worker, which opens
+ * and loads it beside the old one (seconds for a real checkpoint: not on this thread). The
+ * answer comes through on_reload_done(). */
 int manager_reload(manager *m, sd_bus_message *call, p3_err *err) {
-        if (m->pending_reload)
+        if (m->pending_reload || m->have_pending_conf)
                 return p3_errf(err, -EBUSY, "a reload is already in progress");
         daemon_conf c;
         int r = load_conf(m->config_path, &c, err);
         if (r < 0)
                 return r;
-        residency *next = NULL;
-        r = open_model(&c, &next, err);
+        if (!c.model_path) {
+                daemon_conf_done(&c);
+                return p3_errf(err, -EINVAL, "no model path is configured");
+        }
+        residency_source src = model_source(&c);
+        r = worker_reload(m->worker, &src);
         if (r < 0) {
                 daemon_conf_done(&c);
-                return r;
+                return p3_errf(err, r, "cannot start the reload: %s", p3_strerror(r));
         }
-        daemon_conf_done(&m->conf);
-        m->conf = c;
-        manager_set_idle_timeout(m, c.idle_timeout_usec);
+        m->pending_conf = c;
+        m->have_pending_conf = true;
         m->pending_reload = call ? sd_bus_message_ref(call) : NULL;
-        worker_reload(m->worker, next);
-        fprintf(stderr, "p3samd: reloading %s\n", c.model_path);
+        log_info("reloading %s", c.model_path);
         return 0;
 }
 
 /* ---- signals and watchdog ---- */
 
 static void on_watchdog(uv_timer_t *t) {
-        (void) sd_notify(0, "WATCHDOG=1");
+        notify("WATCHDOG=1");
 }
 
 void manager_stop(manager *m, const char *why) {
         if (m->stopping)
                 return;
         m->stopping = true;
-        fprintf(stderr, "p3samd: %s, stopping\n", why);
-        (void) sd_notify(0, "STOPPING=1\nSTATUS=stopping");
+        log_notice("%s, stopping", why);
+        notify("STOPPING=1\nSTATUS=stopping");
         job *j;
         TAILQ_FOREACH(j, &m->jobs, queue)
                 job_cancel(j, "the daemon is stopping");
@@ -295,8 +340,8 @@ static void on_signal(uv_signal_t *s, int signum) {
                 p3_err err = {};
                 int r = manager_reload(m, NULL, &err);
                 if (r < 0)
-                        fprintf(stderr, "p3samd: reload refused, keeping the old model: %s\n",
-                                p3_err_msg(&err, r));
+                        log_error("reload refused, keeping the old model: %s",
+                                  p3_err_msg(&err, r));
                 return;
         }
         manager_stop(m, signum == SIGTERM ? "SIGTERM" : "SIGINT");
@@ -350,10 +395,11 @@ int manager_new(uv_loop_t *loop, const char *config_path, manager **ret, p3_err 
          * a Reload (after `p3samctl fetch-model`, say). */
         residency *res = NULL;
         p3_err merr = {};
-        r = open_model(&m->conf, &res, &merr);
+        residency_source src = model_source(&m->conf);
+        r = residency_open(&src, &res, &merr);
         if (r < 0) {
                 snprintf(m->status.error, sizeof(m->status.error), "%s", p3_err_msg(&merr, r));
-                fprintf(stderr, "p3samd: cannot open the model: %s\n", m->status.error);
+                log_error("cannot open the model: %s", m->status.error);
         }
         r = worker_new(loop, res, &callbacks, m, &m->worker);
         if (r < 0) {
@@ -385,7 +431,11 @@ void manager_free(manager *m) {
         }
         if (m->pending_reload)
                 sd_bus_message_unref(m->pending_reload);
+        if (m->have_pending_conf)
+                daemon_conf_done(&m->pending_conf);
         bus_uv_free(m->bus_uv);
+        if (m->bus)
+                bus_creds_forget(m->bus);
         if (m->bus) {
                 sd_bus_flush(m->bus);
                 sd_bus_close_unref(m->bus);

@@ -44,6 +44,8 @@ struct manager {
         uint32_t next_id;
         uint64_t jobs_completed;
         sd_bus_message *pending_reload; /* a Reload call waiting for the worker */
+        daemon_conf pending_conf;       /* the configuration it reads, taken on success */
+        bool have_pending_conf;
         bool stopping;
         int exit_status;
 };
@@ -58,7 +60,8 @@ void manager_stop(manager *m, const char *why);
 
 /* manager-bus.c */
 extern const sd_bus_vtable manager_vtable[];
-int manager_emit_changed(manager *m, const char *prop, ...) __attribute__((sentinel));
+/* PropertiesChanged on the manager object; a failure is logged (nothing else to do about it). */
+void manager_emit_changed(manager *m, const char *prop, ...) __attribute__((sentinel));
 /* Print the introspection XML of both interfaces (p3samd --introspect). */
 int manager_print_introspection(FILE *f);
 

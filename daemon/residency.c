@@ -87,7 +87,7 @@ static void release_host_pages(residency *r) {
 }
 
 void residency_offload(residency *r) {
-        (void) residency_peak_device_bytes(r);
+        (void) residency_peak_model_bytes(r);
         p3_model_free(r->m);
         r->m = NULL;
         p3_backend_free(r->be);
@@ -102,15 +102,28 @@ static size_t resident_weights(const residency *r) {
                                                              : 0;
 }
 
-size_t residency_device_bytes(const residency *r) {
+size_t residency_model_bytes(const residency *r) {
         return r->be ? r->be->cur_bytes + resident_weights(r) : 0;
 }
 
-size_t residency_peak_device_bytes(residency *r) {
+size_t residency_peak_model_bytes(residency *r) {
         if (r->be)
-                r->peak_device_bytes = MAX(r->peak_device_bytes,
-                                           r->be->peak_bytes + resident_weights(r));
-        return r->peak_device_bytes;
+                r->peak_model_bytes = MAX(r->peak_model_bytes,
+                                          r->be->peak_bytes + resident_weights(r));
+        return r->peak_model_bytes;
+}
+
+static bool on_gpu(const residency *r) {
+        return strcmp(r->backend_name, "cuda") == 0;
+}
+
+size_t residency_gpu_bytes(const residency *r) {
+        return on_gpu(r) ? residency_model_bytes(r) : 0;
+}
+
+size_t residency_peak_gpu_bytes(residency *r) {
+        size_t peak = residency_peak_model_bytes(r);
+        return on_gpu(r) ? peak : 0;
 }
 
 size_t residency_host_bytes(void) {

@@ -35,7 +35,7 @@ typedef struct residency {
         char backend_name[16];
         char device[160];
         char fallback_reason[256]; /* why CUDA was not used, for the log */
-        size_t peak_device_bytes;
+        size_t peak_model_bytes;
 } residency;
 
 /* Map and validate the weights named by src (does not load them on the device). src's strings
@@ -50,11 +50,14 @@ static inline bool residency_loaded(const residency *r) {
         return r->m != NULL;
 }
 
-/* Device memory in use by the working copy now (0 when offloaded). */
-size_t residency_device_bytes(const residency *r);
-/* The most device memory the working copy has used since the daemon started (the backend's
- * arena peak is per job: the pipeline resets it). */
-size_t residency_peak_device_bytes(residency *r);
+/* Memory in use by the working copy now, on whatever device runs it (0 when offloaded). */
+size_t residency_model_bytes(const residency *r);
+/* The most memory the working copy has used since the daemon started (the backend's arena
+ * peak is per job: the pipeline resets it). */
+size_t residency_peak_model_bytes(residency *r);
+/* The same, counting GPU memory only: 0 on the CPU backend. */
+size_t residency_gpu_bytes(const residency *r);
+size_t residency_peak_gpu_bytes(residency *r);
 /* Resident host memory of this process (VmRSS). */
 size_t residency_host_bytes(void);
 

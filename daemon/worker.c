@@ -1,7 +1,9 @@
 /* SPDX-License-Identifier: MIT */
 #include <pthread.h>
+#include <stdlib.h>
 #include <stdio.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "job-run.h"
 #include "worker.h"
@@ -12,13 +14,6 @@ typedef enum task_kind {
         TASK_OFFLOAD,
         TASK_RELOAD,
 } task_kind;
-
-typedef struct task {
-        task_kind kind;
-        job *job;
-        residency *next;
-        TAILQ_ENTRY(task) link;
-} task;
 
 typedef enum event_kind {
         EV_STATUS,
@@ -35,6 +30,16 @@ typedef struct event {
         worker_status status;
         TAILQ_ENTRY(event) link;
 } event;
+
+/* A task carries the events that report its end, allocated when it is queued: a job that
+ * was accepted always gets its answer, even when memory runs out later. */
+typedef struct task {
+        task_kind kind;
+        job *job;
+        residency_source next; /* TASK_RELOAD */
+        event *started, *done;
+        TAILQ_ENTRY(task) link;
+} task;
 
 struct worker {
         uv_loop_t *loop;
@@ -57,9 +62,13 @@ struct worker {
                 bool dirty;
         } progress;
 
+        worker_status fallback; /* the latest status, when an event could not be allocated */
+        bool fallback_dirty;
+        char error[512]; /* why there is no model; both threads, under the lock */
+
         residency *res; /* worker thread only */
         model_state state;
-        char error[512];
+        unsigned stall_msec; /* test hook: $P3SAMD_TEST_WORKER_STALL_MSEC */
 };
 
 const char *model_state_to_string(model_state s) {
@@ -81,36 +90,56 @@ static void post(worker *w, event *ev) {
         uv_async_send(&w->async);
 }
 
-static void post_status(worker *w, model_state st) {
-        event *ev = calloc(1, sizeof(*ev));
-        if (!ev)
-                return;
-        w->state = st;
-        ev->kind = EV_STATUS;
-        worker_status *s = &ev->status;
-        s->state = st;
+static void set_error(worker *w, const char *why) {
+        pthread_mutex_lock(&w->lock);
+        snprintf(w->error, sizeof(w->error), "%s", why);
+        pthread_mutex_unlock(&w->lock);
+}
+
+static void fill_status(worker *w, model_state st, worker_status *s) {
+        *s = (worker_status) { .state = st };
         if (w->res) {
                 residency *r = w->res;
                 snprintf(s->backend, sizeof(s->backend), "%s", r->backend_name);
                 snprintf(s->device, sizeof(s->device), "%s", r->device);
-                s->device_bytes = residency_device_bytes(r);
-                s->peak_device_bytes = residency_peak_device_bytes(r);
+                s->model_bytes = residency_model_bytes(r);
+                s->peak_model_bytes = residency_peak_model_bytes(r);
+                s->gpu_bytes = residency_gpu_bytes(r);
+                s->peak_gpu_bytes = residency_peak_gpu_bytes(r);
                 s->synthetic = p3_weights_synthetic(r->w);
                 snprintf(s->weights_path, sizeof(s->weights_path), "%s",
                          r->src.weights_path ? r->src.weights_path : "");
         }
         s->host_bytes = residency_host_bytes();
+        pthread_mutex_lock(&w->lock);
         snprintf(s->error, sizeof(s->error), "%s", w->error);
+        pthread_mutex_unlock(&w->lock);
+}
+
+/* States are events, so that a watcher sees each transition; should one not be allocated, the
+ * latest state still arrives through the fallback slot. */
+static void post_status(worker *w, model_state st) {
+        w->state = st;
+        event *ev = calloc(1, sizeof(*ev));
+        if (!ev) {
+                worker_status s;
+                fill_status(w, st, &s);
+                pthread_mutex_lock(&w->lock);
+                w->fallback = s;
+                w->fallback_dirty = true;
+                pthread_mutex_unlock(&w->lock);
+                uv_async_send(&w->async);
+                return;
+        }
+        ev->kind = EV_STATUS;
+        fill_status(w, st, &ev->status);
         post(w, ev);
 }
 
-static void post_job(worker *w, event_kind kind, job *j, int r, const char *msg) {
-        event *ev = calloc(1, sizeof(*ev));
-        if (!ev)
-                return; /* the job would hang: only under ENOMEM of 600 bytes */
+static event *fill_event(event *ev, event_kind kind, job *j, int r, const char *msg) {
         *ev = (event) { .kind = kind, .job = j, .r = r };
         snprintf(ev->message, sizeof(ev->message), "%s", msg ? msg : "");
-        post(w, ev);
+        return ev;
 }
 
 static void on_progress(void *userdata, job *j, const char *stage, double fraction) {
@@ -139,25 +168,29 @@ static int ensure_loaded(worker *w, p3_err *err) {
         post_status(w, MODEL_LOADING);
         int r = residency_load(w->res, err);
         if (r < 0) {
-                snprintf(w->error, sizeof(w->error), "%s", p3_err_msg(err, r));
+                set_error(w, p3_err_msg(err, r));
                 post_status(w, MODEL_FAILED);
                 return r;
         }
-        w->error[0] = 0;
+        set_error(w, "");
         post_status(w, MODEL_READY);
         return 0;
 }
 
-static void do_job(worker *w, job *j) {
+/* Each task returns the event that reports its end (or NULL): thread_main publishes it in
+ * the same locked step that marks the worker idle, so that the loop, handling it, already
+ * sees the true number of pending tasks. */
+static event *do_job(worker *w, task *t) {
         p3_err err = {};
-        post_job(w, EV_JOB_STARTED, j, 0, NULL);
+        job *j = t->job;
+        post(w, fill_event(TAKE_PTR(t->started), EV_JOB_STARTED, j, 0, NULL));
         int r = atomic_load(&j->cancel) ? -ECANCELED : ensure_loaded(w, &err);
         if (r >= 0) {
                 post_status(w, MODEL_BUSY);
                 r = job_run(w->res, j, on_progress, w, &err);
                 post_status(w, MODEL_READY);
         }
-        post_job(w, EV_JOB_DONE, j, r, r < 0 ? p3_err_msg(&err, r) : NULL);
+        return fill_event(TAKE_PTR(t->done), EV_JOB_DONE, j, r, r < 0 ? p3_err_msg(&err, r) : NULL);
 }
 
 static void do_offload(worker *w) {
@@ -168,35 +201,59 @@ static void do_offload(worker *w) {
         post_status(w, MODEL_OFFLOADED);
 }
 
-static void do_reload(worker *w, residency *next) {
+/* Open (and, if the old model is loaded, load) the new model beside the old one, then swap:
+ * a new model that fails at any step leaves the old one serving. Opening reads and checks the
+ * whole checkpoint, which takes seconds for the real one: here, not on the loop thread. */
+static int reload_aside(worker *w, const residency_source *src, p3_err *err) {
+        _cleanup_(residency_freep) residency *next = NULL;
+        int r = residency_open(src, &next, err);
+        if (r < 0)
+                return r;
         bool was_loaded = w->res && residency_loaded(w->res);
+        if (was_loaded) {
+                r = residency_load(next, err);
+                if (r < 0)
+                        return r;
+        }
         residency_free(w->res);
-        w->res = next;
-        w->error[0] = 0;
-        p3_err err = {};
-        int r = was_loaded ? ensure_loaded(w, &err) : 0;
-        if (r >= 0 && !was_loaded)
-                post_status(w, MODEL_OFFLOADED);
-        post_job(w, EV_RELOAD_DONE, NULL, r, r < 0 ? p3_err_msg(&err, r) : NULL);
+        w->res = TAKE_PTR(next);
+        set_error(w, "");
+        post_status(w, was_loaded ? MODEL_READY : MODEL_OFFLOADED);
+        return 0;
 }
 
-static void run_task(worker *w, task *t) {
+static event *do_reload(worker *w, task *t) {
+        p3_err err = {};
+        int r = reload_aside(w, &t->next, &err);
+        return fill_event(TAKE_PTR(t->done), EV_RELOAD_DONE, NULL, r,
+                          r < 0 ? p3_err_msg(&err, r) : NULL);
+}
+
+static event *run_task(worker *w, task *t) {
         p3_err err = {};
         switch (t->kind) {
         case TASK_LOAD:
                 if (ensure_loaded(w, &err) < 0 && !w->res)
                         post_status(w, MODEL_FAILED);
-                break;
+                return NULL;
         case TASK_JOB:
-                do_job(w, t->job);
-                break;
+                return do_job(w, t);
         case TASK_OFFLOAD:
                 do_offload(w);
-                break;
+                return NULL;
         case TASK_RELOAD:
-                do_reload(w, t->next);
-                break;
+                return do_reload(w, t);
         }
+        return NULL;
+}
+
+static void task_free(task *t) {
+        if (!t)
+                return;
+        free(t->started);
+        free(t->done);
+        residency_source_done(&t->next);
+        free(t);
 }
 
 static void *thread_main(void *userdata) {
@@ -214,10 +271,14 @@ static void *thread_main(void *userdata) {
                 w->running++;
                 pthread_mutex_unlock(&w->lock);
 
-                run_task(w, t);
-                free(t);
+                event *last = run_task(w, t);
+                task_free(t);
+                if (w->stall_msec) /* test hook: widen the window between the work and its end */
+                        usleep(w->stall_msec * 1000);
 
                 pthread_mutex_lock(&w->lock);
+                if (last)
+                        TAILQ_INSERT_TAIL(&w->events, last, link);
                 w->running--;
                 pthread_mutex_unlock(&w->lock);
                 uv_async_send(&w->async);
@@ -240,6 +301,9 @@ static void on_async(uv_async_t *a) {
         double frac = w->progress.fraction;
         memcpy(stage, w->progress.stage, sizeof(stage));
         w->progress.dirty = false;
+        bool fallback = w->fallback_dirty;
+        worker_status fs = w->fallback;
+        w->fallback_dirty = false;
         pthread_mutex_unlock(&w->lock);
 
         /* Progress first: a job's Completed must not be followed by a stale progress update. */
@@ -277,13 +341,11 @@ static void on_async(uv_async_t *a) {
                 }
                 free(ev);
         }
+        if (fallback && w->cb.status)
+                w->cb.status(w->userdata, &fs);
 }
 
-static void enqueue(worker *w, task_kind kind, job *j, residency *next, bool front) {
-        task *t = calloc(1, sizeof(*t));
-        if (!t)
-                abort(); /* a 40-byte allocation; nothing sensible to do */
-        *t = (task) { .kind = kind, .job = j, .next = next };
+static void enqueue(worker *w, task *t, bool front) {
         pthread_mutex_lock(&w->lock);
         if (front)
                 TAILQ_INSERT_HEAD(&w->tasks, t, link);
@@ -293,26 +355,60 @@ static void enqueue(worker *w, task_kind kind, job *j, residency *next, bool fro
         pthread_mutex_unlock(&w->lock);
 }
 
+/* A task with the events its end needs (n_events: 0, 1 = done, 2 = started and done). */
+static task *task_new(task_kind kind, job *j, int n_events) {
+        task *t = calloc(1, sizeof(*t));
+        if (!t)
+                return NULL;
+        *t = (task) { .kind = kind, .job = j };
+        if (n_events >= 1 && !(t->done = calloc(1, sizeof(event)))) {
+                task_free(t);
+                return NULL;
+        }
+        if (n_events >= 2 && !(t->started = calloc(1, sizeof(event)))) {
+                task_free(t);
+                return NULL;
+        }
+        return t;
+}
+
 void worker_set_error(worker *w, const char *why) {
-        pthread_mutex_lock(&w->lock);
-        snprintf(w->error, sizeof(w->error), "%s", why);
-        pthread_mutex_unlock(&w->lock);
+        set_error(w, why);
 }
 
+/* Load and offload carry no reply: should even their 80 bytes be missing, the next job
+ * loads the model anyway, and the idle timer asks again. */
 void worker_load(worker *w) {
-        enqueue(w, TASK_LOAD, NULL, NULL, false);
+        task *t = task_new(TASK_LOAD, NULL, 0);
+        if (t)
+                enqueue(w, t, false);
 }
 
-void worker_submit(worker *w, job *j) {
-        enqueue(w, TASK_JOB, j, NULL, false);
+int worker_submit(worker *w, job *j) {
+        task *t = task_new(TASK_JOB, j, 2);
+        if (!t)
+                return -ENOMEM;
+        enqueue(w, t, false);
+        return 0;
 }
 
 void worker_offload(worker *w) {
-        enqueue(w, TASK_OFFLOAD, NULL, NULL, false);
+        task *t = task_new(TASK_OFFLOAD, NULL, 0);
+        if (t)
+                enqueue(w, t, false);
 }
 
-void worker_reload(worker *w, residency *next) {
-        enqueue(w, TASK_RELOAD, NULL, next, true);
+int worker_reload(worker *w, const residency_source *next) {
+        task *t = task_new(TASK_RELOAD, NULL, 1);
+        if (!t)
+                return -ENOMEM;
+        int r = residency_source_copy(next, &t->next);
+        if (r < 0) {
+                task_free(t);
+                return r;
+        }
+        enqueue(w, t, true);
+        return 0;
 }
 
 bool worker_unqueue(worker *w, job *j) {
@@ -322,7 +418,7 @@ bool worker_unqueue(worker *w, job *j) {
         TAILQ_FOREACH(t, &w->tasks, link)
                 if (t->kind == TASK_JOB && t->job == j) {
                         TAILQ_REMOVE(&w->tasks, t, link);
-                        free(t);
+                        task_free(t);
                         found = true;
                         break;
                 }
@@ -368,6 +464,9 @@ int worker_new(uv_loop_t *loop, residency *initial, const worker_callbacks *cb, 
         TAILQ_INIT(&w->events);
         pthread_mutex_init(&w->lock, NULL);
         pthread_cond_init(&w->wake, NULL);
+        const char *stall = getenv("P3SAMD_TEST_WORKER_STALL_MSEC");
+        if (stall)
+                w->stall_msec = (unsigned) strtoul(stall, NULL, 10);
         int r = uv_async_init(loop, &w->async, on_async);
         if (r < 0) {
                 residency_free(initial);
@@ -395,8 +494,7 @@ void worker_free(worker *w) {
         task *t;
         while ((t = TAILQ_FIRST(&w->tasks))) {
                 TAILQ_REMOVE(&w->tasks, t, link);
-                residency_free(t->next);
-                free(t);
+                task_free(t);
         }
         pthread_cond_signal(&w->wake);
         pthread_mutex_unlock(&w->lock);

@@ -26,7 +26,9 @@ typedef struct worker_status {
         model_state state;
         char backend[16];
         char device[160];
-        uint64_t device_bytes, peak_device_bytes, host_bytes;
+        uint64_t model_bytes, peak_model_bytes; /* the model on whatever device runs it */
+        uint64_t gpu_bytes, peak_gpu_bytes;     /* GPU memory only: 0 on the CPU backend */
+        uint64_t host_bytes;                    /* the process's resident memory */
         bool synthetic;
         char weights_path[256];
         char error[512]; /* why the model is "failed" */
@@ -51,11 +53,18 @@ void worker_free(worker *w);
 void worker_load(worker *w);
 /* Why there is no model (when `initial` was NULL), for the status and job errors. */
 void worker_set_error(worker *w, const char *why);
-void worker_submit(worker *w, job *j);
+/* -ENOMEM: the job cannot be queued (its end's report is allocated here, so that an accepted
+ * job always ends). */
+int worker_submit(worker *w, job *j);
 /* Removes a job that has not started yet; true if it was still queued. */
 bool worker_unqueue(worker *w, job *j);
 void worker_offload(worker *w);
-/* Replace the model after the running job (ownership of `next` passes to the worker). */
-void worker_reload(worker *w, residency *next);
-/* Tasks queued or running (jobs and model work). */
+/* Replace the model after the running job: the worker opens `next` (copied) and, if the model
+ * is loaded now, loads it beside the old one; only then the old one goes. reload_done says
+ * how it went; on failure the old model keeps serving. */
+int worker_reload(worker *w, const residency_source *next);
+/* Tasks queued or running (jobs and model work). A task's last event is delivered after it
+ * stops counting here.
+ * Test hook: $P3SAMD_TEST_WORKER_STALL_MSEC makes the thread wait that long after each task's
+ * work, before its end is published (nothing else reads it). */
 unsigned worker_pending(worker *w);

@@ -357,7 +357,7 @@ typedef struct guard {
         bool deciding;        /* inside bus_check_authorization(): the answer came at once */
 } guard;
 
-static void on_guard_decided(void *userdata, int result, const char *why) {
+static void on_guard_decided(void *userdata, int result, uid_t uid, const char *why) {
         guard *g = userdata;
 
         if (result > 0) {
@@ -402,7 +402,7 @@ static int method_guarded(sd_bus_message *m, void *userdata, sd_bus_error *error
         return 1;
 }
 
-static void on_cancelled_decided(void *userdata, int result, const char *why) {
+static void on_cancelled_decided(void *userdata, int result, uid_t uid, const char *why) {
         srv.cancelled_cb_calls++;
 }
 
@@ -752,7 +752,20 @@ static void test_root(sd_bus *c) {
         check_r(sd_bus_call_method(c, NAME, OBJ, IFACE, "Guarded", NULL, &reply, "ss",
                                    MISSING_GROUP, "org.p3sam.test.no"));
         check_r(sd_bus_message_read(reply, "s", &s));
-        check(strcmp(s, "sync: The caller is root.") == 0);
+        check(strcmp(s, "sync: The caller is root.") == 0); /* WhoAmI cached the credentials */
+        reply = sd_bus_message_unref(reply);
+
+        /* A new connection: the credentials are asked for without blocking the loop (the
+         * answer is asynchronous), then kept for that sender (the next one is immediate). */
+        sd_bus *fresh = connect_bus();
+        for (int i = 0; i < 2; i++) {
+                check_r(sd_bus_call_method(fresh, NAME, OBJ, IFACE, "Guarded", NULL, &reply, "ss",
+                                           MISSING_GROUP, "org.p3sam.test.no"));
+                check_r(sd_bus_message_read(reply, "s", &s));
+                check(strcmp(s, i == 0 ? "async: The caller is root." : "sync: The caller is root.") == 0);
+                reply = sd_bus_message_unref(reply);
+        }
+        sd_bus_flush_close_unref(fresh);
 }
 
 typedef struct run_result {
@@ -904,13 +917,15 @@ static void test_nobody_with_polkit(sd_bus *c) {
         busctl_as_nobody(&res, "no", "Guarded", "ss", MISSING_GROUP, "org.p3sam.test.challenge");
         check_denied(&res, "polkit requires interactive authentication");
 
-        /* Cancelled: polkit is asked and answers, the callback never runs. */
+        /* Cancelled while the credentials or polkit are being asked for (a new connection's
+         * credentials are not cached yet): whichever step is in flight, its answer comes and
+         * the callback never runs. */
         fake_last(&before, &flags, kind, subject, action);
         busctl_as_nobody(&res, "no", "GuardedCancel", "ss", "", "org.p3sam.test.yes");
         check(res.status == 0);
         check_contains(&res, "u 0");
         fake_last(&calls, &flags, kind, subject, action);
-        check(calls == before + 1);
+        check(calls <= before + 1);
 }
 
 static bool nobody_tests;

@@ -237,7 +237,7 @@ static int call_reload(sd_bus *bus, sd_bus_error *error) {
         /* polkit may ask the person at the terminal, and the daemon replies once the model is
          * loaded: both take time. */
         (void) sd_bus_message_set_allow_interactive_authorization(m, true);
-        return sd_bus_call(bus, m, CTL_SLOW_CALL_USEC, error, NULL);
+        return ctl_bus_call(bus, m, CTL_SLOW_CALL_USEC, error, NULL);
 }
 
 /* The daemon loads Model.Path from its own configuration, which --dest may not be. */
@@ -257,7 +257,7 @@ static int reload_daemon(const char *dest) {
         _cleanup_(sd_bus_flush_close_unrefp) sd_bus *bus = NULL;
         _cleanup_(sd_bus_error_free) sd_bus_error error = SD_BUS_ERROR_NULL;
 
-        int r = ctl_args.user_bus ? sd_bus_open_user(&bus) : sd_bus_open_system(&bus);
+        int r = ctl_bus_open(&bus);
         if (r >= 0)
                 r = call_reload(bus, &error);
         if (r >= 0) {

@@ -413,10 +413,11 @@ static void watch_end(watch *w, int exit_code) {
 
 static int on_cancel_reply(sd_bus_message *m, void *userdata, sd_bus_error *ret_error) {
         watch *w = userdata;
-        const sd_bus_error *e = sd_bus_message_get_error(m);
-        if (e && !w->result[0]) {
+        _cleanup_(sd_bus_error_free) sd_bus_error e = SD_BUS_ERROR_NULL;
+        if (sd_bus_message_is_method_error(m, NULL) && !w->result[0]) {
+                int r = ctl_bus_reply_error(m, &e);
                 ctl_progress_done(&w->progress);
-                watch_end(w, ctl_bus_fail(e, 0, "cancel the job"));
+                watch_end(w, ctl_bus_fail(&e, r, "cancel the job"));
         }
         return 0;
 }
@@ -448,9 +449,10 @@ static int on_signal(sd_event_source *s, const struct signalfd_siginfo *si, void
 static int on_reply(sd_bus_message *m, void *userdata, sd_bus_error *ret_error) {
         watch *w = userdata;
         const char *path;
-        const sd_bus_error *e = sd_bus_message_get_error(m);
-        if (e) {
-                watch_end(w, ctl_bus_fail(e, 0, w->args->predict ? "predict" : "segment"));
+        if (sd_bus_message_is_method_error(m, NULL)) {
+                _cleanup_(sd_bus_error_free) sd_bus_error e = SD_BUS_ERROR_NULL;
+                int r = ctl_bus_reply_error(m, &e);
+                watch_end(w, ctl_bus_fail(&e, r, w->args->predict ? "predict" : "segment"));
                 return 0;
         }
         int r = sd_bus_message_read(m, "o", &path);

@@ -146,9 +146,8 @@ static int read_status_prop(sd_bus_message *m, daemon_status *s) {
 static int get_status(sd_bus *bus, daemon_status *s) {
         _cleanup_(sd_bus_error_free) sd_bus_error e = SD_BUS_ERROR_NULL;
         _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
-        int r = sd_bus_call_method(bus, ctl_bus_name(), CTL_BUS_PATH,
-                                   "org.freedesktop.DBus.Properties", "GetAll", &e, &reply, "s",
-                                   CTL_BUS_IFACE);
+        int r = ctl_bus_call_method(bus, CTL_BUS_PATH, "org.freedesktop.DBus.Properties",
+                                    "GetAll", &e, &reply, "s", CTL_BUS_IFACE);
         if (r < 0)
                 return ctl_bus_fail(&e, r, "read the daemon's state");
         r = sd_bus_message_enter_container(reply, 'a', "{sv}");
@@ -358,9 +357,8 @@ static int read_object(sd_bus_message *m, job_info **jobs, size_t *n) {
 static int list_jobs(sd_bus *bus, job_info **jobs, size_t *n) {
         _cleanup_(sd_bus_error_free) sd_bus_error e = SD_BUS_ERROR_NULL;
         _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
-        int r = sd_bus_call_method(bus, ctl_bus_name(), CTL_BUS_PATH,
-                                   "org.freedesktop.DBus.ObjectManager", "GetManagedObjects", &e,
-                                   &reply, NULL);
+        int r = ctl_bus_call_method(bus, CTL_BUS_PATH, "org.freedesktop.DBus.ObjectManager",
+                                    "GetManagedObjects", &e, &reply, NULL);
         if (r < 0)
                 return ctl_bus_fail(&e, r, "list the jobs");
         r = sd_bus_message_enter_container(reply, 'a', "{oa{sa{sv}}}");
@@ -475,6 +473,18 @@ static int cancel_fail(const sd_bus_error *e, int r, const char *id) {
         return ctl_bus_fail(e, r, "cancel the job");
 }
 
+static int get_job_state(sd_bus *bus, const char *path, sd_bus_error *e, char **ret) {
+        _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
+        const char *state;
+        int r = ctl_bus_call_method(bus, path, "org.freedesktop.DBus.Properties", "Get", e,
+                                    &reply, "ss", CTL_JOB_IFACE, "State");
+        if (r >= 0)
+                r = sd_bus_message_read(reply, "v", "s", &state);
+        if (r >= 0 && !(*ret = strdup(state)))
+                r = -ENOMEM;
+        return r;
+}
+
 int verb_cancel(int argc, char **argv) {
         status_args a = {};
         _cleanup_(sd_bus_flush_close_unrefp) sd_bus *bus = NULL;
@@ -489,15 +499,14 @@ int verb_cancel(int argc, char **argv) {
         if ((r = ctl_bus_open(&bus)) < 0)
                 return ctl_bus_fail(NULL, r, "connect to the bus");
         const char *id = strrchr(path, '/') + 1;
-        r = sd_bus_get_property_string(bus, ctl_bus_name(), path, CTL_JOB_IFACE, "State", &e,
-                                       &state);
+        r = get_job_state(bus, path, &e, &state);
         if (r < 0)
                 return cancel_fail(&e, r, id);
         if (strcmp(state, "queued") != 0 && strcmp(state, "running") != 0) {
                 printf("Job %s has already ended (%s).\n", id, state);
                 return CTL_EXIT_OK;
         }
-        r = sd_bus_call_method(bus, ctl_bus_name(), path, CTL_JOB_IFACE, "Cancel", &e, NULL, NULL);
+        r = ctl_bus_call_method(bus, path, CTL_JOB_IFACE, "Cancel", &e, NULL, NULL);
         if (r < 0)
                 return cancel_fail(&e, r, id);
         return CTL_EXIT_OK;
@@ -529,17 +538,13 @@ static int simple_call(int argc, char **argv, void (*help)(void), const char *me
         status_args a = {};
         _cleanup_(sd_bus_flush_close_unrefp) sd_bus *bus = NULL;
         _cleanup_(sd_bus_error_free) sd_bus_error e = SD_BUS_ERROR_NULL;
-        _cleanup_(sd_bus_message_unrefp) sd_bus_message *call = NULL, *reply = NULL;
         int r = parse_args(argc, argv, NULL, help, false, &a);
         if (r >= 0)
                 return r;
         if ((r = ctl_bus_open(&bus)) < 0)
                 return ctl_bus_fail(NULL, r, "connect to the bus");
         (void) sd_bus_set_allow_interactive_authorization(bus, isatty(STDIN_FILENO));
-        r = sd_bus_message_new_method_call(bus, &call, ctl_bus_name(), CTL_BUS_PATH,
-                                           CTL_BUS_IFACE, method);
-        if (r >= 0)
-                r = sd_bus_call(bus, call, CTL_SLOW_CALL_USEC, &e, &reply);
+        r = ctl_bus_call_method(bus, CTL_BUS_PATH, CTL_BUS_IFACE, method, &e, NULL, NULL);
         if (r < 0)
                 return ctl_bus_fail(&e, r, what);
         return CTL_EXIT_OK;
@@ -680,8 +685,9 @@ int verb_set_idle_timeout(int argc, char **argv) {
         r = ctl_bus_open(&bus);
         if (r >= 0) {
                 (void) sd_bus_set_allow_interactive_authorization(bus, isatty(STDIN_FILENO));
-                r = sd_bus_set_property(bus, ctl_bus_name(), CTL_BUS_PATH, CTL_BUS_IFACE,
-                                        "IdleTimeoutUSec", &e, "t", usec);
+                r = ctl_bus_call_method(bus, CTL_BUS_PATH, "org.freedesktop.DBus.Properties",
+                                        "Set", &e, NULL, "ssv", CTL_BUS_IFACE, "IdleTimeoutUSec",
+                                        "t", usec);
         }
         /* --persist while the daemon is stopped: the drop-in is what counts */
         if (r < 0 && written && ctl_bus_error_is_no_daemon(&e, r))

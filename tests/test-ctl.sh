@@ -273,6 +273,34 @@ if as_nobody test -x "$P3SAMCTL" && command -v setpriv >/dev/null; then
         rc=$?
         check "segment as nobody (not in AllowGroup, no polkit): exit 4, nothing left" -- \
                 eval '[ $rc -eq 4 ] && [ ! -e "$tmp/nobody/n.glb" ] && no_temp_files "$tmp/nobody"'
+
+        # The bus's own refusal, before p3samd sees the call: a policy that denies nobody
+        # sending to the daemon, which runs (root reaches it), and one that denies nobody
+        # the bus itself. Either is exit 4 naming the bus, never "not running".
+        sed 's|</busconfig>|  <policy user="nobody"><deny send_destination="org.p3sam.Segmenter1"/></policy>\n&|' \
+                "$src/tests/dbus-test.conf" >"$tmp/dbus-deny.conf"
+        start_bus_conf "$tmp/dbus-deny.conf" "$tmp/address-deny"
+        deny_bus=$bus
+        DBUS_SYSTEM_BUS_ADDRESS=$deny_bus A=$deny_bus start_daemon org.p3sam.Segmenter1 "$tmp/daemon-deny.log"
+        check "a bus that denies nobody: root still reaches p3samd" -- \
+                eval 'DBUS_SYSTEM_BUS_ADDRESS=$deny_bus ctl status | grep -q "State: ready"'
+        for args in status clear-gpu "segment $mesh -o $tmp/nobody/deny.glb"; do
+                DBUS_SYSTEM_BUS_ADDRESS=$deny_bus as_nobody "$P3SAMCTL" $args >/dev/null 2>"$tmp/deny.err"
+                rc=$?
+                check "the bus's policy refuses nobody: '$args' exits 4 saying so, not 'not running'" -- \
+                        eval '[ $rc -eq 4 ] && one_sentence "$tmp/deny.err" && grep -q "^p3samctl: Access denied by the D-Bus policy: this user (uid [0-9]*) may not call org.p3sam.Segmenter1" "$tmp/deny.err"'
+        done
+        echo "   $(cat "$tmp/deny.err")"
+        check "...and leaves no output" -- \
+                eval '[ ! -e "$tmp/nobody/deny.glb" ] && no_temp_files "$tmp/nobody"'
+        sed 's|</busconfig>|  <policy context="mandatory"><deny user="nobody"/></policy>\n&|' \
+                "$src/tests/dbus-test.conf" >"$tmp/dbus-deny-user.conf"
+        start_bus_conf "$tmp/dbus-deny-user.conf" "$tmp/address-deny-user"
+        DBUS_SYSTEM_BUS_ADDRESS=$bus as_nobody "$P3SAMCTL" status >/dev/null 2>"$tmp/deny2.err"
+        rc=$?
+        check "a bus that drops nobody's connection: exit 4, says the bus refused it" -- \
+                eval '[ $rc -eq 4 ] && one_sentence "$tmp/deny2.err" && grep -q "bus refused this user.s connection" "$tmp/deny2.err"'
+        echo "   $(cat "$tmp/deny2.err")"
 else
         echo "SKIP: nobody cannot run $P3SAMCTL here: no access-denied checks"
 fi

@@ -1,8 +1,9 @@
 /* SPDX-License-Identifier: MIT */
 /* p3samctl segment and predict: open the mesh and the outputs here, with the caller's own
- * rights, and hand p3samd the descriptors. The outputs are temporary files beside their final
- * names, renamed into place only when the job succeeds, so that a failed or cancelled job
- * never leaves a half-written file under the name the user asked for. */
+ * rights, and hand p3samd the descriptors. The outputs are unnamed files in their directories
+ * (or temporary files beside their final names), named only when the job succeeds, so that a
+ * failed or cancelled job never leaves a half-written file under the name the user asked for,
+ * nor, with unnamed files, anything else. */
 #include <errno.h>
 #include <fcntl.h>
 #include <float.h>
@@ -15,6 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/random.h>
 #include <sys/stat.h>
 #include <systemd/sd-event.h>
 #include <unistd.h>
@@ -270,16 +272,77 @@ static int check_gltf_self_contained(const char *path) {
 /* ---- output files ---- */
 
 typedef struct out_file {
-        char *final; /* the name the user asked for */
-        char *temp;  /* written there until the job succeeds; NULL: written in place */
+        char *final;   /* the name the user asked for */
+        char *temp;    /* a named temporary file beside it, until the job succeeds */
+        bool unnamed;  /* an O_TMPFILE file, which gets final's name when the job succeeds */
         int fd;
 } out_file;
 
 #define OUT_FILE_NULL ((out_file) { .fd = -1 })
 
-/* A temporary ".NAME.XXXXXX" beside path (in_place: path itself, for --no-wait, which cannot
- * rename afterwards). Mode 0644 as a plain redirection would give. */
+/* ".NAME.XXXXXX" beside path, for mkostemp() or random_suffix(). */
+static char *temp_name(const char *path) {
+        const char *slash = strrchr(path, '/');
+        int dirlen = slash ? (int) (slash - path + 1) : 0;
+        char *name;
+        if (asprintf(&name, "%.*s.%s.XXXXXX", dirlen, path, slash ? slash + 1 : path) < 0)
+                return NULL;
+        return name;
+}
+
+/* Fills the XXXXXX at the end of name, as mkostemp() would, without creating anything. */
+static void random_suffix(char *name) {
+        static const char chars[] = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789";
+        unsigned char bytes[6];
+        char *x = name + strlen(name) - sizeof(bytes);
+        /* a name taken already is tried again with another, so any varying bytes do */
+        if (getrandom(bytes, sizeof(bytes), GRND_NONBLOCK) != (ssize_t) sizeof(bytes))
+                for (size_t i = 0; i < sizeof(bytes); i++)
+                        bytes[i] = (unsigned char) random();
+        for (size_t i = 0; i < sizeof(bytes); i++)
+                x[i] = chars[bytes[i] % (sizeof(chars) - 1)];
+}
+
+/* An unnamed file in path's directory (O_TMPFILE): if we die, even by kill -9, it goes with
+ * us, where a named temporary file would stay behind. It gets its name with linkat() through
+ * /proc/self/fd (linkat(AT_EMPTY_PATH) would need CAP_DAC_READ_SEARCH), so not without /proc.
+ * Returns the descriptor or a negative errno: -EOPNOTSUPP where the filesystem cannot (EISDIR
+ * from kernels before O_TMPFILE, which see O_DIRECTORY), for the named file instead. */
+static int open_unnamed(const char *path) {
+        const char *slash = strrchr(path, '/');
+        _cleanup_free_ char *dir = !slash ? strdup(".")
+                                 : slash == path ? strdup("/")
+                                                 : strndup(path, (size_t) (slash - path));
+        if (!dir)
+                return -ENOMEM;
+        if (access("/proc/self/fd", F_OK) < 0)
+                return -EOPNOTSUPP;
+        int fd = open(dir, O_TMPFILE | O_RDWR | O_CLOEXEC, 0644);
+        if (fd < 0)
+                return errno == EISDIR ? -EOPNOTSUPP : -errno;
+        return fd;
+}
+
+static int open_named(out_file *o, const char *path) {
+        o->temp = temp_name(path);
+        if (!o->temp)
+                return -ENOMEM;
+        o->fd = mkostemp(o->temp, O_CLOEXEC);
+        if (o->fd < 0) {
+                int r = -errno;
+                free(o->temp);
+                o->temp = NULL;
+                return r;
+        }
+        return 0;
+}
+
+/* Where the result is written until the job succeeds: an unnamed file in path's directory, or
+ * a named ".NAME.XXXXXX" beside it where the filesystem has no unnamed ones (in_place: path
+ * itself, for --no-wait, which cannot name anything afterwards). Mode 0644 as a plain
+ * redirection would give. */
 static int out_file_open(out_file *o, const char *path, bool in_place) {
+        int r;
         o->final = strdup(path);
         if (!o->final)
                 return ctl_fail(CTL_EXIT_FAILURE, "Out of memory.");
@@ -290,38 +353,67 @@ static int out_file_open(out_file *o, const char *path, bool in_place) {
                                         strerror(errno));
                 return 0;
         }
-        const char *slash = strrchr(path, '/');
-        int dirlen = slash ? (int) (slash - path + 1) : 0;
-        if (asprintf(&o->temp, "%.*s.%s.XXXXXX", dirlen, path, slash ? slash + 1 : path) < 0) {
-                o->temp = NULL;
-                return ctl_fail(CTL_EXIT_FAILURE, "Out of memory.");
-        }
-        o->fd = mkostemp(o->temp, O_CLOEXEC);
-        if (o->fd < 0) {
-                int e = errno;
-                free(o->temp);
-                o->temp = NULL;
+        r = open_unnamed(path);
+        if (r >= 0) {
+                o->fd = r;
+                o->unnamed = true;
+        } else if (r == -EOPNOTSUPP)
+                r = open_named(o, path);
+        if (r < 0)
                 return ctl_fail(CTL_EXIT_FAILURE, "Cannot create a file beside %s: %s.", path,
-                                strerror(e));
-        }
+                                strerror(-r));
         (void) fchmod(o->fd, 0644);
         return 0;
+}
+
+/* Gives the unnamed file final's name. An existing output is replaced in one step: the file
+ * is linked under a new temporary name beside it and renamed over it (linkat() cannot
+ * replace); only a kill -9 between those two calls would leave that name behind. */
+static int link_unnamed(out_file *o) {
+        char proc[64];
+        snprintf(proc, sizeof(proc), "/proc/self/fd/%d", o->fd);
+        if (linkat(AT_FDCWD, proc, AT_FDCWD, o->final, AT_SYMLINK_FOLLOW) == 0)
+                return 0;
+        if (errno != EEXIST)
+                return -errno;
+        _cleanup_free_ char *tmp = temp_name(o->final);
+        if (!tmp)
+                return -ENOMEM;
+        int r = -EEXIST;
+        for (int i = 0; i < 100 && r == -EEXIST; i++) {
+                random_suffix(tmp);
+                r = linkat(AT_FDCWD, proc, AT_FDCWD, tmp, AT_SYMLINK_FOLLOW) < 0 ? -errno : 0;
+        }
+        if (r == 0 && rename(tmp, o->final) < 0) {
+                r = -errno;
+                (void) unlink(tmp);
+        }
+        return r;
 }
 
 /* Success: the temporary file becomes the output, whole (fsync first: a crash after the
  * rename must not leave an empty file under the new name). */
 static int out_file_commit(out_file *o) {
-        if (o->fd < 0 || !o->temp)
+        int r = 0;
+        if (o->fd < 0 || (!o->temp && !o->unnamed))
                 return 0;
-        if (fsync(o->fd) < 0 || rename(o->temp, o->final) < 0)
+        if (fsync(o->fd) < 0)
+                r = -errno;
+        else if (o->unnamed)
+                r = link_unnamed(o);
+        else if (rename(o->temp, o->final) < 0)
+                r = -errno;
+        if (r < 0)
                 return ctl_fail(CTL_EXIT_FAILURE, "Cannot move the result into place as %s: %s.",
-                                o->final, strerror(errno));
+                                o->final, strerror(-r));
         free(o->temp);
         o->temp = NULL;
+        o->unnamed = false;
         return 0;
 }
 
-/* Drops a temporary file that was not committed, closes, frees. */
+/* Drops a temporary file that was not committed (an unnamed one goes with its descriptor),
+ * closes, frees. */
 static void out_file_done(out_file *o) {
         if (o->temp)
                 (void) unlink(o->temp);

@@ -153,6 +153,10 @@ check "the output is 0644" -- eval '[ "$(stat -c %a "$tmp/m/alien.parts.glb")" =
 run_ctl seg2 segment "$mesh" -o "$tmp/out/a.ply"
 check "the format follows the output's name (.ply)" -- \
         eval '[ $rc -eq 0 ] && head -c3 "$tmp/out/a.ply" | grep -q ply'
+ino=$(stat -c %i "$tmp/out/a.ply")
+run_ctl seg2b segment "$mesh" -o "$tmp/out/a.ply"
+check "an existing output is replaced by a new file, nothing left beside it" -- \
+        eval '[ $rc -eq 0 ] && [ "$(stat -c %i "$tmp/out/a.ply")" != "$ino" ] && head -c3 "$tmp/out/a.ply" | grep -q ply && no_temp_files "$tmp/out"'
 run_ctl seg3 segment "$mesh" -o "$tmp/out/a.out" --format json --points 1000 --prompts 4 \
         --batch 2 --seed 7 --post-process --threshold 0.9
 check "--format json and every option" -- eval '[ $rc -eq 0 ] && grep -q "\"points\":1000" "$tmp/out/a.out"'
@@ -199,6 +203,20 @@ check "SIGINT: the daemon confirmed the cancel" -- eval '[ -n "$id" ] && [ "$(jo
 check "SIGINT: nothing written, no temporary file" -- \
         eval '[ ! -e "$tmp/out/big.glb" ] && no_temp_files "$tmp/out"'
 echo "   $(tr '\n' '|' <"$tmp/int.err")"
+
+# ---- kill -9 mid-job: no file at all is left, temporary or not ----
+mkdir "$tmp/kill"
+"$P3SAMCTL" segment "$big" -o "$tmp/kill/big.glb" --json "$tmp/kill/big.json" --points 20000 \
+        --prompts 64 >/dev/null 2>"$tmp/kill.err" &
+cpid=$!
+for _ in $(seq 300); do grep -q '^features' "$tmp/kill.err" && break; sleep 0.1; done
+id=$(ctl jobs --no-legend | awk '$2 == "running" { print $1 }' | tail -n1)
+kill -KILL $cpid
+{ wait $cpid; } 2>/dev/null # bash's own "Killed" line too
+check "kill -9 of p3samctl mid-job: the output's directory is left empty" -- \
+        eval '[ -n "$id" ] && [ -z "$(ls -A "$tmp/kill")" ]'
+ls -A "$tmp/kill" | sed 's/^/   left: /'
+check "...and p3samd cancels the job of the lost client" -- wait_job "$id" cancelled 60
 
 # ---- --no-wait: a detached job fills the output later ----
 run_ctl nowait segment "$mesh" -o "$tmp/out/detached.glb" --no-wait

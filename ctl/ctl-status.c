@@ -657,6 +657,21 @@ static int persist(const char *value, uint64_t usec, char **ret_path) {
         return 0;
 }
 
+/* SetIdleTimeout(), through which polkit may ask the person at the terminal (the property is
+ * root's only: a property's reply cannot wait for polkit). A daemon older than the method
+ * gets the property, as p3samctl set it before. */
+static int call_set_idle_timeout(sd_bus *bus, uint64_t usec, sd_bus_error *e) {
+        bool interactive = isatty(STDIN_FILENO);
+        (void) sd_bus_set_allow_interactive_authorization(bus, interactive);
+        int r = ctl_bus_call_method(bus, CTL_BUS_PATH, CTL_BUS_IFACE, "SetIdleTimeout", e, NULL,
+                                    "tb", usec, (int) interactive);
+        if (r >= 0 || !sd_bus_error_has_name(e, SD_BUS_ERROR_UNKNOWN_METHOD))
+                return r;
+        sd_bus_error_free(e);
+        return ctl_bus_call_method(bus, CTL_BUS_PATH, "org.freedesktop.DBus.Properties", "Set",
+                                   e, NULL, "ssv", CTL_BUS_IFACE, "IdleTimeoutUSec", "t", usec);
+}
+
 int verb_set_idle_timeout(int argc, char **argv) {
         static const struct option opts[] = { { "persist", no_argument, NULL, ARG_PERSIST }, {} };
         status_args a = {};
@@ -683,12 +698,8 @@ int verb_set_idle_timeout(int argc, char **argv) {
         if (a.persist && (r = persist(a.arg, usec, &written)))
                 return r;
         r = ctl_bus_open(&bus);
-        if (r >= 0) {
-                (void) sd_bus_set_allow_interactive_authorization(bus, isatty(STDIN_FILENO));
-                r = ctl_bus_call_method(bus, CTL_BUS_PATH, "org.freedesktop.DBus.Properties",
-                                        "Set", &e, NULL, "ssv", CTL_BUS_IFACE, "IdleTimeoutUSec",
-                                        "t", usec);
-        }
+        if (r >= 0)
+                r = call_set_idle_timeout(bus, usec, &e);
         /* --persist while the daemon is stopped: the drop-in is what counts */
         if (r < 0 && written && ctl_bus_error_is_no_daemon(&e, r))
                 printf("p3samd is not running; it reads the new timeout when it starts.\n");

@@ -258,9 +258,28 @@ check "clear-gpu as root" -- [ $rc -eq 0 ]
 check "...offloads the model" -- eventually 'ctl status --json | grep -q "\"state\":\"offloaded\""'
 run_ctl reload reload
 check "reload as root" -- [ $rc -eq 0 ]
-run_ctl idle set-idle-timeout 10min
+# what goes over the bus: SetIdleTimeout(t usec, b interactive), interactive on a terminal
+dbus-monitor --address "$A" \
+        "type='method_call',interface='org.p3sam.Segmenter1',member='SetIdleTimeout'" \
+        >"$tmp/monitor.log" 2>&1 &
+pids+=($!)
+eventually '[ -s "$tmp/monitor.log" ]'
+called() { # called USEC true|false: SetIdleTimeout(USEC, ...) went to p3samd
+        eventually "grep -A2 'member=SetIdleTimeout' '$tmp/monitor.log' | tr -s ' \n' ' ' | grep -q 'uint64 $1 boolean $2'"
+}
+run_ctl idle set-idle-timeout 10min </dev/null
 check "set-idle-timeout 10min" -- \
         eval '[ $rc -eq 0 ] && ctl status --json | grep -q "\"idle_timeout_usec\":600000000"'
+check "...by SetIdleTimeout(600000000, false) off a terminal (not the property)" -- \
+        called 600000000 false
+if command -v script >/dev/null; then
+        script -qfec "$P3SAMCTL set-idle-timeout 20min" /dev/null >"$tmp/idle-pty.log" 2>&1
+        rc=$?
+        check "on a terminal: SetIdleTimeout(1200000000, true), polkit may ask" -- \
+                eval '[ $rc -eq 0 ] && called 1200000000 true'
+else
+        echo "SKIP: script (util-linux) is not installed: no interactive SetIdleTimeout check"
+fi
 run_ctl idle0 set-idle-timeout 0
 check "set-idle-timeout 0 shows never" -- eval '[ $rc -eq 0 ] && ctl status | grep -q "Idle timeout: never"'
 export P3SAMCTL_CONF_DIR=$tmp/etc/p3samd.conf.d
@@ -278,8 +297,11 @@ if as_nobody test -x "$P3SAMCTL" && command -v setpriv >/dev/null; then
         check "clear-gpu as nobody: exit 4" -- [ $rc -eq 4 ]
         check "...with the daemon's sentence" -- grep -q '^p3samctl: .*org.p3sam.manage.$' <<<"$out"
         echo "   $out"
-        as_nobody "$P3SAMCTL" set-idle-timeout 5min >/dev/null 2>&1
-        check "set-idle-timeout as nobody: exit 4" -- [ $? -eq 4 ]
+        out=$(as_nobody "$P3SAMCTL" set-idle-timeout 5min 2>&1)
+        rc=$?
+        check "set-idle-timeout as nobody: exit 4, the sentence of SetIdleTimeout (polkit), not the root-only property's" -- \
+                eval '[ $rc -eq 4 ] && grep -qx "p3samctl: Changing the idle timeout needs root or the polkit action org.p3sam.manage." <<<"$out"'
+        echo "   $out"
         out=$(as_nobody "$P3SAMCTL" set-idle-timeout 5min --persist 2>&1)
         rc=$?
         check "--persist as nobody: exit 4, says sudo, before any change" -- \

@@ -1,8 +1,9 @@
 /* SPDX-License-Identifier: MIT */
-/* Mesh import: synthetic buffers for every refusal and for the transform arithmetic (always
- * run), then every mesh of ../shared/meshes (skipped when absent): face counts against the
- * README table, bad/ files refused with a sentence that names them, detection, bounding boxes
- * against assimp's own PreTransformVertices, and a truncate/corrupt loop that must not crash. */
+/* Mesh import: synthetic buffers for every refusal and for the transform arithmetic, and the
+ * polygon meshes of tests/data against trimesh's recorded triangulation (always run), then every
+ * mesh of ../shared/meshes (skipped when absent): face counts against the README table, bad/
+ * files refused with a sentence that names them, detection, bounding boxes against assimp's own
+ * PreTransformVertices, and a truncate/corrupt loop that must not crash. */
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE /* asprintf, memfd_create, strcasestr */
 #endif
@@ -346,9 +347,10 @@ static void test_gltf_transforms(void) {
         const char *nodes = "{\"name\":\"parent\",\"children\":[1,2],\"scale\":[2,2,2],\"translation\":[10,0,0]},"
                             "{\"name\":\"a\",\"mesh\":0,\"translation\":[0,0,5]},"
                             "{\"name\":\"b\",\"mesh\":0,\"matrix\":[0,1,0,0, -1,0,0,0, 0,0,1,0, 0,3,0,1]}";
+        /* children last to first, as trimesh walks a glTF scene: b's instance comes first */
         static const double want[6][3] = {
-                { 10, 0, 10 }, { 12, 0, 10 }, { 10, 2, 10 }, /* a */
                 { 10, 6, 0 },  { 10, 8, 0 },  { 8, 6, 0 },   /* b */
+                { 10, 0, 10 }, { 12, 0, 10 }, { 10, 2, 10 }, /* a */
         };
         p3_mesh m = {};
         p3_err err = {};
@@ -362,7 +364,7 @@ static void test_gltf_transforms(void) {
                         CHECK(fabs(m.v[3 * i + c] - want[i][c]) < 1e-6);
         for (int c = 0; c < 3; c++)
                 CHECK(m.f[c] == c && m.f[3 + c] == 3 + c);
-        CHECK(strcmp(m.src_names[0], "a/tri") == 0 && strcmp(m.src_names[1], "b/tri") == 0);
+        CHECK(strcmp(m.src_names[0], "b/tri") == 0 && strcmp(m.src_names[1], "a/tri") == 0);
         CHECK(m.face_src[0] == 0 && m.face_src[1] == 1);
         p3_mesh_done(&m);
 
@@ -380,7 +382,7 @@ static void test_gltf_transforms(void) {
         size_t size;
         _cleanup_free_ uint8_t *glb = make_glb(json, &b, &size);
         CHECK_OK(p3_mesh_import_buffer(glb, size, NULL, "xf.glb", NULL, &m, &err));
-        CHECK(m.nf == 2 && fabs(m.v[3 * 5] - 8) < 1e-6);
+        CHECK(m.nf == 2 && fabs(m.v[3 * 2] - 8) < 1e-6);
         p3_mesh_done(&m);
         n_checks += 2;
 }
@@ -499,7 +501,7 @@ static void test_gltf_by_path(void) {
         CHECK(unlink(gltf_path) == 0 && unlink(evil_path) == 0 && rmdir(dir) == 0);
 }
 
-/* ---- the shared meshes -------------------------------------------------------------------- */
+/* ---- polygons split as trimesh splits them --------------------------------------------- */
 
 static void *read_all(const char *path, size_t *size) {
         _cleanup_close_ int fd = open(path, O_RDONLY | O_CLOEXEC);
@@ -515,6 +517,169 @@ static void *read_all(const char *path, size_t *size) {
 static const char *ext_of(const char *file) {
         return strrchr(file, '.') + 1;
 }
+
+/* Append the first three numbers of line to the growing array v. */
+static void push_xyz(double **v, int64_t *n, const char *line) {
+        double x, y, z;
+        CHECK(sscanf(line, "%lf %lf %lf", &x, &y, &z) == 3);
+        *v = realloc(*v, (size_t) (*n + 1) * 3 * sizeof(double));
+        CHECK(*v);
+        (*v)[3 * *n] = x, (*v)[3 * *n + 1] = y, (*v)[3 * *n + 2] = z;
+        (*n)++;
+}
+
+/* The vertex positions as the file lists them: OBJ "v" lines, an ASCII PLY's vertex element,
+ * the vertex lines after an OFF's counts (the recordings index into this list). */
+static double *file_vertices(const char *path, int64_t *ret_n) {
+        size_t size;
+        _cleanup_free_ char *text = read_all(path, &size);
+        const char *ext = ext_of(path);
+        bool obj = strcmp(ext, "obj") == 0, ply = strcmp(ext, "ply") == 0, body = false;
+        int64_t n = 0, want = -1;
+        double *v = NULL;
+        char *save = NULL;
+
+        text[size] = '\0';
+        for (char *line = strtok_r(text, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
+                if (obj) {
+                        if (strncmp(line, "v ", 2) == 0)
+                                push_xyz(&v, &n, line + 2);
+                } else if (ply) {
+                        if (body && n < want)
+                                push_xyz(&v, &n, line);
+                        sscanf(line, "element vertex %" SCNd64, &want);
+                        body = body || strcmp(line, "end_header") == 0;
+                } else if (line[0] != '#' && strcmp(line, "OFF") != 0) {
+                        if (body && n < want)
+                                push_xyz(&v, &n, line);
+                        body = body || sscanf(line, "%" SCNd64, &want) == 1;
+                }
+        }
+        CHECK(n > 0 && (obj || n == want));
+        *ret_n = n;
+        return v;
+}
+
+/* A recording (tests/data/trimesh/record.py): "#" lines, the triangle count, then per triangle
+ * the 0-based file vertex index of each corner. */
+static int64_t *read_triangles(const char *path, int64_t nv, int64_t *ret_nf) {
+        _cleanup_fclose_ FILE *f = fopen(path, "re");
+        char line[256];
+        int64_t nf = -1, k = 0, *t = NULL;
+
+        CHECK(f);
+        while (fgets(line, sizeof(line), f)) {
+                if (line[0] == '#')
+                        continue;
+                if (nf < 0) {
+                        CHECK(sscanf(line, "%" SCNd64, &nf) == 1 && nf > 0);
+                        t = malloc((size_t) nf * 3 * sizeof(int64_t));
+                        CHECK(t);
+                        continue;
+                }
+                CHECK(k < nf);
+                CHECK(sscanf(line, "%" SCNd64 " %" SCNd64 " %" SCNd64, &t[3 * k], &t[3 * k + 1], &t[3 * k + 2]) == 3);
+                for (int c = 0; c < 3; c++)
+                        CHECK(t[3 * k + c] >= 0 && t[3 * k + c] < nv);
+                k++;
+        }
+        CHECK(nf > 0 && k == nf);
+        *ret_nf = nf;
+        return t;
+}
+
+/* Same corner positions in the same order; assimp reads coordinates as floats. */
+static bool same_triangle(const p3_mesh *m, int64_t face, const double *fv, const int64_t *rec) {
+        for (int c = 0; c < 3; c++)
+                for (int a = 0; a < 3; a++) {
+                        double got = m->v[3 * m->f[3 * face + c] + a], want = fv[3 * rec[c] + a];
+                        if (fabs(got - want) > 1e-6 * MAX(1.0, fabs(want)))
+                                return false;
+                }
+        return true;
+}
+
+/* Upstream reads meshes with trimesh: our triangles must be its triangles, in its order (face
+ * ids, sampling and masks follow them). The meshes hold quads and n-gons in each of trimesh's
+ * cases: mixed polygons in an OBJ (spot), an OBJ of only quads, OBJ material groups, and PLY and
+ * OFF with triangles, quads and a pentagon; the recordings come from trimesh itself. */
+static void test_trimesh_triangulation(void) {
+        static const char *const meshes[] = {
+                "meshes/spot_control_mesh.obj", "trimesh/cube.obj",     "trimesh/groups.obj",
+                "trimesh/polygons.ply",         "trimesh/polygons.off",
+        };
+        for (size_t i = 0; i < ELEMENTSOF(meshes); i++) {
+                _cleanup_free_ char *path = test_data_path(meshes[i]), *rel = NULL, *rec_path = NULL;
+                _cleanup_free_ double *fv = NULL;
+                _cleanup_free_ int64_t *rec = NULL;
+                const char *base = strrchr(meshes[i], '/') + 1;
+                int64_t nv, nrec, same = 0;
+                p3_mesh m = {};
+                p3_err err = {};
+
+                CHECK(asprintf(&rel, "trimesh/%s.triangles", base) > 0);
+                rec_path = test_data_path(rel);
+                fv = file_vertices(path, &nv);
+                rec = read_triangles(rec_path, nv, &nrec);
+                CHECK_OK(p3_mesh_import_file(path, NULL, NULL, &m, &err));
+                check_mesh_sane(&m);
+                for (int64_t t = 0; t < MIN(m.nf, nrec); t++)
+                        same += same_triangle(&m, t, fv, rec + 3 * t);
+                printf("  %-34s %4" PRId64 " of %4" PRId64 " triangles as trimesh's (%" PRId64 " imported)\n", base,
+                       same, nrec, m.nf);
+                CHECK(m.nf == nrec && same == nrec);
+                p3_mesh_done(&m);
+                n_checks++;
+        }
+}
+
+static double *replay_f64(const st_file *st, const char *name, int64_t *numel) {
+        const st_tensor *t = st_find(st, name);
+        CHECK(t && t->dtype == ST_F64);
+        double *d = malloc(sizeof(double) * (size_t) (t->numel + 1));
+        CHECK(d);
+        memcpy(d, t->data, sizeof(double) * (size_t) t->numel); /* little-endian doubles */
+        *numel = t->numel;
+        return d;
+}
+
+/* A glTF scene is concatenated in trimesh's traversal order: the pipeline replays hold what
+ * trimesh.load(path, force='mesh') gave (input_vertices, input_faces) on multi-node GLBs. */
+static void test_trimesh_scene_order(void) {
+        static const struct {
+                const char *replay, *mesh;
+                bool shared;
+        } cases[] = {
+                { "small_truck_20k_64", "meshes/CesiumMilkTruck.glb", false },
+                { "objaverse_00200996", "meshes/00200996b8f34f55a2dd2f44d316d107.glb", true },
+        };
+        for (size_t i = 0; i < ELEMENTSOF(cases); i++) {
+                _cleanup_free_ char *replay = test_replay_path(cases[i].replay);
+                _cleanup_free_ char *path = cases[i].shared ? test_shared_path(cases[i].mesh)
+                                                            : test_data_path(cases[i].mesh);
+                if (!replay || !path) {
+                        printf("  %-34s skipped: ../shared is absent\n", cases[i].replay);
+                        continue;
+                }
+                _cleanup_(st_closep) st_file *st = test_open(replay);
+                int64_t nv, nf, same = 0;
+                _cleanup_free_ double *v = replay_f64(st, "input_vertices", &nv);
+                _cleanup_free_ int64_t *f = test_i64(st, "input_faces", &nf);
+                p3_mesh m = {};
+                p3_err err = {};
+
+                CHECK_OK(p3_mesh_import_file(path, NULL, NULL, &m, &err));
+                for (int64_t t = 0; t < MIN(m.nf, nf / 3); t++)
+                        same += same_triangle(&m, t, v, f + 3 * t);
+                printf("  %-34s %5" PRId64 " of %5" PRId64 " triangles as trimesh's (%" PRId64 " imported)\n",
+                       strrchr(cases[i].mesh, '/') + 1, same, nf / 3, m.nf);
+                CHECK(m.nf == nf / 3 && same == m.nf);
+                p3_mesh_done(&m);
+                n_checks++;
+        }
+}
+
+/* ---- the shared meshes -------------------------------------------------------------------- */
 
 /* Triangles after triangulation (README's F, or the bracketed count for OBJ n-gons); for
  * CesiumMilkTruck, 2,856 as stored plus a second instance of the 768-triangle wheels. */
@@ -835,6 +1000,10 @@ int main(void) {
         test_gltf_by_path();
         printf("truncated and corrupted synthetic buffers:\n");
         test_fuzz_synthetic();
+        printf("polygons against trimesh's triangulation:\n");
+        test_trimesh_triangulation();
+        printf("glTF scenes in trimesh's order (the pipeline replays' input mesh):\n");
+        test_trimesh_scene_order();
 
         _cleanup_free_ char *dir = test_shared_path("meshes/README.md");
         if (!dir) {

@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /* assimp glue: feed checked bytes to assimp through an IO system that can open nothing else,
- * watch its log for data loss, and flatten the scene into a p3_mesh. */
+ * watch its log for data loss, and flatten the scene into a p3_mesh with trimesh's triangles in
+ * trimesh's order (upstream's loader). */
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE
 #endif
@@ -243,13 +244,22 @@ static void io_close(struct aiFileIO *fio, struct aiFile *f) {
 
 /* ---- flattening --------------------------------------------------------------------------- */
 
+/* One mesh instance of the flattened scene: its vertices start at base, its faces are source src. */
+typedef struct instance {
+        const struct aiMesh *am;
+        int64_t base;
+        int32_t src;
+} instance;
+
 typedef struct flat {
         const struct aiScene *scene;
         const char *name;
         /* counts during the first walk, fill positions during the second */
         int64_t nv, nf, n_other;
         int32_t n_src;
-        p3_mesh *m; /* NULL during the counting walk */
+        p3_mesh *m;     /* NULL during the counting walk */
+        instance *inst; /* [n_src], recorded by the second walk */
+        bool gltf;      /* visit children last to first (see walk) */
 } flat;
 
 typedef double mat4[4][4];
@@ -266,12 +276,12 @@ static void mat_mul(const mat4 a, const struct aiMatrix4x4 *b, mat4 out) {
                         out[i][j] = a[i][0] * bb[0][j] + a[i][1] * bb[1][j] + a[i][2] * bb[2][j] + a[i][3] * bb[3][j];
 }
 
+/* Triangles the polygons of a mesh become: k - 2 for a face of k >= 3 corners (points and lines
+ * are no surface). Read from the faces: importers do not all set mPrimitiveTypes. */
 static int64_t count_triangles(const struct aiMesh *am) {
         int64_t n = 0;
-        if (!(am->mPrimitiveTypes & aiPrimitiveType_TRIANGLE))
-                return 0;
         for (unsigned i = 0; i < am->mNumFaces; i++)
-                n += am->mFaces[i].mNumIndices == 3;
+                n += am->mFaces[i].mNumIndices >= 3 ? am->mFaces[i].mNumIndices - 2 : 0;
         return n;
 }
 
@@ -283,11 +293,11 @@ static char *src_name(const struct aiNode *node, const struct aiMesh *am, unsign
         return asprintf(&s, "%s/mesh%u", nn, mesh_index) < 0 ? NULL : s;
 }
 
-/* Append one instance: vertices through the accumulated transform, its triangles. */
+/* Append one instance's vertices through the accumulated transform; its faces come later, in
+ * the order put_faces gives them. */
 static int put_instance(flat *fl, const struct aiNode *node, const struct aiMesh *am, unsigned mesh_index,
                         const mat4 t, p3_err *err) {
         p3_mesh *m = fl->m;
-        int64_t base = fl->nv;
 
         for (unsigned i = 0; i < am->mNumVertices; i++) {
                 const struct aiVector3D *p = &am->mVertices[i];
@@ -299,21 +309,15 @@ static int put_instance(flat *fl, const struct aiNode *node, const struct aiMesh
                         return p3_errf(err, -EINVAL, "%s: vertex %u of mesh \"%s\" has a non-finite coordinate (%g, %g, %g)",
                                        fl->name, i, am->mName.data, x, y, z);
         }
-        for (unsigned i = 0; i < am->mNumFaces; i++) {
-                const struct aiFace *face = &am->mFaces[i];
-                if (face->mNumIndices != 3)
-                        continue;
-                for (int c = 0; c < 3; c++) {
-                        if (face->mIndices[c] >= am->mNumVertices) /* ValidateDataStructure checked it */
+        for (unsigned i = 0; i < am->mNumFaces; i++)
+                for (unsigned c = 0; c < am->mFaces[i].mNumIndices; c++)
+                        if (am->mFaces[i].mIndices[c] >= am->mNumVertices) /* ValidateDataStructure checked it */
                                 return p3_errf(err, -EINVAL, "%s: face %u of mesh \"%s\" has an out-of-range index",
                                                fl->name, i, am->mName.data);
-                        m->f[3 * fl->nf + c] = (int32_t) (base + face->mIndices[c]);
-                }
-                m->face_src[fl->nf++] = fl->n_src;
-        }
         m->src_names[fl->n_src] = src_name(node, am, mesh_index);
         if (!m->src_names[fl->n_src])
                 return -ENOMEM;
+        fl->inst[fl->n_src] = (instance) { .am = am, .base = fl->nv, .src = fl->n_src };
         fl->nv += am->mNumVertices;
         return 0;
 }
@@ -349,7 +353,10 @@ static int walk(flat *fl, const struct aiNode *node, const mat4 parent, int dept
                 if (fl->n_src == INT32_MAX)
                         return p3_errf(err, -EFBIG, "%s: too many mesh instances", fl->name);
         }
-        for (unsigned c = 0; c < node->mNumChildren; c++) {
+        /* trimesh walks a glTF scene with a stack (exchange/gltf load: queue.pop()) and
+         * concatenates the instances in that order: the last root and the last child first. */
+        for (unsigned k = 0; k < node->mNumChildren; k++) {
+                unsigned c = fl->gltf ? node->mNumChildren - 1 - k : k;
                 int r = walk(fl, node->mChildren[c], t, depth + 1, err);
                 if (r < 0)
                         return r;
@@ -357,9 +364,152 @@ static int walk(flat *fl, const struct aiNode *node, const mat4 parent, int dept
         return 0;
 }
 
-static int flatten(const struct aiScene *sc, const char *name, const p3_mesh_limits *lim, p3_mesh *ret, p3_err *err) {
+/* ---- polygons to triangles, as trimesh splits them ------------------------------------------ */
+
+/* Upstream loads meshes with trimesh, and face ids, sampling and masks all follow its triangle
+ * list, so polygons are split by trimesh's rules and in its order, not assimp's (which picks
+ * the diagonal of a quad by shape and ear-clips larger polygons):
+ *   PLY, OFF (trimesh.geometry.triangulate_quads): every triangle, then every quad's (0, 1, 2),
+ *     then every quad's (2, 3, 0), then each larger polygon as the fan (0, i, i + 1).
+ *   OBJ (trimesh.exchange.obj.load_obj): the faces of one material form one group, in file
+ *     order. A group of only quads is read as one (n, 4) array and split as above; any other
+ *     group goes face by face (_parse_faces_fallback): a quad as (0, 1, 2), (2, 3, 0), a larger
+ *     polygon as the fan. The groups are popped off the list of materials in order of first
+ *     use, so the material used first comes last.
+ * Triangles stay as they are (GLB, glTF, STL). The same in trimesh 4.8.0 and 5.0.0rc1
+ * (tests/data/trimesh/), except that 5.0.0rc1 fails on an OFF mixing polygons of more than four
+ * corners with others. Where we cannot follow: trimesh cannot read a binary PLY whose faces
+ * differ in size (split here as an ASCII one); assimp puts an OBJ's faces before its first
+ * "usemtl" into that material's group, which trimesh keeps apart. */
+
+static void put_triangle(flat *fl, const instance *in, const struct aiFace *face, unsigned a, unsigned b, unsigned c) {
+        int32_t *o = fl->m->f + 3 * fl->nf;
+        o[0] = (int32_t) (in->base + face->mIndices[a]);
+        o[1] = (int32_t) (in->base + face->mIndices[b]);
+        o[2] = (int32_t) (in->base + face->mIndices[c]);
+        fl->m->face_src[fl->nf++] = in->src;
+}
+
+/* trimesh.util.triangle_fans_to_faces, also a triangle as itself. */
+static void put_fan(flat *fl, const instance *in, const struct aiFace *face) {
+        for (unsigned i = 1; i + 1 < face->mNumIndices; i++)
+                put_triangle(fl, in, face, 0, i, i + 1);
+}
+
+/* triangulate_quads: four passes over the group, each in face order. */
+static void put_by_size(flat *fl, instance *const *group, size_t n) {
+        for (int pass = 0; pass < 4; pass++)
+                for (size_t g = 0; g < n; g++)
+                        for (unsigned i = 0; i < group[g]->am->mNumFaces; i++) {
+                                const struct aiFace *face = &group[g]->am->mFaces[i];
+                                unsigned k = face->mNumIndices;
+                                if (pass == 0 && k == 3)
+                                        put_triangle(fl, group[g], face, 0, 1, 2);
+                                else if (pass == 1 && k == 4)
+                                        put_triangle(fl, group[g], face, 0, 1, 2);
+                                else if (pass == 2 && k == 4)
+                                        put_triangle(fl, group[g], face, 2, 3, 0);
+                                else if (pass == 3 && k > 4)
+                                        put_fan(fl, group[g], face);
+                        }
+}
+
+/* _parse_faces_fallback: face by face. */
+static void put_per_face(flat *fl, instance *const *group, size_t n) {
+        for (size_t g = 0; g < n; g++)
+                for (unsigned i = 0; i < group[g]->am->mNumFaces; i++) {
+                        const struct aiFace *face = &group[g]->am->mFaces[i];
+                        if (face->mNumIndices == 4) {
+                                put_triangle(fl, group[g], face, 0, 1, 2);
+                                put_triangle(fl, group[g], face, 2, 3, 0);
+                        } else
+                                put_fan(fl, group[g], face);
+                }
+}
+
+/* trimesh decides by the number of values on each face line; the corner count stands for it
+ * (the same whenever a file writes its face corners one way, as exporters do). Points and lines
+ * are not counted: assimp does not say which came from an "f" line. */
+static bool group_all_quads(instance *const *group, size_t n) {
+        for (size_t g = 0; g < n; g++)
+                for (unsigned i = 0; i < group[g]->am->mNumFaces; i++)
+                        if (group[g]->am->mFaces[i].mNumIndices >= 3 && group[g]->am->mFaces[i].mNumIndices != 4)
+                                return false;
+        return true;
+}
+
+/* OBJ: the instances ordered by material, the material used last first, each material's in file
+ * order (the walk's, which follows the file for an OBJ); ends[] gets each group's end. assimp
+ * names materials by "usemtl" whether or not the .mtl could be read, as trimesh groups them.
+ * Returns the number of groups. */
+static int obj_groups(const flat *fl, instance **order, size_t *ends, p3_err *err) {
+        unsigned n_mat = fl->scene->mNumMaterials;
+        _cleanup_free_ int32_t *rank = malloc(MAX(n_mat, 1u) * sizeof(int32_t));
+        _cleanup_free_ size_t *start = calloc((size_t) fl->n_src + 1, sizeof(size_t));
+        int32_t n_groups = 0;
+
+        if (!rank || !start)
+                return -ENOMEM;
+        for (unsigned i = 0; i < n_mat; i++)
+                rank[i] = -1;
+        /* rank of first use, then a counting sort by descending rank (stable within a rank) */
+        for (int32_t i = 0; i < fl->n_src; i++) {
+                unsigned mat = fl->inst[i].am->mMaterialIndex;
+                if (mat >= n_mat) /* ValidateDataStructure checked it */
+                        return p3_errf(err, -EINVAL, "%s: mesh \"%s\" refers to missing material %u", fl->name,
+                                       fl->inst[i].am->mName.data, mat);
+                if (rank[mat] < 0)
+                        rank[mat] = n_groups++;
+        }
+        for (int32_t i = 0; i < fl->n_src; i++)
+                start[n_groups - rank[fl->inst[i].am->mMaterialIndex]]++;
+        for (int32_t g = 0; g < n_groups; g++) {
+                start[g + 1] += start[g];
+                ends[g] = start[g + 1];
+        }
+        for (int32_t i = 0; i < fl->n_src; i++)
+                order[start[n_groups - 1 - rank[fl->inst[i].am->mMaterialIndex]]++] = &fl->inst[i];
+        return n_groups;
+}
+
+/* Every instance's faces, triangulated and ordered as trimesh would (see above). */
+static int put_faces(flat *fl, const char *fmt, p3_err *err) {
+        _cleanup_free_ instance **order = malloc(MAX(fl->n_src, 1) * sizeof(instance *));
+        _cleanup_free_ size_t *ends = malloc(MAX(fl->n_src, 1) * sizeof(size_t));
+        bool obj = strcmp(fmt, "obj") == 0;
+        int n_groups;
+
+        if (!order || !ends)
+                return -ENOMEM;
+        if (obj) {
+                n_groups = obj_groups(fl, order, ends, err);
+                if (n_groups < 0)
+                        return n_groups;
+        } else {
+                /* a PLY or OFF is one mesh; instances of other formats hold only triangles */
+                for (int32_t i = 0; i < fl->n_src; i++) {
+                        order[i] = &fl->inst[i];
+                        ends[i] = (size_t) i + 1;
+                }
+                n_groups = fl->n_src;
+        }
+        size_t begin = 0;
+        for (int g = 0; g < n_groups; g++) {
+                size_t n = ends[g] - begin;
+                if (obj && !group_all_quads(order + begin, n))
+                        put_per_face(fl, order + begin, n);
+                else
+                        put_by_size(fl, order + begin, n);
+                begin = ends[g];
+        }
+        return 0;
+}
+
+static int flatten(const struct aiScene *sc, const char *fmt, const char *name, const p3_mesh_limits *lim, p3_mesh *ret,
+                   p3_err *err) {
         static const mat4 identity = { { 1, 0, 0, 0 }, { 0, 1, 0, 0 }, { 0, 0, 1, 0 }, { 0, 0, 0, 1 } };
-        flat fl = { .scene = sc, .name = name };
+        bool gltf = strcmp(fmt, "glb") == 0 || strcmp(fmt, "gltf") == 0;
+        flat fl = { .scene = sc, .name = name, .gltf = gltf };
         int r;
 
         if (!sc->mRootNode)
@@ -384,11 +534,15 @@ static int flatten(const struct aiScene *sc, const char *name, const p3_mesh_lim
         _cleanup_free_ int32_t *f = m.f = malloc((size_t) fl.nf * 3 * sizeof(int32_t));
         _cleanup_free_ int32_t *fs = m.face_src = malloc((size_t) fl.nf * sizeof(int32_t));
         _cleanup_(strv_freep) char **names = m.src_names = calloc((size_t) fl.n_src + 1, sizeof(char *));
-        if (!v || !f || !fs || !names)
+        _cleanup_free_ instance *inst = malloc((size_t) fl.n_src * sizeof(instance));
+        if (!v || !f || !fs || !names || !inst)
                 return -ENOMEM;
 
-        fl = (flat) { .scene = sc, .name = name, .m = &m };
+        fl = (flat) { .scene = sc, .name = name, .m = &m, .inst = inst, .gltf = gltf };
         r = walk(&fl, sc->mRootNode, identity, 0, err);
+        if (r < 0)
+                return r;
+        r = put_faces(&fl, fmt, err);
         if (r < 0)
                 return r;
 
@@ -407,8 +561,8 @@ static int flatten(const struct aiScene *sc, const char *name, const p3_mesh_lim
 static pthread_mutex_t import_lock = PTHREAD_MUTEX_INITIALIZER;
 
 /* A face without indices passes ValidateDataStructure while the importer has not set the
- * mesh's primitive types (PLY), is then typed as a polygon and trips an assertion in
- * Triangulate, which Debian's assimp (built without NDEBUG) turns into abort(). */
+ * mesh's primitive types (PLY). A face of no corners is malformed: the file is refused rather
+ * than read without it (assimp's own Triangulate even asserted on it). */
 static bool scene_has_empty_face(const struct aiScene *sc) {
         for (unsigned i = 0; i < sc->mNumMeshes; i++)
                 for (unsigned k = 0; k < sc->mMeshes[i]->mNumFaces; k++)
@@ -417,8 +571,10 @@ static bool scene_has_empty_face(const struct aiScene *sc) {
         return false;
 }
 
-/* Read and validate first, post-process only what passed our own check. Returns the scene, or
- * NULL with aierr (or *empty_face) saying why. */
+/* Read and validate, nothing more: polygons stay polygons (flatten splits them as trimesh does,
+ * where aiProcess_Triangulate would pick its own diagonals and SortByPType would move a mesh's
+ * triangles away from its polygons). Returns the scene, or NULL with aierr (or *empty_face)
+ * saying why. */
 static const struct aiScene *run_assimp(const char *fname, mem_io *io, import_log *log, bool *empty_face,
                                         char *aierr, size_t aierr_size) {
         struct aiFileIO fio = { .OpenProc = io_open, .CloseProc = io_close, .UserData = (aiUserData) io };
@@ -433,10 +589,7 @@ static const struct aiScene *run_assimp(const char *fname, mem_io *io, import_lo
                 if (*empty_face) {
                         aiReleaseImport(sc);
                         sc = NULL;
-                } else
-                        /* not ValidateDataStructure again: when a step fails, 5.2 frees the scene
-                         * inside the importer and then releases it a second time */
-                        sc = aiApplyPostProcessing(sc, aiProcess_Triangulate | aiProcess_SortByPType);
+                }
         }
         if (!sc)
                 snprintf(aierr, aierr_size, "%s", aiGetErrorString());
@@ -475,7 +628,7 @@ static int import_checked(const void *buf, size_t size, const char *fmt, const c
                 return p3_errf(err, -EINVAL, "%s: a face has no vertex indices", name);
         if (!sc)
                 return p3_errf(err, -EINVAL, "%s: cannot be read as %s: %s", name, fmt, aierr[0] ? aierr : "assimp failed");
-        return flatten(sc, name, lim, ret, err);
+        return flatten(sc, fmt, name, lim, ret, err);
 }
 
 int p3_mesh_import_buffer(const void *buf, size_t size, const char *format, const char *name,

@@ -87,7 +87,9 @@ static int parse_args(int argc, char **argv, const struct option *extra, void (*
 
 typedef struct daemon_status {
         char *state, *backend, *device, *model_path, *version;
-        uint64_t gpu_bytes, peak_gpu_bytes, host_bytes, idle_timeout_usec, jobs_completed;
+        uint64_t model_bytes, peak_model_bytes; /* on whatever device runs the model */
+        uint64_t gpu_bytes, peak_gpu_bytes;     /* GPU memory only: 0 on the CPU backend */
+        uint64_t host_bytes, idle_timeout_usec, jobs_completed;
         uint64_t offload_at_usec; /* CLOCK_MONOTONIC, 0 = no offload pending */
         uint32_t queue_length;
         int synthetic;
@@ -101,6 +103,9 @@ static const struct status_prop {
         { "State", "state", 's', offsetof(daemon_status, state) },
         { "Backend", "backend", 's', offsetof(daemon_status, backend) },
         { "Device", "device", 's', offsetof(daemon_status, device) },
+        { "ModelMemoryBytes", "model_memory_bytes", 't', offsetof(daemon_status, model_bytes) },
+        { "PeakModelMemoryBytes", "peak_model_memory_bytes", 't',
+          offsetof(daemon_status, peak_model_bytes) },
         { "GpuMemoryBytes", "gpu_memory_bytes", 't', offsetof(daemon_status, gpu_bytes) },
         { "PeakGpuMemoryBytes", "peak_gpu_memory_bytes", 't',
           offsetof(daemon_status, peak_gpu_bytes) },
@@ -228,23 +233,35 @@ static void print_idle(const daemon_status *s) {
                                : "counting starts when no job is left");
 }
 
+/* The model's memory on the device that runs it; GPU memory too where that is a GPU. */
+static void print_memory(const daemon_status *s) {
+        char now[32], peak[32];
+        const char *backend = s->backend ?: "?";
+        bool cuda = strcmp(backend, "cuda") == 0;
+        format_bytes(now, sizeof(now), s->model_bytes);
+        format_bytes(peak, sizeof(peak), s->peak_model_bytes);
+        printf(" Model memory: %s (peak %s) on %s\n", now, peak,
+               cuda ? "GPU" : strcmp(backend, "cpu") == 0 ? "CPU" : backend);
+        if (!cuda)
+                return;
+        format_bytes(now, sizeof(now), s->gpu_bytes);
+        format_bytes(peak, sizeof(peak), s->peak_gpu_bytes);
+        printf("   GPU memory: %s (peak %s)\n", now, peak);
+}
+
 static void print_status(const daemon_status *s) {
-        char gpu[32], peak[32], host[32];
+        char host[32];
         bool tty = isatty(STDOUT_FILENO);
         if (s->synthetic)
                 printf("%sWARNING: p3samd runs on SYNTHETIC weights: its parts and masks mean "
                        "nothing (install the real model with: p3samctl fetch-model).%s\n",
                        tty ? "\033[1;31m" : "", tty ? "\033[0m" : "");
-        format_bytes(gpu, sizeof(gpu), s->gpu_bytes);
-        format_bytes(peak, sizeof(peak), s->peak_gpu_bytes);
         format_bytes(host, sizeof(host), s->host_bytes);
         printf("       Daemon: p3samd %s on %s\n", s->version ?: "?", ctl_bus_name());
         printf("        State: %s\n", s->state ?: "?");
         printf("      Backend: %s\n", s->backend ?: "?");
         printf("       Device: %s\n", s->device && *s->device ? s->device : "-");
-        /* the CPU backend reports the model's own memory there */
-        printf("%s: %s (peak %s)\n",
-               strcmp(s->backend ?: "", "cpu") == 0 ? " Model memory" : "   GPU memory", gpu, peak);
+        print_memory(s);
         printf("  Host memory: %s\n", host);
         print_idle(s);
         printf("        Queue: %" PRIu32 " job%s\n", s->queue_length,

@@ -119,16 +119,23 @@ check "status shows the state" -- grep -q '^ *State: ready' "$tmp/status.out"
 check "status says SYNTHETIC weights prominently" -- \
         eval 'head -n1 "$tmp/status.out" | grep -q "SYNTHETIC weights"'
 check "status shows the idle timeout" -- grep -q 'Idle timeout: 1h' "$tmp/status.out"
+check "status: the model's memory, on the CPU backend host memory, by its own name" -- \
+        grep -qE '^ *Model memory: [0-9.]+ [KMG]?i?B \(peak [0-9.]+ [KMG]?i?B\) on CPU$' "$tmp/status.out"
+check "status: no GPU memory line on the CPU backend" -- eval '! grep -q "GPU memory" "$tmp/status.out"'
+echo "   $(grep 'Model memory' "$tmp/status.out")"
 run_ctl sjson status --json
 check "status --json succeeds" -- [ $rc -eq 0 ]
 keys_ok=true
-for key in state backend device gpu_memory_bytes peak_gpu_memory_bytes host_memory_bytes \
+for key in state backend device model_memory_bytes peak_model_memory_bytes gpu_memory_bytes \
+        peak_gpu_memory_bytes host_memory_bytes \
         idle_timeout_usec idle_offload_timestamp_monotonic idle_offload_in_usec queue_length \
         jobs_completed model_path model_synthetic version; do
         grep -q "\"$key\":" "$tmp/sjson.out" || { keys_ok=false; echo "   missing $key"; }
 done
 check "status --json has every key" -- $keys_ok
 check "status --json: model_synthetic is true" -- grep -q '"model_synthetic":true' "$tmp/sjson.out"
+check "status --json: the loaded model's memory in model_memory_bytes, none in gpu_memory_bytes (CPU)" -- \
+        eval 'grep -q "\"model_memory_bytes\":[1-9]" "$tmp/sjson.out" && grep -q "\"peak_model_memory_bytes\":[1-9]" "$tmp/sjson.out" && grep -q "\"gpu_memory_bytes\":0," "$tmp/sjson.out"'
 if command -v jq >/dev/null; then
         check "status --json is one JSON object (jq)" -- \
                 eval '[ "$(jq -r .state "$tmp/sjson.out")" = ready ]'

@@ -61,12 +61,30 @@ static int new_backend(residency *r, p3_err *err) {
         return 0;
 }
 
+/* Test hook: $P3SAMD_TEST_FAIL_LOAD names a weights file whose load fails as if memory ran out
+ * (a GPU cap, say) after it opened fine, to prove that Reload keeps the old model. Nothing
+ * else reads it; unset, it does nothing. */
+static int test_fail_load(const residency *r, p3_err *err) {
+        const char *path = getenv("P3SAMD_TEST_FAIL_LOAD");
+        if (path && r->src.weights_path && strcmp(path, r->src.weights_path) == 0)
+                return p3_errf(err, -ENOMEM, "cannot load %s: out of memory (test hook)", path);
+        return 0;
+}
+
 int residency_load(residency *r, p3_err *err) {
         if (residency_loaded(r))
                 return 0;
-        int k = new_backend(r, err);
+        int h = test_fail_load(r, err);
+        if (h < 0)
+                return h;
+        /* The working copy is the model's own memory, read from the file with pread(): the
+         * served model neither changes nor faults (SIGBUS) when the file is overwritten in
+         * place afterwards; a file changed since it was opened is refused with a sentence. */
+        int k = p3_weights_snapshot(r->w, &r->live, err);
         if (k >= 0)
-                k = p3_model_new(r->be, r->w, &r->m, err);
+                k = new_backend(r, err);
+        if (k >= 0)
+                k = p3_model_new(r->be, r->live, &r->m, err);
         if (k < 0) {
                 residency_offload(r);
                 return k;
@@ -92,14 +110,17 @@ void residency_offload(residency *r) {
         r->m = NULL;
         p3_backend_free(r->be);
         r->be = NULL;
+        p3_weights_free(r->live);
+        r->live = NULL;
         release_host_pages(r);
 }
 
-/* The CPU backend computes straight from the mapped weights: while loaded they are its working
- * copy, so they count with the arena. */
+/* The CPU backend computes straight from the snapshot: while loaded it is its working copy,
+ * so it counts with the arena. */
 static size_t resident_weights(const residency *r) {
-        return r->be && strcmp(r->backend_name, "cpu") == 0 ? r->w->total_params * sizeof(float)
-                                                             : 0;
+        return r->be && r->live && strcmp(r->backend_name, "cpu") == 0
+                       ? r->live->total_params * sizeof(float)
+                       : 0;
 }
 
 size_t residency_model_bytes(const residency *r) {

@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: MIT */
 /* Where the model lives. The host copy (the mapped checkpoint, validated once) stays for the
- * daemon's lifetime; the working copy on the compute device (backend + uploaded weights +
- * arenas) exists only while the model is "ready". Offloading frees the working copy and lets
+ * daemon's lifetime; the working copy (a snapshot of the weights read from the file, the
+ * backend, uploaded weights, arenas) exists only while the model is "ready", and does not
+ * depend on the file's pages. Offloading frees the working copy and lets
  * the kernel reclaim the host copy's pages; loading rebuilds it from the host copy without
  * parsing the file again. Used only by the worker thread. */
 #pragma once
@@ -29,7 +30,8 @@ typedef struct residency_source {
 
 typedef struct residency {
         residency_source src;
-        p3_weights *w;      /* host copy */
+        p3_weights *w;      /* host copy: the mapped file, checked once */
+        p3_weights *live;   /* while loaded: the model's own copy (p3_weights_snapshot) */
         p3_backend *be;     /* NULL while offloaded */
         p3_model *m;
         char backend_name[16];

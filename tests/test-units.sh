@@ -72,7 +72,7 @@ units() {
         # -- systemd-analyze verify --
         # --root makes verify resolve everything inside the scratch root: the units we depend
         # on (sysinit.target, ...: the host's, copied beside ours), the executables of
-        # ExecStart= and friends (ours, installed; /bin/kill and /bin/sh copied from the host;
+        # ExecStart= and friends (ours, installed; busctl and /bin/sh copied from the host;
         # nvidia-modprobe, which belongs to the NVIDIA driver, stood in for by true), and,
         # with MANPATH pointing into the root, the man pages of Documentation=.
         if ! command -v systemd-analyze >/dev/null; then
@@ -81,7 +81,7 @@ units() {
                 mkdir -p "$root$unitdir" "$root/usr/bin"
                 cp -an /lib/systemd/system/. "$root$unitdir/" 2>/dev/null
                 [ -d /usr/lib/systemd/system ] && cp -an /usr/lib/systemd/system/. "$root$unitdir/" 2>/dev/null
-                cp "$(type -P kill)" "$root/usr/bin/kill"
+                cp "$(type -P busctl)" "$root/usr/bin/busctl"
                 cp "$(type -P sh)" "$root/usr/bin/sh"
                 cp "$(type -P true)" "$root/usr/bin/nvidia-modprobe"
                 [ -e "$root/bin" ] || ln -s usr/bin "$root/bin"

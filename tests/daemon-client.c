@@ -2,13 +2,22 @@
 /* A small D-Bus client of p3samd for the daemon tests (busctl 252 cannot pass descriptors):
  *   daemon-client segment MESH OUT [FORMAT] [--points N] [--prompts K] [--report FILE]
  *                                  [--no-wait] [--disconnect] [--detach] [--mesh-format F]
+ *                                  [--report-twice] [--mesh-o-path] [--mesh-as-output]
  *   daemon-client predict MESH OUT.json X,Y,Z [X,Y,Z ...] [--points N]
+ *   daemon-client watch [SECONDS]
+ * --report-twice passes the "report" option twice, --mesh-o-path opens the mesh with O_PATH,
+ * --mesh-as-output passes the mesh's own descriptor as the output too (hostile callers).
+ * watch prints every signal of p3samd it receives, one line each, until SECONDS pass or
+ * SIGTERM: "changed PATH NAME=VALUE ..." for PropertiesChanged (values of type s, b, t, u, d),
+ * "signal PATH MEMBER" for the others; "watching" once the matches are in place.
  * Connects like p3samd (the system bus, DBUS_SYSTEM_BUS_ADDRESS honoured). Prints the job path,
  * then waits for its Completed signal and prints "done", "failed: MSG" or "cancelled: MSG" and
  * how many progress updates it saw. Exit: 0 done, 1 failed, 3 cancelled, 4 call refused
  * (the D-Bus error name and message are printed), 2 usage. */
 #define _GNU_SOURCE
 #include <fcntl.h>
+#include <signal.h>
+#include <time.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -54,13 +63,15 @@ static int on_changed(sd_bus_message *m, void *userdata, sd_bus_error *e) {
 }
 
 static int append_options(sd_bus_message *call, long points, long prompts, int report_fd,
-                          bool detach) {
+                          bool detach, bool report_twice) {
         int r = sd_bus_message_open_container(call, 'a', "{sv}");
         if (r >= 0 && points > 0)
                 r = sd_bus_message_append(call, "{sv}", "points", "u", (uint32_t) points);
         if (r >= 0 && prompts > 0)
                 r = sd_bus_message_append(call, "{sv}", "prompts", "u", (uint32_t) prompts);
         if (r >= 0 && report_fd >= 0)
+                r = sd_bus_message_append(call, "{sv}", "report", "h", report_fd);
+        if (r >= 0 && report_fd >= 0 && report_twice)
                 r = sd_bus_message_append(call, "{sv}", "report", "h", report_fd);
         if (r >= 0 && detach)
                 r = sd_bus_message_append(call, "{sv}", "detach", "b", 1);
@@ -69,11 +80,99 @@ static int append_options(sd_bus_message *call, long points, long prompts, int r
         return r;
 }
 
+/* One value of a PropertiesChanged dictionary, printed as NAME=VALUE. */
+static int print_value(sd_bus_message *m, const char *name) {
+        const char *contents;
+        char type;
+        int r = sd_bus_message_peek_type(m, &type, &contents);
+        if (r < 0)
+                return r;
+        r = sd_bus_message_enter_container(m, 'v', contents);
+        if (r < 0)
+                return r;
+        const char *str;
+        uint64_t t;
+        uint32_t u;
+        int b;
+        double d;
+        switch (contents[0]) {
+        case 's': r = sd_bus_message_read(m, "s", &str); if (r >= 0) printf(" %s=%s", name, str); break;
+        case 't': r = sd_bus_message_read(m, "t", &t); if (r >= 0) printf(" %s=%llu", name, (unsigned long long) t); break;
+        case 'u': r = sd_bus_message_read(m, "u", &u); if (r >= 0) printf(" %s=%u", name, u); break;
+        case 'b': r = sd_bus_message_read(m, "b", &b); if (r >= 0) printf(" %s=%s", name, b ? "true" : "false"); break;
+        case 'd': r = sd_bus_message_read(m, "d", &d); if (r >= 0) printf(" %s=%g", name, d); break;
+        default: r = sd_bus_message_skip(m, contents); if (r >= 0) printf(" %s=?", name); break;
+        }
+        if (r < 0)
+                return r;
+        return sd_bus_message_exit_container(m);
+}
+
+static int on_any_signal(sd_bus_message *m, void *userdata, sd_bus_error *e) {
+        const char *path = sd_bus_message_get_path(m), *member = sd_bus_message_get_member(m);
+        if (!sd_bus_message_is_signal(m, "org.freedesktop.DBus.Properties", "PropertiesChanged")) {
+                printf("signal %s %s\n", path, member);
+                fflush(stdout);
+                return 0;
+        }
+        const char *iface, *name;
+        int r = sd_bus_message_read(m, "s", &iface);
+        if (r >= 0)
+                r = sd_bus_message_enter_container(m, 'a', "{sv}");
+        printf("changed %s", path);
+        while (r >= 0 && (r = sd_bus_message_enter_container(m, 'e', "sv")) > 0) {
+                r = sd_bus_message_read(m, "s", &name);
+                if (r >= 0)
+                        r = print_value(m, name);
+                if (r >= 0)
+                        r = sd_bus_message_exit_container(m);
+        }
+        printf("\n");
+        fflush(stdout);
+        return 0;
+}
+
+static volatile sig_atomic_t watch_stop;
+static void on_term(int sig) {
+        watch_stop = 1;
+}
+
+/* Every signal p3samd sends that this connection receives: broadcasts, and unicasts to it. */
+static int watch(double seconds) {
+        __attribute__((cleanup(sd_bus_flush_close_unrefp))) sd_bus *bus = NULL;
+        int r = sd_bus_open_system(&bus);
+        if (r >= 0)
+                r = sd_bus_match_signal(bus, NULL, "org.p3sam.Segmenter1", NULL, NULL, NULL,
+                                        on_any_signal, NULL);
+        if (r < 0) {
+                fprintf(stderr, "watch: %s\n", strerror(-r));
+                return 5;
+        }
+        signal(SIGTERM, on_term);
+        printf("watching\n");
+        fflush(stdout);
+        struct timespec t0, now;
+        clock_gettime(CLOCK_MONOTONIC, &t0);
+        while (!watch_stop) {
+                clock_gettime(CLOCK_MONOTONIC, &now);
+                if (now.tv_sec - t0.tv_sec + (now.tv_nsec - t0.tv_nsec) * 1e-9 > seconds)
+                        break;
+                r = sd_bus_process(bus, NULL);
+                if (r < 0)
+                        return 5;
+                if (r == 0)
+                        sd_bus_wait(bus, 100000);
+        }
+        return 0;
+}
+
 int main(int argc, char **argv) {
+        if (argc >= 2 && strcmp(argv[1], "watch") == 0)
+                return watch(argc >= 3 ? atof(argv[2]) : 60);
         if (argc < 4)
                 return 2;
         bool predict = strcmp(argv[1], "predict") == 0, no_wait = false, disconnect = false,
-             detach = false;
+             detach = false, report_twice = false, mesh_o_path = false, mesh_as_output = false;
         const char *mesh = argv[2], *out = argv[3], *format = "glb", *report = NULL,
                    *mesh_format = "";
         long points = 0, prompts = 0;
@@ -94,6 +193,12 @@ int main(int argc, char **argv) {
                         disconnect = true;
                 else if (strcmp(argv[i], "--detach") == 0)
                         detach = no_wait = true;
+                else if (strcmp(argv[i], "--report-twice") == 0)
+                        report_twice = true;
+                else if (strcmp(argv[i], "--mesh-o-path") == 0)
+                        mesh_o_path = true;
+                else if (strcmp(argv[i], "--mesh-as-output") == 0)
+                        mesh_as_output = true;
                 else if (predict && k < 64 &&
                          sscanf(argv[i], "%lf,%lf,%lf", &pts[3 * k], &pts[3 * k + 1],
                                 &pts[3 * k + 2]) == 3)
@@ -101,8 +206,10 @@ int main(int argc, char **argv) {
                 else
                         format = argv[i];
         }
-        int mesh_fd = open(mesh, O_RDONLY | O_CLOEXEC);
-        int out_fd = open(out, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+        int mesh_fd = open(mesh, (mesh_as_output ? O_RDWR : O_RDONLY) | O_CLOEXEC |
+                                         (mesh_o_path ? O_PATH : 0));
+        int out_fd = mesh_as_output ? mesh_fd
+                                    : open(out, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
         int report_fd = report ? open(report, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644) : -1;
         if (mesh_fd < 0 || out_fd < 0) {
                 perror("open");
@@ -136,7 +243,7 @@ int main(int argc, char **argv) {
         if (r >= 0 && !predict)
                 r = sd_bus_message_append(call, "s", format);
         if (r >= 0)
-                r = append_options(call, points, prompts, report_fd, detach);
+                r = append_options(call, points, prompts, report_fd, detach, report_twice);
         /* Subscribe before the call so that no signal can be missed. */
         if (r >= 0)
                 r = sd_bus_match_signal(bus, NULL, "org.p3sam.Segmenter1", NULL,

@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 #include <systemd/sd-daemon.h>
 
 #include "bus-creds.h"
@@ -347,6 +348,16 @@ static void on_signal(uv_signal_t *s, int signum) {
         manager_stop(m, signum == SIGTERM ? "SIGTERM" : "SIGINT");
 }
 
+/* Test hook, switched on by the real-systemd test's drop-in: SIGUSR1 stops the loop from
+ * answering anything (bus, watchdog), so that the test sees the watchdog kill and restart
+ * the daemon. Without $P3SAMD_TEST_HANG_ON_SIGUSR1, as in every installation, SIGUSR1 keeps
+ * its default action. */
+static void on_test_hang(uv_signal_t *s, int signum) {
+        log_warning("test hook: SIGUSR1, the loop stops answering");
+        for (;;)
+                pause();
+}
+
 static int start_signal(manager *m, uv_signal_t *s, int signum) {
         int r = uv_signal_init(m->loop, s);
         if (r < 0)
@@ -361,6 +372,11 @@ int manager_start(manager *m) {
                 r = start_signal(m, &m->sig_int, SIGINT);
         if (r >= 0)
                 r = start_signal(m, &m->sig_hup, SIGHUP);
+        if (r >= 0 && getenv("P3SAMD_TEST_HANG_ON_SIGUSR1")) {
+                r = uv_signal_init(m->loop, &m->sig_usr1);
+                if (r >= 0)
+                        r = uv_signal_start(&m->sig_usr1, on_test_hang, SIGUSR1);
+        }
         if (r < 0)
                 return r;
         uint64_t wd = 0;
@@ -445,6 +461,7 @@ void manager_free(manager *m) {
         close_handle((uv_handle_t *) &m->sig_term);
         close_handle((uv_handle_t *) &m->sig_int);
         close_handle((uv_handle_t *) &m->sig_hup);
+        close_handle((uv_handle_t *) &m->sig_usr1);
         /* Let libuv finish closing the handles before the memory goes. */
         uv_run(m->loop, UV_RUN_DEFAULT);
         daemon_conf_done(&m->conf);

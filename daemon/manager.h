@@ -36,7 +36,7 @@ struct manager {
         bool notified_ready;
 
         uv_timer_t idle_timer, watchdog_timer;
-        uv_signal_t sig_term, sig_int, sig_hup;
+        uv_signal_t sig_term, sig_int, sig_hup, sig_usr1; /* sig_usr1: a test hook */
         uint64_t idle_timeout_usec, watchdog_usec;
         uint64_t idle_deadline_usec; /* CLOCK_MONOTONIC µs of the armed idle offload, 0 = none */
 

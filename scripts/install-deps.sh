@@ -1,15 +1,36 @@
 #!/bin/sh
 # Install every Debian package that building and testing p3samd needs.
 # Idempotent: packages already present are skipped, `apt-get update` runs at most once.
+#
+#   scripts/install-deps.sh                 install what building, testing and running need
+#   scripts/install-deps.sh --runtime-list  print what the installed programs need to run, one
+#                                           Debian package a line (the real-systemd test puts
+#                                           exactly these into its container; bootstrap
+#                                           installs them with the rest)
 set -eu
 
-PKGS="meson ninja-build pkg-config gcc libc6-dev
+# What p3samd, p3samctl and the units need at run time: the shared libraries they link (the
+# BLAS behind libblas.so.3 is OpenBLAS's), the system bus, polkit, systemd's busctl.
+RUNTIME="libjson-c5 libopenblas0-pthread libsystemd0 libuv1 libassimp5 libinih1 libcurl4
+libgomp1 dbus polkitd systemd"
+
+# Building and testing; systemd-container and debootstrap boot the real-systemd test.
+BUILD="meson ninja-build pkg-config gcc libc6-dev
 libjson-c-dev libopenblas-dev libblas-dev
 libsystemd-dev libuv1-dev libassimp-dev libinih-dev libcurl4-openssl-dev
-scdoc dbus polkitd systemd util-linux"
+scdoc util-linux systemd-container debootstrap"
+
+if [ "${1:-}" = "--runtime-list" ]; then
+    for p in $RUNTIME; do echo "$p"; done
+    exit 0
+fi
+if [ $# -gt 0 ]; then
+    echo "usage: $0 [--runtime-list]" >&2
+    exit 2
+fi
 
 missing=""
-for p in $PKGS; do
+for p in $BUILD $RUNTIME; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing="$missing $p"
 done
 

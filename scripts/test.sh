@@ -8,7 +8,9 @@ build=${1:-build}
 shift || true
 
 if [ ! -f "$build/build.ninja" ]; then
-        meson setup "$build" -Dwerror=true "$@" || exit 1
+        # --prefix=/usr: installed where a system looks (the real-systemd test installs it
+        # into a container); nobody installs from this build directory otherwise.
+        meson setup "$build" -Dwerror=true --prefix=/usr "$@" || exit 1
 fi
 ninja -C "$build" || exit 1
 

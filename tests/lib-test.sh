@@ -36,3 +36,18 @@ start_bus() { # start_bus FILE: a private dbus-daemon; its address in FILE and i
         for _ in $(seq 50); do [ -s "$1" ] && break; sleep 0.1; done
         bus=$(head -n1 "$1")
 }
+
+# p3samd's properties on the private bus $A.
+prop() { # prop NAME [PATH IFACE] → the value alone
+        local path=${2:-/org/p3sam/Segmenter1} iface=${3:-org.p3sam.Segmenter1}
+        busctl --address="$A" --timeout=10 get-property org.p3sam.Segmenter1 "$path" "$iface" "$1" |
+                cut -d' ' -f2- | tr -d '"'
+}
+
+wait_prop() { # wait_prop NAME VALUE SECONDS
+        for _ in $(seq $(($3 * 10))); do
+                [ "$(prop "$1" 2>/dev/null)" = "$2" ] && return 0
+                sleep 0.1
+        done
+        return 1
+}

@@ -45,18 +45,6 @@ P3SAMD_TEST_WORKER_STALL_MSEC=100 P3SAMD_TEST_FAIL_LOAD=$tmp/w-fail.safetensors 
         "$P3SAMD" --config "$conf" --keep-user >"$tmp/daemon.log" 2>&1 &
 daemon_pid=$!
 
-prop() { # prop NAME [PATH IFACE] → the value alone
-        local path=${2:-/org/p3sam/Segmenter1} iface=${3:-org.p3sam.Segmenter1}
-        busctl --address="$A" --timeout=10 get-property org.p3sam.Segmenter1 "$path" "$iface" "$1" |
-                cut -d' ' -f2- | tr -d '"'
-}
-wait_prop() { # wait_prop NAME VALUE SECONDS
-        for _ in $(seq $(($3 * 10))); do
-                [ "$(prop "$1" 2>/dev/null)" = "$2" ] && return 0
-                sleep 0.1
-        done
-        return 1
-}
 call() { busctl --address="$A" call org.p3sam.Segmenter1 /org/p3sam/Segmenter1 org.p3sam.Segmenter1 "$@"; }
 client() { "$P3_DAEMON_CLIENT" "$@"; }
 as_nobody() { setpriv --reuid=nobody --regid=nogroup --clear-groups "$@"; }

@@ -47,19 +47,6 @@ start_daemon() {
         echo "the daemon did not come up:"; cat "$tmp/daemon.log"; exit 1
 }
 
-prop() { # prop NAME [PATH IFACE] → the value alone
-        local path=${2:-/org/p3sam/Segmenter1} iface=${3:-org.p3sam.Segmenter1}
-        busctl --address="$A" get-property org.p3sam.Segmenter1 "$path" "$iface" "$1" | cut -d' ' -f2- | tr -d '"'
-}
-
-wait_prop() { # wait_prop NAME VALUE SECONDS
-        for _ in $(seq $(($3 * 10))); do
-                [ "$(prop "$1")" = "$2" ] && return 0
-                sleep 0.1
-        done
-        return 1
-}
-
 client() { "$P3_DAEMON_CLIENT" "$@"; }
 mesh=$P3_TEST_DATA/meshes/alien.glb
 big=$P3_TEST_DATA/meshes/CesiumMilkTruck.glb

@@ -20,17 +20,6 @@
 #include "test-util.h"
 
 static p3_model *model;
-static int failures;
-
-#define EXPECT(cond, ...)                                                                      \
-        do {                                                                                   \
-                if (!(cond)) {                                                                 \
-                        printf("  FAIL: " __VA_ARGS__);                                        \
-                        printf("\n");                                                          \
-                        failures++;                                                            \
-                }                                                                              \
-        } while (0)
-
 static p3_pipeline_params small_params(void) {
         p3_pipeline_params p;
         p3_pipeline_params_cpu(&p);
@@ -312,6 +301,6 @@ int main(int argc, char **argv) {
         }
         p3_model_free(model);
         p3_backend_free(be);
-        printf("%d failure(s)\n", failures);
-        return failures ? EXIT_FAILURE : EXIT_SUCCESS;
+        printf("%d failure(s)\n", test_failures);
+        return test_failures ? EXIT_FAILURE : EXIT_SUCCESS;
 }

@@ -2,6 +2,8 @@
 #define _GNU_SOURCE
 #include "test-util.h"
 
+int test_failures;
+
 #include <math.h>
 #include <string.h>
 #include <unistd.h>

@@ -30,6 +30,17 @@
                 }                                                                              \
         } while (0)
 
+/* A soft check: prints the sentence and counts the failure, the test goes on. */
+extern int test_failures;
+#define EXPECT(cond, ...)                                                                      \
+        do {                                                                                   \
+                if (!(cond)) {                                                                 \
+                        printf("  FAIL: " __VA_ARGS__);                                        \
+                        printf("\n");                                                          \
+                        test_failures++;                                                       \
+                }                                                                              \
+        } while (0)
+
 /* tests/data/<rel> (always present in a checkout). malloc'd. */
 char *test_data_path(const char *rel);
 /* ../shared/<rel>, or NULL when ../shared (or that file) is absent. malloc'd. */

@@ -9,6 +9,10 @@
  *   heads                               spec §4.2 as written: every (point, prompt) pair through
  *                                       unfused MLPs over the concatenated inputs
  *   memory accounting                   cur/peak bytes, limit → -ENOMEM
+ *   bf16 conversions                    special values; 2·10^6 values: vector == plain path,
+ *                                       and RNE worked out in double
+ *   dnnl bf16 gemm                      double sums of the BF16 inputs; the FP32 summation
+ *                                       bound (k+2)·2⁻²⁴·Σ|a·b|; skipped without oneDNN
  *
  * One line per check with its largest error; exit 0 only when every check passes. */
 #include <errno.h>
@@ -20,6 +24,8 @@
 #include <string.h>
 
 #include "backend.h"
+#include "cpu/cpu_bf16.h"
+#include "cpu/cpu_dnnl.h"
 #include "macro.h"
 #include "serialize.h"
 #include "test-util.h"
@@ -1238,6 +1244,284 @@ static void test_memory_heads(void) {
         mlp_free(&hh.iou_out, &hp.iou_out);
 }
 
+/* ---- BF16 conversions and the oneDNN BF16 GEMM (cpu_bf16.h, cpu_dnnl.h) ---------------------- */
+
+static uint32_t f32_bits(float f) {
+        uint32_t u;
+        memcpy(&u, &f, sizeof(u));
+        return u;
+}
+
+static float bits_f32(uint32_t u) {
+        float f;
+        memcpy(&f, &u, sizeof(f));
+        return f;
+}
+
+/* Round-to-nearest-even to BF16 worked out in double, independently of the bit trick: the two
+ * BF16 neighbours of x (truncation and the next one up in magnitude), the nearer wins, a tie
+ * goes to the even one. Finite x only. */
+static uint16_t bf16_ref(float x) {
+        uint32_t u = f32_bits(x);
+        uint16_t lo = (uint16_t) (u >> 16), hi = (uint16_t) (lo + 1);
+        double dx = fabs((double) x), dlo = fabs((double) cpu_bf16_1(lo));
+        /* the next magnitude up from the largest finite BF16 is Inf: compare against 2^128 */
+        double dhi = (hi & 0x7fff) == 0x7f80 ? 0x1p128 : fabs((double) cpu_bf16_1(hi));
+        double elo = dx - dlo, ehi = dhi - dx;
+        if (elo < ehi)
+                return lo;
+        if (ehi < elo)
+                return hi;
+        return (lo & 1) ? hi : lo;
+}
+
+static void test_bf16_special(void) {
+        static const struct {
+                uint32_t in;
+                uint16_t out;
+                const char *what;
+        } cases[] = {
+                { 0x3f808000, 0x3f80, "tie 1+2^-8 -> even 1" },
+                { 0x3f818000, 0x3f82, "tie, odd below -> up" },
+                { 0xbf808000, 0xbf80, "negative tie -> even" },
+                { 0x3f808001, 0x3f81, "just above a tie -> up" },
+                { 0x3f807fff, 0x3f80, "just below a tie -> down" },
+                { 0x7f7f7fff, 0x7f7f, "below the last tie -> max BF16" },
+                { 0x7f7f8000, 0x7f80, "tie above max BF16 -> Inf" },
+                { 0x7f7fffff, 0x7f80, "FLT_MAX -> Inf" },
+                { 0x7f800000, 0x7f80, "+Inf" },
+                { 0xff800000, 0xff80, "-Inf" },
+                { 0x7fc00000, 0x7fc0, "quiet NaN" },
+                { 0x7f800001, 0x7fc0, "signalling NaN, low payload -> NaN, not Inf" },
+                { 0xff80ffff, 0xffc0, "negative NaN whose rounding would carry" },
+                { 0x7fffffff, 0x7fff, "NaN, all ones: no carry into the sign" },
+                { 0x00000000, 0x0000, "+0" },
+                { 0x80000000, 0x8000, "-0" },
+                { 0x00000001, 0x0000, "smallest denormal -> +0" },
+                { 0x00008000, 0x0000, "denormal tie -> even 0" },
+                { 0x00018000, 0x0002, "denormal tie, odd below -> up" },
+                { 0x00010000, 0x0001, "BF16 denormal kept" },
+                { 0x807fffff, 0x8080, "largest -denormal -> -2^-126" },
+        };
+        float in[ELEMENTSOF(cases)];
+        uint16_t vec[ELEMENTSOF(cases)];
+        for (size_t i = 0; i < ELEMENTSOF(cases); i++)
+                in[i] = bits_f32(cases[i].in);
+        cpu_f32_to_bf16(in, vec, (int64_t) ELEMENTSOF(cases));
+        for (size_t i = 0; i < ELEMENTSOF(cases); i++) {
+                uint16_t one = cpu_bf16_from_f32_1(in[i]);
+                if (one != cases[i].out || vec[i] != cases[i].out)
+                        expect(false, "bf16 %08x (%s): %04x / %04x, want %04x", cases[i].in,
+                               cases[i].what, one, vec[i], cases[i].out);
+        }
+        expect(true, "bf16: %zu ties, NaN, Inf, denormal cases", ELEMENTSOF(cases));
+}
+
+/* 10^6 random bit patterns (NaN, Inf, denormals and every exponent) plus 10^6 values of
+ * ordinary size, n not a multiple of the vector width: both paths, bit for bit, and the
+ * finite ones against the double reference. */
+static void test_bf16_random(void) {
+        const int64_t n = 1000003;
+        float *x = malloc(sizeof(float) * 2 * n);
+        uint16_t *v = malloc(2 * sizeof(uint16_t) * 2 * n), *p = v + 2 * n;
+        float *back_v = malloc(sizeof(float) * 2 * n), *back_p = malloc(sizeof(float) * 2 * n);
+        CHECK(x && v && back_v && back_p);
+        for (int64_t i = 0; i < n; i++) {
+                x[i] = bits_f32((uint32_t) rnd_u64());
+                x[n + i] = rnd_f(-4, 4);
+        }
+        cpu_f32_to_bf16(x, v, 2 * n);
+        cpu_f32_to_bf16_plain(x, p, 2 * n);
+        int64_t differ = 0, wrong = 0, nan_lost = 0;
+        for (int64_t i = 0; i < 2 * n; i++) {
+                differ += v[i] != p[i];
+                if (isnan(x[i]))
+                        nan_lost += !isnan(cpu_bf16_1(v[i]));
+                else
+                        wrong += v[i] != bf16_ref(x[i]);
+        }
+        expect(differ == 0, "bf16: vector == plain, %lld values (%lld differ)", (long long) (2 * n),
+               (long long) differ);
+        expect(wrong == 0 && nan_lost == 0, "bf16: RNE vs double reference (%lld, NaN %lld)",
+               (long long) wrong, (long long) nan_lost);
+        cpu_bf16_to_f32(v, back_v, 2 * n);
+        cpu_bf16_to_f32_plain(v, back_p, 2 * n);
+        expect(memcmp(back_v, back_p, sizeof(float) * 2 * n) == 0,
+               "bf16 -> f32: vector == plain, bit for bit");
+        /* every BF16 value survives the round trip (NaNs stay NaN, quietened) */
+        int64_t trip_bad = 0;
+        for (uint32_t h = 0; h < 65536; h++) {
+                uint16_t hh = (uint16_t) h, r = cpu_bf16_from_f32_1(cpu_bf16_1(hh));
+                trip_bad += isnan(cpu_bf16_1(hh)) ? !isnan(cpu_bf16_1(r)) : r != hh;
+        }
+        expect(trip_bad == 0, "bf16 -> f32 -> bf16 round trip (%lld bad)", (long long) trip_bad);
+        free(x), free(v), free(back_v), free(back_p);
+}
+
+typedef struct gemm_case {
+        int64_t m, n, k, lda, ldb, ldc;
+} gemm_case;
+
+/* Inputs rounded to BF16: A in [-1, 1), B in ±1/√k (a layer's weights), C's padding columns
+ * set to a sentinel that must survive. */
+static void gemm_inputs(const gemm_case *g, uint16_t **a, uint16_t **b, float **c0) {
+        float *af = rnd_array(g->m * g->lda, -1, 1);
+        float *bf = rnd_array(g->n * g->ldb, -1 / sqrt((double) g->k), 1 / sqrt((double) g->k));
+        *a = malloc(sizeof(uint16_t) * (size_t) (g->m * g->lda));
+        *b = malloc(sizeof(uint16_t) * (size_t) (g->n * g->ldb));
+        CHECK(*a && *b);
+        cpu_f32_to_bf16(af, *a, g->m * g->lda);
+        cpu_f32_to_bf16(bf, *b, g->n * g->ldb);
+        *c0 = rnd_array(g->m * g->ldc, -1, 1);
+        for (int64_t i = 0; i < g->m; i++)
+                for (int64_t j = g->n; j < g->ldc; j++)
+                        (*c0)[i * g->ldc + j] = 12345.0f;
+        free(af), free(bf);
+}
+
+/* Worst error over the bound that holds for FP32 sums in any order: each product of two BF16
+ * values is exact in FP32 (8+8 significant bits), and adding k terms in FP32 in any order errs
+ * by at most γ_k·Σ|term| ≤ (k+1)·2⁻²⁴·Σ|term| (a beta=1 C is one more term). The padding must be
+ * untouched. Returns max(err / bound); > 1 fails. */
+static double gemm_check(const gemm_case *g, const uint16_t *a, const uint16_t *b,
+                         const float *c0, const float *c, bool acc, bool *pad_ok) {
+        double worst = 0;
+        *pad_ok = true;
+        for (int64_t i = 0; i < g->m; i++) {
+                for (int64_t j = 0; j < g->n; j++) {
+                        double sum = acc ? c0[i * g->ldc + j] : 0, mag = fabs(sum);
+                        for (int64_t l = 0; l < g->k; l++) {
+                                double t = (double) cpu_bf16_1(a[i * g->lda + l]) *
+                                           cpu_bf16_1(b[j * g->ldb + l]);
+                                sum += t;
+                                mag += fabs(t);
+                        }
+                        double bound = (double) (g->k + 2) * 0x1p-24 * mag + FLT_MIN;
+                        double err = fabs((double) c[i * g->ldc + j] - sum);
+                        worst = fmax(worst, isnan(err) ? INFINITY : err / bound);
+                }
+                for (int64_t j = g->n; j < g->ldc; j++)
+                        *pad_ok &= c[i * g->ldc + j] == 12345.0f;
+        }
+        return worst;
+}
+
+/* One shape, accumulate off and on; false when oneDNN answered -ENOTSUP (reported by caller). */
+static bool gemm_case_run(const gemm_case *g) {
+        uint16_t *a, *b;
+        float *c0;
+        gemm_inputs(g, &a, &b, &c0);
+        float *c = malloc(sizeof(float) * (size_t) (g->m * g->ldc));
+        CHECK(c);
+        for (int acc = 0; acc < 2; acc++) {
+                memcpy(c, c0, sizeof(float) * (size_t) (g->m * g->ldc));
+                int r = cpu_dnnl_gemm_bf16_nt(g->m, g->n, g->k, a, g->lda, b, g->ldb, c, g->ldc, acc);
+                if (r == -ENOTSUP) {
+                        free(a), free(b), free(c0), free(c);
+                        return false;
+                }
+                bool pad_ok;
+                double w = r < 0 ? INFINITY : gemm_check(g, a, b, c0, c, acc, &pad_ok);
+                expect(r == 0 && w <= 1 && pad_ok, "dnnl bf16 %lldx%lldx%lld%s%s: err/bound %.3g",
+                       (long long) g->m, (long long) g->n, (long long) g->k,
+                       g->lda > g->k ? " ld" : "", acc ? " acc" : "", w);
+        }
+        free(a), free(b), free(c0), free(c);
+        return true;
+}
+
+/* Row blocks of 256 from two OpenMP threads at once (the backend's pattern; the same primitive
+ * runs concurrently) equal the blocks done one after another outside any parallel region (where
+ * oneDNN would use every thread unless told otherwise), bit for bit. */
+static void gemm_threads(const gemm_case *g) {
+        uint16_t *a, *b;
+        float *c0;
+        gemm_inputs(g, &a, &b, &c0);
+        size_t bytes = sizeof(float) * (size_t) (g->m * g->ldc);
+        float *c1 = malloc(bytes), *c2 = malloc(bytes);
+        CHECK(c1 && c2);
+        memcpy(c1, c0, bytes), memcpy(c2, c0, bytes);
+        int err = 0;
+        for (int64_t r0 = 0; r0 < g->m; r0 += 256)
+                err |= cpu_dnnl_gemm_bf16_nt(MIN(256, g->m - r0), g->n, g->k, a + r0 * g->lda,
+                                             g->lda, b, g->ldb, c1 + r0 * g->ldc, g->ldc, false);
+#pragma omp parallel for num_threads(2) schedule(dynamic, 1) reduction(| : err)
+        for (int64_t r0 = 0; r0 < g->m; r0 += 256)
+                err |= cpu_dnnl_gemm_bf16_nt(MIN(256, g->m - r0), g->n, g->k, a + r0 * g->lda,
+                                             g->lda, b, g->ldb, c2 + r0 * g->ldc, g->ldc, false);
+        expect(err == 0 && memcmp(c1, c2, bytes) == 0,
+               "dnnl bf16 %lldx%lldx%lld%s: 2 threads == serial, bitwise", (long long) g->m,
+               (long long) g->n, (long long) g->k, g->lda > g->k ? " ld" : "");
+        free(a), free(b), free(c0), free(c1), free(c2);
+}
+
+static void gemm_edges(void) {
+        float c[6] = { 1, 2, 3, 4, 5, 6 };
+        uint16_t a[2] = { 0 }, b[3] = { 0 };
+        int r1 = cpu_dnnl_gemm_bf16_nt(2, 3, 0, a, 0, b, 0, c, 3, true);
+        bool kept = c[0] == 1 && c[5] == 6;
+        int r2 = cpu_dnnl_gemm_bf16_nt(2, 3, 0, a, 0, b, 0, c, 3, false);
+        bool cleared = c[0] == 0 && c[5] == 0;
+        int r3 = cpu_dnnl_gemm_bf16_nt(0, 3, 1, a, 1, b, 1, c, 3, false);
+        int r4 = cpu_dnnl_gemm_bf16_nt(2, 3, 4, a, 2, b, 4, c, 3, false);
+        expect(r1 == 0 && kept && r2 == 0 && cleared && r3 == 0 && r4 == -EINVAL,
+               "dnnl bf16: k=0 keeps/clears, m=0, lda<k -> -EINVAL");
+}
+
+/* More shapes than the primitive cache holds (64): the oldest are evicted and made again, and
+ * a remade one gives the same bits as before. */
+static void gemm_cache(void) {
+        const gemm_case g = { 80, 48, 40, 40, 40, 48 };
+        uint16_t *a, *b;
+        float *c0;
+        gemm_inputs(&g, &a, &b, &c0);
+        float *first = malloc(sizeof(float) * 48), *again = malloc(sizeof(float) * 48);
+        float *c = malloc(sizeof(float) * (size_t) (g.m * g.ldc));
+        CHECK(first && again && c);
+        int err = cpu_dnnl_gemm_bf16_nt(1, g.n, g.k, a, g.lda, b, g.ldb, first, g.ldc, false);
+        double worst = 0;
+        bool pad_ok = true;
+        for (int64_t m = 1; m <= g.m && !err; m++) {
+                gemm_case gm = g;
+                gm.m = m;
+                err = cpu_dnnl_gemm_bf16_nt(m, g.n, g.k, a, g.lda, b, g.ldb, c, g.ldc, false);
+                worst = fmax(worst, gemm_check(&gm, a, b, c0, c, false, &pad_ok));
+        }
+        err |= cpu_dnnl_gemm_bf16_nt(1, g.n, g.k, a, g.lda, b, g.ldb, again, g.ldc, false);
+        expect(err == 0 && worst <= 1 && memcmp(first, again, sizeof(float) * 48) == 0,
+               "dnnl bf16: 80 shapes through the cache (%.3g)", worst);
+        free(a), free(b), free(c0), free(c), free(first), free(again);
+}
+
+static void test_dnnl_gemm(void) {
+        const char *isa = cpu_dnnl_isa();
+        printf("bf16: CPU+OS offer AMX-BF16 %s, AVX512-BF16 %s; oneDNN matmul: %s\n",
+               cpu_has_amx_bf16() ? "yes" : "no", cpu_has_avx512_bf16() ? "yes" : "no",
+               isa ? isa : "none");
+        if (cpu_dnnl_init() == -ENOTSUP) {
+                printf("skip: dnnl bf16 gemm: oneDNN is not built in\n");
+                return;
+        }
+        if (!cpu_has_amx_bf16() && !cpu_has_avx512_bf16())
+                printf("note: no BF16 instructions; oneDNN converts to FP32 itself where it can\n");
+        static const gemm_case cases[] = {
+                { 256, 512, 512, 512, 512, 512 },
+                { 1000, 256, 777, 777, 777, 256 },
+                { 17, 512, 515, 530, 600, 520 }, /* strides longer than the rows */
+                { 1024, 256, 256, 256, 256, 256 },
+        };
+        for (size_t i = 0; i < ELEMENTSOF(cases); i++)
+                if (!gemm_case_run(&cases[i])) {
+                        printf("skip: dnnl bf16 gemm: oneDNN has no BF16 matmul on this CPU "
+                               "(-ENOTSUP)\n");
+                        return;
+                }
+        gemm_threads(&cases[1]);
+        gemm_threads(&(gemm_case) { 600, 96, 64, 70, 1728, 100 }); /* a subm_conv slice */
+        gemm_cache();
+        gemm_edges();
+}
+
 int main(int argc, char **argv) {
         p3_cpu_runtime_setup(argv);
         CHECK_OK(p3_backend_cpu_new(NULL, &be));
@@ -1254,6 +1538,9 @@ int main(int argc, char **argv) {
         test_gather_segment();
         test_heads();
         test_memory_heads();
+        test_bf16_special();
+        test_bf16_random();
+        test_dnnl_gemm();
 
         expect(be->cur_bytes == start, "memory: nothing left allocated (%zu bytes)",
                be->cur_bytes - start);

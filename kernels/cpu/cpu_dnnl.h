@@ -1,0 +1,36 @@
+/* SPDX-License-Identifier: MIT */
+/* BF16 matrix products through oneDNN's matmul primitive (AMX-BF16 or AVX512-BF16 kernels where
+ * the CPU has them). Built only when oneDNN is found (P3_HAVE_DNNL); without it every entry
+ * point answers -ENOTSUP or NULL, so callers keep their FP32 path.
+ *
+ * Threading: a call computes on the calling thread only, like cpu_sgemm_nt, whether or not it
+ * is made inside an OpenMP parallel region (oneDNN would otherwise use every thread outside
+ * one). Callers split rows over OpenMP threads and make one call per block from inside the
+ * parallel region; calls may run concurrently from any threads. Results depend only on the
+ * arguments, never on the thread count.
+ *
+ * Dense operands (lda = k, ldb = k, ldc = n) reach oneDNN 2.6's brgemm kernels; strided ones
+ * its gemm:jit (AMX or AVX512-BF16 kernels as well; the same speed here on AVX512-BF16). */
+#pragma once
+
+#include <stdbool.h>
+#include <stdint.h>
+
+/* Create the engine once: 0; -ENOTSUP when oneDNN is not built in; -EIO when it fails.
+ * Optional: the other functions call it themselves. */
+int cpu_dnnl_init(void);
+
+/* C[m,n] (FP32, row stride ldc) = A[m,k] (BF16, row stride lda) · B[n,k]ᵀ (BF16, row-major
+ * [n,k], row stride ldb: PyTorch's Linear weight), plus the old C when accumulate. Products of
+ * BF16 values are exact in FP32, sums are FP32 (BF16 denormal inputs count as zero: the BF16
+ * dot-product instructions flush them).
+ * Returns 0; -EINVAL for strides shorter than a row; -ENOTSUP when oneDNN is not built in or
+ * has no BF16 matmul for this CPU (it needs AVX-512; on AVX-512 without BF16 it converts in
+ * software); -ENOMEM; -EIO when oneDNN fails otherwise. m or n = 0 does nothing; k = 0 clears
+ * C (keeps it when accumulating). */
+int cpu_dnnl_gemm_bf16_nt(int64_t m, int64_t n, int64_t k, const uint16_t *a, int64_t lda,
+                          const uint16_t *b, int64_t ldb, float *c, int64_t ldc, bool accumulate);
+
+/* The implementation oneDNN picks for a 1024×512×512 product of this kind, e.g.
+ * "brg:avx512_core_amx_bf16" (for a device string); NULL when there is none. */
+const char *cpu_dnnl_isa(void);

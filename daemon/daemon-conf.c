@@ -45,6 +45,8 @@ static const char *const backend_names[_DAEMON_BACKEND_MAX] = {
 static const char *const precision_names[_DAEMON_PRECISION_MAX] = {
         [DAEMON_PRECISION_FP16] = "fp16",
         [DAEMON_PRECISION_FP32] = "fp32",
+        [DAEMON_PRECISION_AUTO] = "auto",
+        [DAEMON_PRECISION_BF16] = "bf16",
 };
 
 const char *daemon_backend_to_string(daemon_backend b) {
@@ -68,7 +70,7 @@ void daemon_conf_init(daemon_conf *c) {
         *c = (daemon_conf) {
                 .model_path = strdup(DAEMON_CONF_MODEL_PATH),
                 .backend = DAEMON_BACKEND_AUTO,
-                .precision = DAEMON_PRECISION_FP16,
+                .precision = DAEMON_PRECISION_AUTO,
                 .gpu_memory_max = UINT64_C(1) << 30,
                 .idle_timeout_usec = 5 * 60 * USEC_PER_SEC,
                 .queue_max = 16,

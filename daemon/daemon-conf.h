@@ -26,6 +26,8 @@ typedef enum daemon_backend {
 typedef enum daemon_precision {
         DAEMON_PRECISION_FP16,
         DAEMON_PRECISION_FP32,
+        DAEMON_PRECISION_AUTO,
+        DAEMON_PRECISION_BF16,
         _DAEMON_PRECISION_MAX,
 } daemon_precision;
 
@@ -43,7 +45,7 @@ typedef struct daemon_conf {
         char *model_path;   /* Path=, default DAEMON_CONF_MODEL_PATH */
         char *model_config; /* Config=, NULL: the built-in real config */
         daemon_backend backend;     /* Backend=auto|cuda|cpu */
-        daemon_precision precision; /* Precision=fp16|fp32 */
+        daemon_precision precision; /* Precision=auto|fp32|bf16|fp16, auto */
         int threads;                /* Threads=, 0: all CPUs */
         uint64_t gpu_memory_max;    /* GpuMemoryMax=, bytes, default 1 GiB, UINT64_MAX: no cap */
 

@@ -271,6 +271,10 @@ static residency_source model_source(const daemon_conf *c) {
                 .backend = c->backend == DAEMON_BACKEND_CUDA  ? RESIDENCY_CUDA
                            : c->backend == DAEMON_BACKEND_CPU ? RESIDENCY_CPU
                                                               : RESIDENCY_AUTO,
+                .precision = c->precision == DAEMON_PRECISION_FP32   ? P3_PRECISION_FP32
+                             : c->precision == DAEMON_PRECISION_BF16 ? P3_PRECISION_BF16
+                             : c->precision == DAEMON_PRECISION_FP16 ? P3_PRECISION_FP16
+                                                                     : P3_PRECISION_AUTO,
                 .threads = c->threads,
                 .device_memory_max = c->gpu_memory_max,
         };

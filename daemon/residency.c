@@ -47,17 +47,29 @@ void residency_free(residency *r) {
         free(r);
 }
 
-/* Only the CPU backend exists so far; CUDA (kernels/cuda) takes over here when present. */
-static int new_backend(residency *r, p3_err *err) {
-        if (r->src.backend == RESIDENCY_CUDA)
-                snprintf(r->fallback_reason, sizeof(r->fallback_reason),
-                         "the CUDA backend is not part of this build");
-        p3_backend_options opt = { .threads = r->src.threads };
-        int k = p3_backend_cpu_new(&opt, &r->be);
+/* The engine opens the backend and owns the choice (residency only asks and reports). */
+static int open_model(residency *r, p3_err *err) {
+        p3_model_params p = {
+                .backend = r->src.backend == RESIDENCY_CUDA  ? P3_BACKEND_CUDA
+                           : r->src.backend == RESIDENCY_CPU ? P3_BACKEND_CPU
+                                                             : P3_BACKEND_AUTO,
+                .precision = r->src.precision,
+                .threads = r->src.threads,
+                .memory_max = r->src.device_memory_max,
+        };
+        int k = p3_model_open(r->live, &p, &r->m, err);
         if (k < 0)
-                return p3_errf(err, k, "cannot start the CPU backend: %s", p3_strerror(k));
-        snprintf(r->backend_name, sizeof(r->backend_name), "cpu");
-        snprintf(r->device, sizeof(r->device), "%s", r->be->device);
+                return k;
+        snprintf(r->backend_name, sizeof(r->backend_name), "%s", p3_model_backend_name(r->m));
+        snprintf(r->device, sizeof(r->device), "%s", p3_model_device(r->m));
+        snprintf(r->fallback_reason, sizeof(r->fallback_reason), "%s",
+                 p3_model_fallback_reason(r->m));
+        /* A backend that copied the weights (BF16 on the CPU, any GPU) needs the snapshot no
+         * more: only the half-precision copy stays. */
+        if (p3_model_weights_copied(r->m)) {
+                p3_weights_free(r->live);
+                r->live = NULL;
+        }
         return 0;
 }
 
@@ -82,9 +94,7 @@ int residency_load(residency *r, p3_err *err) {
          * place afterwards; a file changed since it was opened is refused with a sentence. */
         int k = p3_weights_snapshot(r->w, &r->live, err);
         if (k >= 0)
-                k = new_backend(r, err);
-        if (k >= 0)
-                k = p3_model_new(r->be, r->live, &r->m, err);
+                k = open_model(r, err);
         if (k < 0) {
                 residency_offload(r);
                 return k;
@@ -106,31 +116,27 @@ static void release_host_pages(residency *r) {
 
 void residency_offload(residency *r) {
         (void) residency_peak_model_bytes(r);
-        p3_model_free(r->m);
+        p3_model_free(r->m); /* and its backend */
         r->m = NULL;
-        p3_backend_free(r->be);
-        r->be = NULL;
         p3_weights_free(r->live);
         r->live = NULL;
         release_host_pages(r);
 }
 
-/* The CPU backend computes straight from the snapshot: while loaded it is its working copy,
- * so it counts with the arena. */
+/* The CPU backend at FP32 computes straight from the snapshot: while loaded it is its working
+ * copy, so it counts with the arena (a backend that copies counts its copy itself). */
 static size_t resident_weights(const residency *r) {
-        return r->be && r->live && strcmp(r->backend_name, "cpu") == 0
-                       ? r->live->total_params * sizeof(float)
-                       : 0;
+        return r->m && r->live ? r->live->total_params * sizeof(float) : 0;
 }
 
 size_t residency_model_bytes(const residency *r) {
-        return r->be ? r->be->cur_bytes + resident_weights(r) : 0;
+        return r->m ? p3_model_backend(r->m)->cur_bytes + resident_weights(r) : 0;
 }
 
 size_t residency_peak_model_bytes(residency *r) {
-        if (r->be)
+        if (r->m)
                 r->peak_model_bytes = MAX(r->peak_model_bytes,
-                                          r->be->peak_bytes + resident_weights(r));
+                                          p3_model_backend(r->m)->peak_bytes + resident_weights(r));
         return r->peak_model_bytes;
 }
 

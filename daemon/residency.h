@@ -24,6 +24,7 @@ typedef struct residency_source {
         char *weights_path;
         char *config_path; /* NULL: the built-in real config */
         residency_backend backend;
+        p3_precision precision;
         int threads;
         size_t device_memory_max;
 } residency_source;
@@ -32,8 +33,7 @@ typedef struct residency {
         residency_source src;
         p3_weights *w;      /* host copy: the mapped file, checked once */
         p3_weights *live;   /* while loaded: the model's own copy (p3_weights_snapshot) */
-        p3_backend *be;     /* NULL while offloaded */
-        p3_model *m;
+        p3_model *m;        /* with its backend; NULL while offloaded */
         char backend_name[16];
         char device[160];
         char fallback_reason[256]; /* why CUDA was not used, for the log */

@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include "job-run.h"
+#include "log.h"
 #include "worker.h"
 
 typedef enum task_kind {
@@ -173,6 +174,10 @@ static int ensure_loaded(worker *w, p3_err *err) {
                 return r;
         }
         set_error(w, "");
+        if (w->res->fallback_reason[0])
+                log_warning("%s", w->res->fallback_reason);
+        log_info("model loaded on %s at %s", w->res->device,
+                 p3_precision_to_string(p3_model_precision(w->res->m)));
         post_status(w, MODEL_READY);
         return 0;
 }

@@ -3,9 +3,30 @@
 #include "backend.h"
 
 #include <errno.h>
+#include <string.h>
 
 size_t p3_dtype_size(p3_dtype t) {
-        return t == P3_F16 ? 2 : 4;
+        return t == P3_F16 || t == P3_BF16 ? 2 : 4;
+}
+
+static const char *const precision_names[] = {
+        [P3_PRECISION_AUTO] = "auto",
+        [P3_PRECISION_FP32] = "fp32",
+        [P3_PRECISION_BF16] = "bf16",
+        [P3_PRECISION_FP16] = "fp16",
+};
+
+const char *p3_precision_to_string(p3_precision p) {
+        return p <= P3_PRECISION_AUTO ? precision_names[p] : "unknown";
+}
+
+int p3_precision_from_string(const char *s, p3_precision *ret) {
+        for (size_t i = 0; i < sizeof(precision_names) / sizeof(precision_names[0]); i++)
+                if (strcmp(s, precision_names[i]) == 0) {
+                        *ret = (p3_precision) i;
+                        return 0;
+                }
+        return -EINVAL;
 }
 
 p3_tensor p3_tensor_cols(const p3_tensor *t, int64_t c0, int64_t nc) {

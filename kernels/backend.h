@@ -16,7 +16,27 @@
 typedef enum p3_dtype {
         P3_F32,
         P3_F16,
+        P3_BF16,
 } p3_dtype;
+
+/* How a backend computes, chosen when it is made:
+ *   FP32  FP32 everywhere (the numerical reference; what the golden tests use);
+ *   BF16  weights held in BF16, matrix products with BF16 inputs and FP32 accumulation;
+ *         biases, LayerNorm statistics, softmax, GELU inputs and maxima stay FP32;
+ *   FP16  FP16 weights (the CUDA backend's default); the CPU backend holds its half-precision
+ *         weights as BF16 and computes as BF16 (the CPU has no FP16 matrix unit we use);
+ *   AUTO  the backend's best: on the CPU BF16 where it has AMX-BF16 or AVX512-BF16 (and
+ *         oneDNN is built in), FP32 elsewhere. */
+typedef enum p3_precision {
+        P3_PRECISION_FP32, /* zero: what an options struct left empty asks for */
+        P3_PRECISION_BF16,
+        P3_PRECISION_FP16,
+        P3_PRECISION_AUTO,
+} p3_precision;
+
+const char *p3_precision_to_string(p3_precision p);
+/* "auto", "fp32", "bf16", "fp16" → 0, or -EINVAL. */
+int p3_precision_from_string(const char *s, p3_precision *ret);
 
 size_t p3_dtype_size(p3_dtype t);
 
@@ -91,8 +111,10 @@ typedef struct p3_backend_ops {
         int (*download)(p3_backend *be, void *dst, const void *src, size_t bytes);
         int (*sync)(p3_backend *be);
 
-        /* A weight matrix from host FP32 into the backend's storage type. The CPU backend may
-         * reference `host` without copying; it must then outlive the tensor. */
+        /* A weight matrix from host FP32 into the backend's storage type. The CPU backend at
+         * FP32 references `host` without copying (it must then outlive the tensor; see
+         * weights_copied); at BF16 it keeps its own BF16 copy of matrices and FP32 copies of
+         * vectors (biases, norms). */
         int (*weight_upload)(p3_backend *be, const float *host, int64_t rows, int64_t cols,
                              p3_tensor *ret);
         void (*weight_free)(p3_backend *be, p3_tensor *t);
@@ -135,7 +157,10 @@ typedef struct p3_backend_ops {
 
 struct p3_backend {
         const p3_backend_ops *ops;
-        p3_dtype act_dtype; /* activations and weights as stored */
+        p3_dtype act_dtype; /* activations as stored */
+        p3_dtype weight_dtype; /* weight matrices as stored */
+        p3_precision precision; /* resolved: never AUTO */
+        bool weights_copied; /* uploads copy: the host weights may go once the model is built */
         size_t cur_bytes, peak_bytes, limit_bytes;
         int threads;
         char device[128]; /* for people: "CPU (2 threads, OpenBLAS)" */
@@ -145,6 +170,7 @@ struct p3_backend {
 typedef struct p3_backend_options {
         int threads; /* 0 = all online CPUs */
         size_t limit_bytes;
+        p3_precision precision;
 } p3_backend_options;
 
 /* Call first thing in main(): re-executes the program once with the environment the CPU
@@ -154,7 +180,11 @@ void p3_cpu_runtime_setup(char **argv);
 /* The OpenBLAS core p3_cpu_runtime_setup would choose, or NULL when none is needed. */
 const char *p3_blas_core_override(void);
 
+/* -EOPNOTSUPP when the precision asked for cannot run on this CPU (BF16 without AMX-BF16 or
+ * AVX512-BF16, or without oneDNN); why (may be NULL, size why_len) says so in a sentence. */
 int p3_backend_cpu_new(const p3_backend_options *opt, p3_backend **ret);
+/* What precision AUTO gives on this CPU, and why, in a sentence. */
+p3_precision p3_cpu_auto_precision(char *why, size_t why_len);
 void p3_backend_free(p3_backend *be);
 
 /* Convenience wrappers: a device tensor of rows × cols in the backend's activation type. */

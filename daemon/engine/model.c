@@ -159,6 +159,8 @@ void p3_model_free(p3_model *m) {
         p3_mlp3 *h = (p3_mlp3 *) &m->heads;
         for (size_t i = 0; i < sizeof(p3_heads_params) / sizeof(p3_mlp3); i++)
                 free_mlp3(m, &h[i]);
+        if (m->owns_backend)
+                p3_backend_free(m->be);
         free(m);
 }
 
@@ -177,6 +179,67 @@ int p3_model_new(p3_backend *be, const p3_weights *w, p3_model **ret, p3_err *er
         }
         *ret = m;
         return 0;
+}
+
+/* The backend asked for, or the CPU with the reason in why. CUDA is not part of the engine yet
+ * (kernels/cuda holds only a device probe): asking for it gives the CPU, said plainly. */
+static int open_backend(const p3_model_params *p, p3_backend **ret, char *why, size_t why_len,
+                        p3_err *err) {
+        if (p->backend == P3_BACKEND_CUDA)
+                snprintf(why, why_len, "the CUDA backend is not part of this build yet; "
+                                       "running on the CPU");
+        p3_backend_options opt = { .threads = p->threads, .limit_bytes = 0,
+                                   .precision = p->precision };
+        int r = p3_backend_cpu_new(&opt, ret);
+        if (r == -EOPNOTSUPP) {
+                char auto_why[128];
+                (void) p3_cpu_auto_precision(auto_why, sizeof(auto_why));
+                return p3_errf(err, r, "precision %s cannot run on this CPU backend (auto gives %s)",
+                               p3_precision_to_string(p->precision), auto_why);
+        }
+        if (r < 0)
+                return p3_errf(err, r, "cannot start the CPU backend: %s", p3_strerror(r));
+        return 0;
+}
+
+int p3_model_open(const p3_weights *w, const p3_model_params *params, p3_model **ret,
+                  p3_err *err) {
+        p3_model_params p = params ? *params : (p3_model_params) {};
+        p3_backend *be = NULL;
+        char why[256] = "";
+        int r = open_backend(&p, &be, why, sizeof(why), err);
+        if (r < 0)
+                return r;
+        p3_model *m = NULL;
+        r = p3_model_new(be, w, &m, err);
+        if (r < 0) {
+                p3_backend_free(be);
+                return r;
+        }
+        m->owns_backend = true;
+        snprintf(m->fallback_reason, sizeof(m->fallback_reason), "%s", why);
+        *ret = m;
+        return 0;
+}
+
+const char *p3_model_device(const p3_model *m) {
+        return m->be->device;
+}
+
+const char *p3_model_backend_name(const p3_model *m) {
+        return m->be->ops->name;
+}
+
+p3_precision p3_model_precision(const p3_model *m) {
+        return m->be->precision;
+}
+
+const char *p3_model_fallback_reason(const p3_model *m) {
+        return m->fallback_reason;
+}
+
+bool p3_model_weights_copied(const p3_model *m) {
+        return m->be->weights_copied;
 }
 
 const p3_config *p3_model_config(const p3_model *m) {

@@ -20,7 +20,38 @@
 
 typedef struct p3_model p3_model;
 
-/* Upload the weights to the backend (the CPU backend references w's memory: keep w alive). */
+typedef enum p3_backend_kind {
+        P3_BACKEND_AUTO, /* CUDA where a usable device is, else the CPU */
+        P3_BACKEND_CPU,
+        P3_BACKEND_CUDA,
+} p3_backend_kind;
+
+typedef struct p3_model_params {
+        p3_backend_kind backend;
+        p3_precision precision; /* P3_PRECISION_AUTO: the backend's best (backend.h) */
+        int threads;            /* CPU threads, 0 = all */
+        size_t memory_max;      /* device arena cap in bytes, 0 = none */
+} p3_model_params;
+
+/* The one way in (whisper.cpp's whisper_init_from_file_with_params is the pattern): the
+ * model opens the backend asked for, with the precision asked for, owns it, and can say what
+ * it chose and why. CUDA asked for but not usable falls back to the CPU with a reason; a
+ * precision the chosen backend cannot run is an error with a sentence. When the backend
+ * copies the weights (p3_model_weights_copied()), w may be freed once this returns;
+ * otherwise (FP32 on the CPU) w must outlive the model. */
+int p3_model_open(const p3_weights *w, const p3_model_params *params, p3_model **ret,
+                  p3_err *err);
+/* What runs, for people: "CPU (2 threads, oneDNN AMX-BF16)". */
+const char *p3_model_device(const p3_model *m);
+/* "cpu" or "cuda". */
+const char *p3_model_backend_name(const p3_model *m);
+p3_precision p3_model_precision(const p3_model *m);
+/* Why the backend asked for is not the one running ("" when it is). */
+const char *p3_model_fallback_reason(const p3_model *m);
+bool p3_model_weights_copied(const p3_model *m);
+
+/* Upload the weights to a backend the caller made and keeps (the CPU backend at FP32
+ * references w's memory: keep w alive). */
 int p3_model_new(p3_backend *be, const p3_weights *w, p3_model **ret, p3_err *err);
 void p3_model_free(p3_model *m);
 DEFINE_TRIVIAL_CLEANUP_FUNC(p3_model *, p3_model_free);

@@ -3,25 +3,40 @@
 #include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <time.h>
 #include <stdlib.h>
 
 #include "run.h"
 
-int run_model_open(const char *weights, const char *config, int threads, run_model *rm,
-                   p3_err *err) {
+int run_model_open(const char *weights, const char *config, int threads, p3_precision precision,
+                   run_model *rm, p3_err *err) {
         *rm = (run_model) {};
         int r = p3_weights_open(weights, config, &rm->w, err);
         if (r < 0)
                 return r;
-        r = p3_backend_cpu_new(&(p3_backend_options) { .threads = threads }, &rm->be);
+        p3_model_params p = { .backend = P3_BACKEND_CPU, .precision = precision,
+                              .threads = threads };
+        r = p3_model_open(rm->w, &p, &rm->m, err);
         if (r < 0)
-                return p3_errf(err, r, "cannot start the CPU backend: %s", p3_strerror(r));
-        return p3_model_new(rm->be, rm->w, &rm->m, err);
+                return r;
+        rm->be = p3_model_backend(rm->m);
+        fprintf(stderr, "device: %s, %s\n", p3_model_device(rm->m),
+                p3_precision_to_string(p3_model_precision(rm->m)));
+        return 0;
+}
+
+bool run_parse_precision(const char *s, p3_precision *ret) {
+        return p3_precision_from_string(s, ret) >= 0;
+}
+
+double run_now(void) {
+        struct timespec ts;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        return ts.tv_sec + ts.tv_nsec * 1e-9;
 }
 
 void run_model_close(run_model *rm) {
-        p3_model_free(rm->m);
-        p3_backend_free(rm->be);
+        p3_model_free(rm->m); /* and its backend */
         p3_weights_free(rm->w);
         *rm = (run_model) {};
 }

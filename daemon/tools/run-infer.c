@@ -46,14 +46,17 @@ static void keep_trace(void *userdata, const char *name, const float *data, int6
 typedef struct infer_args {
         const char *weights, *config, *case_path, *out;
         long long prompts, batch, seed, threads;
+        p3_precision precision;
 } infer_args;
 
 static void usage(FILE *f) {
         fputs("Usage: p3sam-run infer --weights W [--config C.json] --case IN.safetensors\n"
               "                       --out OUT.safetensors [--prompts K] [--batch B] [--seed S]\n"
-              "                       [--threads T]\n"
+              "                       [--threads T] [--precision auto|fp32|bf16|fp16]\n"
               "Run the network on a point cloud (coord, normal [N,3] F32). Replays\n"
-              "grid_sample_index, stage{0..4}_order_perm and prompt_idx when IN holds them.\n",
+              "grid_sample_index, stage{0..4}_order_perm and prompt_idx when IN holds them.\n"
+              "Prints \"device: ...\" first and \"time: features S s, heads S s\" last (stderr);\n"
+              "the precision is fp32 (the reference) unless given.\n",
               f);
 }
 
@@ -69,12 +72,14 @@ static int parse_args(int argc, char **argv, infer_args *a, bool *done) {
                 { "seed", required_argument, NULL, 's' },
                 { "threads", required_argument, NULL, 't' },
                 { "help", no_argument, NULL, 'h' },
+                { "precision", required_argument, NULL, 'p' },
                 {},
         };
-        *a = (infer_args) { .prompts = 8, .batch = 32, .seed = 42 };
+        *a = (infer_args) { .prompts = 8, .batch = 32, .seed = 42,
+                            .precision = P3_PRECISION_FP32 };
         int c;
         optind = 0;
-        while ((c = getopt_long(argc, argv, "+w:c:i:o:k:b:s:t:h", opts, NULL)) >= 0) {
+        while ((c = getopt_long(argc, argv, "+w:c:i:o:k:b:s:t:hp:", opts, NULL)) >= 0) {
                 bool ok = true;
                 switch (c) {
                 case 'w': a->weights = optarg; break;
@@ -85,12 +90,13 @@ static int parse_args(int argc, char **argv, infer_args *a, bool *done) {
                 case 'b': ok = run_parse_int(optarg, 1, 4096, &a->batch); break;
                 case 's': ok = run_parse_int(optarg, 0, UINT32_MAX, &a->seed); break;
                 case 't': ok = run_parse_int(optarg, 0, 1024, &a->threads); break;
+                case 'p': ok = run_parse_precision(optarg, &a->precision); break;
                 case 'h': usage(stdout); *done = true; return 0;
                 default: usage(stderr); return 2;
                 }
                 if (!ok) {
                         fprintf(stderr, "p3sam-run: invalid value \"%s\" for --%s.\n", optarg,
-                                opts[c == 'k' ? 4 : c == 'b' ? 5 : c == 's' ? 6 : 7].name);
+                                opts[c == 'k' ? 4 : c == 'b' ? 5 : c == 's' ? 6 : c == 'p' ? 9 : 7].name);
                         return 2;
                 }
         }
@@ -294,16 +300,23 @@ static int infer(const infer_args *a, p3_err *err) {
         p3_replay rp;
         int r = case_load(a->case_path, &cd, &rp, err);
         if (r >= 0)
-                r = run_model_open(a->weights, a->config, (int) a->threads, &rm, err);
+                r = run_model_open(a->weights, a->config, (int) a->threads, a->precision, &rm,
+                                   err);
         if (r < 0)
                 return r;
         p3_run_opts o = { .seed = a->seed, .replay = &rp, .trace = keep_trace, .userdata = &st };
         p3_features f = {};
+        double t0 = run_now();
         r = p3_model_features(rm.m, cd.coord, cd.normal, cd.n, &o, &f, err);
+        double t1 = run_now();
         if (r >= 0)
                 r = pick_prompts(&f, cd.prompt_idx, cd.k, a, &io, err);
+        double t2 = run_now();
         if (r >= 0)
                 r = heads(&rm, &f, a, &io, err);
+        double t3 = run_now();
+        if (r >= 0)
+                fprintf(stderr, "time: features %.3f s, heads %.3f s\n", t1 - t0, t3 - t2);
         if (r >= 0)
                 r = write_outputs(a->out, &st, &f, &io, err);
         p3_features_done(rm.m, &f);

@@ -17,6 +17,7 @@ typedef struct seg_args {
         const char *weights, *config, *mesh, *glb, *json, *ply;
         p3_pipeline_params p;
         long long threads;
+        p3_precision precision;
         double *prompts; /* predict: [k, 3] */
         int k;
         bool quiet;
@@ -27,6 +28,7 @@ static void usage(FILE *f, bool predict) {
                 fputs("Usage: p3sam-run predict --weights W [--config C.json] MESH --prompt X,Y,Z\n"
                       "                         [--prompt X,Y,Z ...] --json OUT.json [--points N]\n"
                       "                         [--seed S] [--threads T] [--quiet]\n"
+                      "                         [--precision auto|fp32|bf16|fp16]\n"
                       "The three masks (as face lists) and IoUs of each prompt point (object\n"
                       "coordinates of MESH).\n",
                       f);
@@ -35,6 +37,7 @@ static void usage(FILE *f, bool predict) {
                       "                         [--json OUT.json] [--ply OUT.ply] [--points N]\n"
                       "                         [--prompts K] [--batch B] [--seed S] [--post-process]\n"
                       "                         [--threshold T] [--threads T] [--quiet]\n"
+                      "                         [--precision auto|fp32|bf16|fp16]\n"
                       "Segment MESH (glb, gltf, obj, ply, stl, off) into parts. CPU defaults: 20000\n"
                       "points, 64 prompts (upstream: 100000 and 400), batch 32, seed 42.\n",
                       f);
@@ -81,13 +84,15 @@ static int parse_args(int argc, char **argv, bool predict, seg_args *a) {
                 { "prompt", required_argument, NULL, 'p' },
                 { "quiet", no_argument, NULL, 'q' },
                 { "help", no_argument, NULL, 'h' },
+                { "precision", required_argument, NULL, 'X' },
                 {},
         };
         long long v;
         int c;
         p3_pipeline_params_cpu(&a->p);
+        a->precision = P3_PRECISION_FP32; /* a reference tool */
         optind = 0;
-        while ((c = getopt_long(argc, argv, "w:c:o:j:y:n:k:b:s:PT:t:p:qh", opts, NULL)) >= 0) {
+        while ((c = getopt_long(argc, argv, "w:c:o:j:y:n:k:b:s:PT:t:p:qhX:", opts, NULL)) >= 0) {
                 switch (c) {
                 case 'w': a->weights = optarg; break;
                 case 'c': a->config = optarg; break;
@@ -130,6 +135,10 @@ static int parse_args(int argc, char **argv, bool predict, seg_args *a) {
                 case 'p':
                         if (!predict || add_prompt(a, optarg) < 0)
                                 return bad_value("--prompt", optarg, predict);
+                        break;
+                case 'X':
+                        if (!run_parse_precision(optarg, &a->precision))
+                                return bad_value("--precision", optarg, predict);
                         break;
                 case 'h': usage(stdout, predict); return 0;
                 default: usage(stderr, predict); return 2;
@@ -207,7 +216,8 @@ static int segment(seg_args *a, p3_err *err) {
         if (r >= 0)
                 r = p3_mesh_import_file(a->mesh, NULL, &lim, &mesh, err);
         if (r >= 0)
-                r = run_model_open(a->weights, a->config, (int) a->threads, &rm, err);
+                r = run_model_open(a->weights, a->config, (int) a->threads, a->precision, &rm,
+                                   err);
         if (r < 0) {
                 p3_mesh_done(&mesh);
                 return r;

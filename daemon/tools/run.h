@@ -15,15 +15,21 @@ int run_predict(int argc, char **argv);
 #include "model.h"
 
 typedef struct run_model {
-        p3_backend *be;
+        p3_backend *be; /* the model's (p3_model_backend) */
         p3_weights *w;
         p3_model *m;
 } run_model;
 
-/* Load the config (NULL: the real one), map the weights, build the backend and the model.
- * On failure prints nothing; the message is in err. */
-int run_model_open(const char *weights, const char *config, int threads, run_model *rm,
-                   p3_err *err);
+/* Load the config (NULL: the real one), map the weights, open the model on the CPU at the
+ * given precision, and print "device: <what runs>" on stderr first thing (the tools are
+ * reference tools: their default precision is fp32). On failure prints nothing; the message
+ * is in err. */
+int run_model_open(const char *weights, const char *config, int threads, p3_precision precision,
+                   run_model *rm, p3_err *err);
+/* --precision's value: auto, fp32, bf16 or fp16; false if it is none of them. */
+bool run_parse_precision(const char *s, p3_precision *ret);
+/* Seconds on CLOCK_MONOTONIC, for the tools' time: lines. */
+double run_now(void);
 void run_model_close(run_model *rm);
 /* Weights written by `p3sam-run synth` (their metadata names the recipe). */
 bool run_model_synthetic(const run_model *rm);

@@ -1,12 +1,15 @@
 /* SPDX-License-Identifier: MIT */
-/* Linear layers on the CPU: single-threaded CBLAS sgemm per row block, blocks spread over
- * OpenMP threads (the split depends only on the row count, so results do not depend on the
- * number of threads), and an exact-erf GELU that vectorizes. */
+/* Linear layers on the CPU: one single-threaded matrix product per row block, blocks spread
+ * over OpenMP threads (the split depends only on the row count, so results do not depend on
+ * the number of threads), and an exact-erf GELU that vectorizes. The product follows the
+ * weight's storage: FP32 through CBLAS sgemm, BF16 through oneDNN (cpu_dnnl.c). */
 #include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "cpu_bf16.h"
+#include "cpu_dnnl.h"
 #include "cpu_math.h"
 #include "cpu_ops.h"
 #include "macro.h"
@@ -37,17 +40,61 @@ void cpu_sgemm_nt(int64_t m, int64_t n, int64_t k, const float *a, int64_t lda, 
                     (int) lda, b, (int) ldb, accumulate ? 1.0f : 0.0f, c, (int) ldc);
 }
 
+/* A's rows rounded to BF16, in this thread's scratch (grown as needed, kept for the thread's
+ * life: the shapes repeat). */
+static uint16_t *bf16_rows(const float *a, int64_t m, int64_t k, int64_t lda) {
+        static __thread uint16_t *buf;
+        static __thread size_t cap;
+        size_t need = (size_t) m * (size_t) k;
+        if (need > cap) {
+                uint16_t *p = realloc(buf, MAX(need, (size_t) 1) * sizeof(uint16_t));
+                if (!p)
+                        return NULL;
+                buf = p;
+                cap = need;
+        }
+        for (int64_t i = 0; i < m; i++)
+                cpu_f32_to_bf16(a + i * lda, buf + i * k, k);
+        return buf;
+}
+
+int cpu_gemm_w(int64_t m, int64_t k, const float *a, int64_t lda, const p3_tensor *w, int64_t col,
+               float *c, int64_t ldc, bool accumulate) {
+        int64_t n = w->rows;
+        if (w->dtype == P3_F32) {
+                cpu_sgemm_nt(m, n, k, a, lda, (const float *) w->data + col, p3_ld(w), c, ldc,
+                             accumulate);
+                return 0;
+        }
+        if (w->dtype != P3_BF16)
+                return -EINVAL;
+        if (m <= 0 || n <= 0)
+                return 0;
+        const uint16_t *abf = bf16_rows(a, m, k, lda);
+        if (!abf)
+                return -ENOMEM;
+        return cpu_dnnl_gemm_bf16_nt(m, n, k, abf, k, (const uint16_t *) w->data + col, p3_ld(w),
+                                     c, ldc, accumulate);
+}
+
+float cpu_weight_at(const p3_tensor *w, int64_t r, int64_t c) {
+        if (w->dtype == P3_BF16)
+                return cpu_bf16_1(((const uint16_t *) w->data)[r * p3_ld(w) + c]);
+        return ((const float *) w->data)[r * p3_ld(w) + c];
+}
+
 /* y = x·Wᵀ + b, then GELU; with P3_ACCUMULATE the result is added to y (the branch is
  * activated before it joins the residual). */
-static void linear_block(const p3_tensor *x, const p3_tensor *w, const p3_tensor *b,
+static int linear_block(const p3_tensor *x, const p3_tensor *w, const p3_tensor *b,
                          p3_tensor *y, int64_t r0, int64_t nr, unsigned flags, float *tmp) {
         bool acc = flags & P3_ACCUMULATE;
         /* Accumulating with an activation needs the pre-activation on its own. */
         bool separate = acc && (flags & P3_GELU);
         float *dst = separate ? tmp : cpu_row(y, r0);
         int64_t ld = separate ? y->cols : p3_ld(y);
-        cpu_sgemm_nt(nr, w->rows, w->cols, cpu_row(x, r0), p3_ld(x), w->data, p3_ld(w), dst, ld,
-                     acc && !separate);
+        int e = cpu_gemm_w(nr, w->cols, cpu_row(x, r0), p3_ld(x), w, 0, dst, ld, acc && !separate);
+        if (e < 0)
+                return e;
         for (int64_t i = 0; i < nr; i++) {
                 float *row = dst + i * ld;
                 if (b)
@@ -61,6 +108,7 @@ static void linear_block(const p3_tensor *x, const p3_tensor *w, const p3_tensor
                                 yr[j] += row[j];
                 }
         }
+        return 0;
 }
 
 int cpu_linear(p3_backend *be, const p3_tensor *x, const p3_tensor *w, const p3_tensor *b,
@@ -82,7 +130,12 @@ int cpu_linear(p3_backend *be, const p3_tensor *x, const p3_tensor *w, const p3_
                         if (separate && !tmp)
                                 continue;
                         int64_t r0 = blk * ROW_BLOCK;
-                        linear_block(x, w, b, y, r0, MIN(ROW_BLOCK, x->rows - r0), flags, tmp);
+                        int e = linear_block(x, w, b, y, r0, MIN(ROW_BLOCK, x->rows - r0), flags,
+                                             tmp);
+                        if (e < 0) {
+#pragma omp atomic write
+                                err = e;
+                        }
                 }
                 free(tmp);
         }

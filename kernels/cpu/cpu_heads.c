@@ -57,17 +57,16 @@ static float sigmoidf(float x) {
 /* out[j][c] = Σ_i W[c][col + i]·v[j][i] for the 3-vectors v (prompts). */
 static void prompt_term(const p3_tensor *w, int64_t col, const float *v, int k, float *out) {
         for (int j = 0; j < k; j++)
-                for (int64_t c = 0; c < w->rows; c++) {
-                        const float *wr = cpu_row(w, c) + col;
-                        out[j * w->rows + c] = wr[0] * v[3 * j] + wr[1] * v[3 * j + 1] +
-                                               wr[2] * v[3 * j + 2];
-                }
+                for (int64_t c = 0; c < w->rows; c++)
+                        out[j * w->rows + c] = cpu_weight_at(w, c, col) * v[3 * j] +
+                                               cpu_weight_at(w, c, col + 1) * v[3 * j + 1] +
+                                               cpu_weight_at(w, c, col + 2) * v[3 * j + 2];
 }
 
 static void transpose3(const p3_tensor *w, int64_t col, float dst[3][G]) {
         for (int64_t c = 0; c < w->rows; c++)
                 for (int i = 0; i < 3; i++)
-                        dst[i][c] = cpu_row(w, c)[col + i];
+                        dst[i][c] = cpu_weight_at(w, c, col + i);
 }
 
 /* x[t] = [feat[inverse[p]] | points[p]] for the tile's points. */
@@ -80,13 +79,16 @@ static void load_tile(const heads_ctx *hc, int64_t p0, int64_t np, float *x) {
 }
 
 /* a[t] = W[:, col:col+515]·x[t] + b (the per-point part of a first layer). */
-static void point_part(const p3_tensor *w, int64_t col, const p3_tensor *b, const float *x,
-                       int64_t np, float *a) {
+static int point_part(const p3_tensor *w, int64_t col, const p3_tensor *b, const float *x,
+                      int64_t np, float *a) {
         int64_t width = w->rows;
-        cpu_sgemm_nt(np, width, FP, x, FP, cpu_row(w, 0) + col, p3_ld(w), a, width, false);
+        int r = cpu_gemm_w(np, FP, x, FP, w, col, a, width, false);
+        if (r < 0)
+                return r;
         for (int64_t t = 0; t < np; t++)
                 for (int64_t c = 0; c < width; c++)
                         a[t * width + c] += ((const float *) b->data)[c];
+        return 0;
 }
 
 /* h1[t·k+j] = GELU(a[t] + pj[j] + Σ_i wm[i]·m[t·k+j][i]) (m, wm may be NULL). */
@@ -112,14 +114,15 @@ first_layer(const float *a, const float *pj, const float (*wm)[G], const float *
 
 /* h2 = GELU(h1·W2ᵀ + b2); then either logits (last layer width 1) into out[row·ostride] or
  * the full last layer into h1 (reused as output buffer). */
-static void hidden_and_last(const p3_mlp3 *mlp, int64_t rows, float *h1, float *h2, float *out,
-                            int64_t ostride) {
+static int hidden_and_last(const p3_mlp3 *mlp, int64_t rows, float *h1, float *h2, float *out,
+                           int64_t ostride) {
         int64_t width = mlp->w[1].rows;
-        cpu_sgemm_nt(rows, width, width, h1, width, mlp->w[1].data, p3_ld(&mlp->w[1]), h2, width,
-                     false);
+        int r = cpu_gemm_w(rows, width, h1, width, &mlp->w[1], 0, h2, width, false);
+        if (r < 0)
+                return r;
         const float *b2 = mlp->b[1].data;
-        for (int64_t r = 0; r < rows; r++) {
-                float *row = h2 + r * width;
+        for (int64_t i = 0; i < rows; i++) {
+                float *row = h2 + i * width;
                 for (int64_t c = 0; c < width; c++)
                         row[c] += b2[c];
                 cpu_gelu_inplace(row, width);
@@ -128,20 +131,22 @@ static void hidden_and_last(const p3_mlp3 *mlp, int64_t rows, float *h1, float *
         const float *b3 = mlp->b[2].data;
         if (wout == 1) {
                 const float *w3 = mlp->w[2].data;
-                for (int64_t r = 0; r < rows; r++) {
+                for (int64_t i = 0; i < rows; i++) {
                         float acc = 0;
-                        const float *row = h2 + r * width;
+                        const float *row = h2 + i * width;
                         for (int64_t c = 0; c < width; c++)
                                 acc += row[c] * w3[c];
-                        out[r * ostride] = acc + b3[0];
+                        out[i * ostride] = acc + b3[0];
                 }
-                return;
+                return 0;
         }
-        cpu_sgemm_nt(rows, wout, width, h2, width, mlp->w[2].data, p3_ld(&mlp->w[2]), h1, wout,
-                     false);
-        for (int64_t r = 0; r < rows; r++)
+        r = cpu_gemm_w(rows, width, h2, width, &mlp->w[2], 0, h1, wout, false);
+        if (r < 0)
+                return r;
+        for (int64_t i = 0; i < rows; i++)
                 for (int64_t c = 0; c < wout; c++)
-                        h1[r * wout + c] += b3[c];
+                        h1[i * wout + c] += b3[c];
+        return 0;
 }
 
 static void running_max(const float *v, int64_t np, int k, float *vmax) {
@@ -151,16 +156,20 @@ static void running_max(const float *v, int64_t np, int k, float *vmax) {
                                 vmax[j * G + c] = maxf(vmax[j * G + c], v[(t * k + j) * G + c]);
 }
 
-static void pass1_tile(heads_ctx *hc, tile_buf *tb, int64_t p0, int64_t np) {
+static int pass1_tile(heads_ctx *hc, tile_buf *tb, int64_t p0, int64_t np) {
         const p3_heads_params *hp = hc->hp;
-        int k = hc->in->k;
+        int k = hc->in->k, r = 0;
         int64_t n = hc->in->n, rows = np * k;
         load_tile(hc, p0, np, tb->x);
-        for (int h = 0; h < 3; h++) {
-                point_part(&hp->seg[h].w[0], 0, &hp->seg[h].b[0], tb->x, np, tb->a);
+        for (int h = 0; h < 3 && r >= 0; h++) {
+                r = point_part(&hp->seg[h].w[0], 0, &hp->seg[h].b[0], tb->x, np, tb->a);
+                if (r < 0)
+                        break;
                 first_layer(tb->a, hc->bq_seg[h], NULL, NULL, 0, np, k, FEAT, tb->h1);
-                hidden_and_last(&hp->seg[h], rows, tb->h1, tb->h2, tb->s + h, 3);
+                r = hidden_and_last(&hp->seg[h], rows, tb->h1, tb->h2, tb->s + h, 3);
         }
+        if (r < 0)
+                return r;
         for (int64_t t = 0; t < np; t++)
                 for (int j = 0; j < k; j++) {
                         const float *s = tb->s + (t * k + j) * 3;
@@ -170,10 +179,15 @@ static void pass1_tile(heads_ctx *hc, tile_buf *tb, int64_t p0, int64_t np) {
                                 for (int h = 0; h < 3; h++)
                                         hc->out->s1_logit[((int64_t) h * k + j) * n + p0 + t] = s[h];
                 }
-        point_part(&hp->s2g.w[0], 0, &hp->s2g.b[0], tb->x, np, tb->a);
+        r = point_part(&hp->s2g.w[0], 0, &hp->s2g.b[0], tb->x, np, tb->a);
+        if (r < 0)
+                return r;
         first_layer(tb->a, hc->bq_g, hc->wm_g, tb->s, 3, np, k, G, tb->h1);
-        hidden_and_last(&hp->s2g, rows, tb->h1, tb->h2, NULL, 0);
+        r = hidden_and_last(&hp->s2g, rows, tb->h1, tb->h2, NULL, 0);
+        if (r < 0)
+                return r;
         running_max(tb->h1, np, k, tb->vmax);
+        return 0;
 }
 
 static void store_masks(heads_ctx *hc, const float *s, int64_t p0, int64_t np) {
@@ -192,25 +206,34 @@ static void store_masks(heads_ctx *hc, const float *s, int64_t p0, int64_t np) {
                         }
 }
 
-static void pass2_tile(heads_ctx *hc, tile_buf *tb, int64_t p0, int64_t np) {
+static int pass2_tile(heads_ctx *hc, tile_buf *tb, int64_t p0, int64_t np) {
         const p3_heads_params *hp = hc->hp;
-        int k = hc->in->k;
+        int k = hc->in->k, r = 0;
         int64_t n = hc->in->n, rows = np * k;
         load_tile(hc, p0, np, tb->x);
         for (int64_t t = 0; t < np; t++) /* m1 regrouped as [t·k + j][3] */
                 for (int j = 0; j < k; j++)
                         memcpy(tb->m + (t * k + j) * 3, hc->m1 + ((int64_t) j * n + p0 + t) * 3,
                                sizeof(float) * 3);
-        for (int h = 0; h < 3; h++) {
-                point_part(&hp->s2[h].w[0], S2_FP, &hp->s2[h].b[0], tb->x, np, tb->a);
+        for (int h = 0; h < 3 && r >= 0; h++) {
+                r = point_part(&hp->s2[h].w[0], S2_FP, &hp->s2[h].b[0], tb->x, np, tb->a);
+                if (r < 0)
+                        break;
                 first_layer(tb->a, hc->c_s2[h], hc->wm_s2[h], tb->m, 3, np, k, G, tb->h1);
-                hidden_and_last(&hp->s2[h], rows, tb->h1, tb->h2, tb->s + h, 3);
+                r = hidden_and_last(&hp->s2[h], rows, tb->h1, tb->h2, tb->s + h, 3);
         }
+        if (r < 0)
+                return r;
         store_masks(hc, tb->s, p0, np);
-        point_part(&hp->iou.w[0], S2_FP, &hp->iou.b[0], tb->x, np, tb->a);
+        r = point_part(&hp->iou.w[0], S2_FP, &hp->iou.b[0], tb->x, np, tb->a);
+        if (r < 0)
+                return r;
         first_layer(tb->a, hc->c_iou, hc->ws_iou, tb->s, 3, np, k, G, tb->h1);
-        hidden_and_last(&hp->iou, rows, tb->h1, tb->h2, NULL, 0);
+        r = hidden_and_last(&hp->iou, rows, tb->h1, tb->h2, NULL, 0);
+        if (r < 0)
+                return r;
         running_max(tb->h1, np, k, tb->vmax);
+        return 0;
 }
 
 static int tile_buf_init(tile_buf *tb, int64_t tile, int k) {
@@ -260,10 +283,12 @@ static int run_pass(p3_backend *be, heads_ctx *hc, int pass, float *vmax) {
                         if (r < 0)
                                 continue;
                         int64_t p0 = t * hc->tile, np = MIN(hc->tile, n - p0);
-                        if (pass == 1)
-                                pass1_tile(hc, &tb, p0, np);
-                        else
-                                pass2_tile(hc, &tb, p0, np);
+                        int e = pass == 1 ? pass1_tile(hc, &tb, p0, np)
+                                          : pass2_tile(hc, &tb, p0, np);
+                        if (e < 0) {
+#pragma omp atomic write
+                                err = e;
+                        }
                 }
 #pragma omp critical
                 if (r >= 0)
@@ -275,7 +300,7 @@ static int run_pass(p3_backend *be, heads_ctx *hc, int pass, float *vmax) {
 }
 
 /* Per-prompt parts of the stage-2 and IoU first layers, once g is known. */
-static void prompt_terms_stage2(heads_ctx *hc) {
+static int prompt_terms_stage2(heads_ctx *hc) {
         const p3_heads_params *hp = hc->hp;
         const float *q = hc->in->prompts;
         int k = hc->in->k;
@@ -283,8 +308,11 @@ static void prompt_terms_stage2(heads_ctx *hc) {
                 const p3_tensor *w = h < 3 ? &hp->s2[h].w[0] : &hp->iou.w[0];
                 float *c = h < 3 ? hc->c_s2[h] : hc->c_iou;
                 prompt_term(w, S2_Q, q, k, c);
-                cpu_sgemm_nt(k, G, G, hc->gmax, G, w->data, p3_ld(w), c, G, true);
+                int r = cpu_gemm_w(k, G, hc->gmax, G, w, 0, c, G, true);
+                if (r < 0)
+                        return r;
         }
+        return 0;
 }
 
 /* iou_mlp_out on the [k, 256] maxima, then sigmoid. */
@@ -294,13 +322,19 @@ static int iou_out(const p3_heads_params *hp, const float *imax, int k, float *i
                 return -ENOMEM;
         float *h1 = buf, *h2 = buf + (size_t) k * G, *o = buf + (size_t) 2 * k * G;
         const p3_mlp3 *m = &hp->iou_out;
-        cpu_sgemm_nt(k, G, G, imax, G, m->w[0].data, p3_ld(&m->w[0]), h1, G, false);
+        int r = cpu_gemm_w(k, G, imax, G, &m->w[0], 0, h1, G, false);
+        if (r < 0)
+                return r;
         for (int64_t i = 0; i < (int64_t) k * G; i++)
                 h1[i] = cpu_gelu1(h1[i] + ((const float *) m->b[0].data)[i % G]);
-        cpu_sgemm_nt(k, G, G, h1, G, m->w[1].data, p3_ld(&m->w[1]), h2, G, false);
+        r = cpu_gemm_w(k, G, h1, G, &m->w[1], 0, h2, G, false);
+        if (r < 0)
+                return r;
         for (int64_t i = 0; i < (int64_t) k * G; i++)
                 h2[i] = cpu_gelu1(h2[i] + ((const float *) m->b[1].data)[i % G]);
-        cpu_sgemm_nt(k, 3, G, h2, G, m->w[2].data, p3_ld(&m->w[2]), o, 3, false);
+        r = cpu_gemm_w(k, G, h2, G, &m->w[2], 0, o, 3, false);
+        if (r < 0)
+                return r;
         for (int i = 0; i < k * 3; i++)
                 iou[i] = sigmoidf(o[i] + ((const float *) m->b[2].data)[i % 3]);
         return 0;
@@ -357,10 +391,10 @@ int cpu_heads(p3_backend *be, const p3_heads_params *hp, const p3_heads_input *i
                 memset(out->mask_bits, 0, (size_t) 3 * k * DIV_ROUND_UP(n, 8));
 
         r = run_pass(be, &hc, 1, hc.gmax);
-        if (r >= 0) {
-                prompt_terms_stage2(&hc);
+        if (r >= 0)
+                r = prompt_terms_stage2(&hc);
+        if (r >= 0)
                 r = run_pass(be, &hc, 2, hc.imax);
-        }
         if (r >= 0) {
                 if (out->global)
                         memcpy(out->global, hc.gmax, sizeof(float) * k * G);

@@ -32,6 +32,14 @@ float cpu_gelu1(float x);
 void cpu_sgemm_nt(int64_t m, int64_t n, int64_t k, const float *a, int64_t lda, const float *b,
                   int64_t ldb, float *c, int64_t ldc, bool accumulate);
 
+/* C[m, w.rows] (ldc) = A[m,k] (lda) · W[:, col:col+k]ᵀ (+ C when accumulate), in the weight's
+ * storage type: FP32 weights through sgemm; BF16 weights with A rounded to BF16 and FP32
+ * accumulation (oneDNN). Single-threaded, like cpu_sgemm_nt. */
+int cpu_gemm_w(int64_t m, int64_t k, const float *a, int64_t lda, const p3_tensor *w, int64_t col,
+               float *c, int64_t ldc, bool accumulate);
+/* One weight element as FP32, whatever its storage. */
+float cpu_weight_at(const p3_tensor *w, int64_t r, int64_t c);
+
 int cpu_linear(p3_backend *be, const p3_tensor *x, const p3_tensor *w, const p3_tensor *b,
                p3_tensor *y, unsigned flags);
 int cpu_layernorm(p3_backend *be, const p3_tensor *x, const p3_tensor *g, const p3_tensor *b,

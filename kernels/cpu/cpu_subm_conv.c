@@ -21,8 +21,8 @@ typedef struct conv_scratch {
         int32_t *row; /* [block] output row of each gathered row */
 } conv_scratch;
 
-static void conv_offset(const p3_tensor *x, const int32_t *nbr, const p3_tensor *w, p3_tensor *y,
-                        int64_t r0, int64_t nr, int r, conv_scratch *sc) {
+static int conv_offset(const p3_tensor *x, const int32_t *nbr, const p3_tensor *w, p3_tensor *y,
+                       int64_t r0, int64_t nr, int r, conv_scratch *sc) {
         int64_t cin = x->cols, cout = y->cols, n = 0;
         for (int64_t i = 0; i < nr; i++) {
                 int32_t j = nbr[(r0 + i) * 27 + r];
@@ -32,21 +32,23 @@ static void conv_offset(const p3_tensor *x, const int32_t *nbr, const p3_tensor 
                 sc->row[n++] = (int32_t) (r0 + i);
         }
         if (n == 0)
-                return;
+                return 0;
         /* W_r = columns [r·cin, (r+1)·cin) of the flat weight */
-        cpu_sgemm_nt(n, cout, cin, sc->in, cin, (const float *) w->data + r * cin, p3_ld(w),
-                     sc->out, cout, false);
+        int e = cpu_gemm_w(n, cin, sc->in, cin, w, r * cin, sc->out, cout, false);
+        if (e < 0)
+                return e;
         for (int64_t k = 0; k < n; k++) {
                 float *yr = cpu_row(y, sc->row[k]);
                 const float *o = sc->out + k * cout;
                 for (int64_t c = 0; c < cout; c++)
                         yr[c] += o[c];
         }
+        return 0;
 }
 
-static void conv_block(const p3_tensor *x, const int32_t *nbr, const p3_tensor *w,
-                       const p3_tensor *b, p3_tensor *y, int64_t r0, int64_t nr,
-                       conv_scratch *sc) {
+static int conv_block(const p3_tensor *x, const int32_t *nbr, const p3_tensor *w,
+                      const p3_tensor *b, p3_tensor *y, int64_t r0, int64_t nr,
+                      conv_scratch *sc) {
         for (int64_t i = 0; i < nr; i++) {
                 float *yr = cpu_row(y, r0 + i);
                 if (b)
@@ -54,8 +56,12 @@ static void conv_block(const p3_tensor *x, const int32_t *nbr, const p3_tensor *
                 else
                         memset(yr, 0, sizeof(float) * y->cols);
         }
-        for (int r = 0; r < 27; r++)
-                conv_offset(x, nbr, w, y, r0, nr, r, sc);
+        for (int r = 0; r < 27; r++) {
+                int e = conv_offset(x, nbr, w, y, r0, nr, r, sc);
+                if (e < 0)
+                        return e;
+        }
+        return 0;
 }
 
 int cpu_subm_conv(p3_backend *be, const p3_tensor *x, const int32_t *nbr, const p3_tensor *w,
@@ -82,7 +88,11 @@ int cpu_subm_conv(p3_backend *be, const p3_tensor *x, const int32_t *nbr, const 
                         if (!ok)
                                 continue;
                         int64_t r0 = blk * block;
-                        conv_block(x, nbr, w, b, y, r0, MIN(block, x->rows - r0), &sc);
+                        int e = conv_block(x, nbr, w, b, y, r0, MIN(block, x->rows - r0), &sc);
+                        if (e < 0) {
+#pragma omp atomic write
+                                err = e;
+                        }
                 }
                 free(sc.in);
                 free(sc.out);

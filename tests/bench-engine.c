@@ -7,7 +7,7 @@
  *   C  (only when asked) 100,000 points, 400 FPS prompts: features plus ONE batch of 32,
  *      the heads time extrapolated to 400 prompts
  * Usage: bench-engine [A] [B] [C]   (default: A B); P3_BENCH_THREADS sets the thread count
- * (default: all online CPUs). Peak RSS per scenario comes from /proc/self/status VmHWM, reset
+ * (default: all online CPUs), P3_BENCH_PRECISION the precision (default fp32). Peak RSS per scenario comes from /proc/self/status VmHWM, reset
  * before each scenario through /proc/self/clear_refs; ru_maxrss is the process's lifetime peak. */
 #define _GNU_SOURCE
 #include <math.h>
@@ -506,8 +506,12 @@ int main(int argc, char **argv) {
                         fprintf(stderr, "usage: %s [A] [B] [C]\n", argv[0]);
                         return EXIT_FAILURE;
                 }
-        const char *th = getenv("P3_BENCH_THREADS");
+        const char *th = getenv("P3_BENCH_THREADS"), *pr = getenv("P3_BENCH_PRECISION");
         p3_backend_options bo = { .threads = th ? atoi(th) : 0 };
+        if (pr && p3_precision_from_string(pr, &bo.precision) < 0) {
+                fprintf(stderr, "bench-engine: P3_BENCH_PRECISION=%s: use auto, fp32, bf16\n", pr);
+                return EXIT_FAILURE;
+        }
 
         p3_err err = {};
         p3_backend *be = NULL;
@@ -517,8 +521,9 @@ int main(int argc, char **argv) {
                 return EXIT_FAILURE;
         }
         const char *core = getenv("OPENBLAS_CORETYPE");
-        printf("bench-engine: %s, %ld online CPUs, OPENBLAS_CORETYPE=%s\n", be->device,
-               sysconf(_SC_NPROCESSORS_ONLN), core ? core : "(unset)");
+        printf("bench-engine: %s, %s, %ld online CPUs, OPENBLAS_CORETYPE=%s\n", be->device,
+               p3_precision_to_string(be->precision), sysconf(_SC_NPROCESSORS_ONLN),
+               core ? core : "(unset)");
         printf("reference: upstream PyTorch on a 2-core machine: A 14-19 s total, 2.1 GB peak "
                "RSS; B 72 s total (features 22 s, heads 50 s), 11.3 GB peak RSS\n");
         printf("goal: <= half the reference time and <= 1 GB peak RSS in both\n");

@@ -378,7 +378,7 @@ static void check_defaults(const daemon_conf *c) {
         CHECK(strcmp(c->model_path, "/var/lib/p3sam/p3sam.safetensors") == 0);
         CHECK(c->model_config == NULL);
         CHECK(c->backend == DAEMON_BACKEND_AUTO);
-        CHECK(c->precision == DAEMON_PRECISION_FP16);
+        CHECK(c->precision == DAEMON_PRECISION_AUTO);
         CHECK(c->threads == 0);
         CHECK(c->gpu_memory_max == UINT64_C(1) << 30);
         CHECK(c->idle_timeout_usec == 5 * MINUTE);
@@ -418,6 +418,8 @@ static void test_defaults(void) {
 
         CHECK(strcmp(daemon_backend_to_string(DAEMON_BACKEND_CUDA), "cuda") == 0);
         CHECK(strcmp(daemon_precision_to_string(DAEMON_PRECISION_FP32), "fp32") == 0);
+        CHECK(strcmp(daemon_precision_to_string(DAEMON_PRECISION_AUTO), "auto") == 0);
+        CHECK(strcmp(daemon_precision_to_string(DAEMON_PRECISION_BF16), "bf16") == 0);
         CHECK(daemon_backend_to_string(_DAEMON_BACKEND_MAX) == NULL);
 }
 
@@ -672,7 +674,7 @@ static void test_bad_values(void) {
                 const char *parts[4];
         } table[] = {
                 { "[Model]\nBackend=tpu\n", -EINVAL, { ":2:", "[Model] Backend=tpu", "cuda" } },
-                { "[Model]\nPrecision=bf16\n", -EINVAL, { ":2:", "Precision=bf16" } },
+                { "[Model]\nPrecision=bf32\n", -EINVAL, { ":2:", "Precision=bf32" } },
                 { "[Model]\nPath=relative/model\n", -EINVAL, { "Path=relative/model", "absolute" } },
                 { "[Model]\nConfig=x.json\n", -EINVAL, { "Config=x.json" } },
                 { "[Model]\nThreads=1025\n", -ERANGE, { "Threads=1025", "0 to 1024" } },

@@ -20,8 +20,8 @@ expect() { # expect STATUS DESCRIPTION -- command...
         echo "ok: $what (exit $got)"
 }
 
-one_line_error() { # the error is one line, prefixed, and names $1
-        if [ "$(wc -l <"$tmp/err")" -ne 1 ] || ! grep -q "^p3sam-run: .*$1" "$tmp/err"; then
+one_line_error() { # the error is one line, prefixed, and names $1 (besides the device: and time: lines)
+        if [ "$(grep -vcE '^(device|time): ' "$tmp/err")" -ne 1 ] || ! grep -q "^p3sam-run: .*$1" "$tmp/err"; then
                 echo "FAIL: error is not one line naming $1:"; cat "$tmp/err"; fails=$((fails + 1))
         else
                 echo "   $(cat "$tmp/err")"
@@ -73,6 +73,31 @@ one_line_error "o.safetensors"
 expect 0 "infer on the tiny case" -- "$run" infer --weights "$tmp/w.safetensors" \
         --config "$data/tiny_config.json" --case "$data/tiny_case.safetensors" \
         --out "$tmp/ok.safetensors" --batch 3 --threads 1
+if head -n1 "$tmp/err" | grep -q '^device: CPU (1 thread, .*), fp32$'; then
+        echo "ok: infer names the device first, at fp32 by default: $(head -n1 "$tmp/err")"
+else
+        echo "FAIL: no device: line first"; cat "$tmp/err"; fails=$((fails + 1))
+fi
+if tail -n1 "$tmp/err" | grep -qE '^time: features [0-9.]+ s, heads [0-9.]+ s$'; then
+        echo "ok: infer ends with the time: line: $(tail -n1 "$tmp/err")"
+else
+        echo "FAIL: no time: line last"; cat "$tmp/err"; fails=$((fails + 1))
+fi
+expect 2 "an unknown --precision is a usage error" -- "$run" infer --weights "$tmp/w.safetensors" \
+        --config "$data/tiny_config.json" --case "$data/tiny_case.safetensors" \
+        --out "$tmp/p.safetensors" --precision fp8
+if grep -qE '\b(amx_bf16|avx512_bf16)\b' /proc/cpuinfo; then
+        expect 0 "infer --precision bf16" -- "$run" infer --weights "$tmp/w.safetensors" \
+                --config "$data/tiny_config.json" --case "$data/tiny_case.safetensors" \
+                --out "$tmp/bf.safetensors" --precision bf16
+        if head -n1 "$tmp/err" | grep -qE '^device: CPU .*oneDNN (AMX|AVX512)-BF16\), bf16$'; then
+                echo "ok: the device line names the BF16 instructions: $(head -n1 "$tmp/err")"
+        else
+                echo "FAIL: the device line does not name BF16"; cat "$tmp/err"; fails=$((fails + 1))
+        fi
+else
+        echo "skip: no BF16 instructions on this CPU"
+fi
 for key in point_feat concat_feat stage0_feat stage4_feat points_heads prompt_idx \
         head_seg_global head_iou_feat head_seg_mlp_1_logit head_seg_s2_mlp_3_logit mask_1 \
         mask_3 pred_iou; do

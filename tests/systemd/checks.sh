@@ -57,6 +57,17 @@ check "NoNewPrivs 1" -- grep -qE '^NoNewPrivs:\s+1$' "/proc/$pid/status"
 check "CapEff 0" -- grep -qE '^CapEff:\s+0+$' "/proc/$pid/status"
 check "Seccomp 2 (a filter)" -- grep -qE '^Seccomp:\s+2$' "/proc/$pid/status"
 check "the model loaded (State ready)" -- wait_for 30 state_is ready
+device=$(prop Device)
+note "Device: $device"
+if grep -qE '\b(amx_bf16|avx512_bf16)\b' /proc/cpuinfo; then
+        # AMX needs arch_prctl(ARCH_REQ_XCOMP_PERM) and oneDNN writes its kernels at run time:
+        # both must pass SystemCallFilter= and MemoryDenyWriteExecute= of the unit.
+        check "under the sandbox the model runs BF16 on oneDNN (Precision=auto)" -- \
+                grep -q 'oneDNN' <<<"$device"
+        check "... and a job runs there" -- bash -c "mkdir -p /home/root && cd /home/root && p3samctl segment $mesh -o bf16.glb"
+else
+        note "this CPU has no BF16 instructions: the BF16 path is not checked here"
+fi
 
 # ---- bus activation ----
 systemctl stop p3samd

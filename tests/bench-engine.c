@@ -6,8 +6,10 @@
  *   B  20,000 synthetic surface points, 32 FPS prompts in one batch (seed 42, no replay)
  *   C  (only when asked) 100,000 points, 400 FPS prompts: features plus ONE batch of 32,
  *      the heads time extrapolated to 400 prompts
- * Usage: bench-engine [A] [B] [C]   (default: A B); P3_BENCH_THREADS sets the thread count
- * (default: all online CPUs), P3_BENCH_PRECISION the precision (default fp32). Peak RSS per scenario comes from /proc/self/status VmHWM, reset
+ * Usage: bench-engine [A] [B] [C] [D]   (default: A B; D: 100,000 points, 4 prompts). Each
+ * scenario runs at fp32 and, where the CPU runs it, at bf16, with the two side by side at the
+ * end; P3_BENCH_PRECISION runs one precision only. P3_BENCH_THREADS sets the thread count
+ * (default: all online CPUs). Peak RSS per scenario comes from /proc/self/status VmHWM, reset
  * before each scenario through /proc/self/clear_refs; ru_maxrss is the process's lifetime peak. */
 #define _GNU_SOURCE
 #include <math.h>
@@ -485,6 +487,12 @@ static void scenario_c(p3_model *m, result *res) {
         scenario_synth(m, 'C', 100000, 400, 32, 32, 100000, res);
 }
 
+static void scenario_d(p3_model *m, result *res) {
+        *res = (result) { .name = "D 100k / 4", .ref_time = "-", .ref_rss = "-" };
+        printf("\n== Scenario D: 100,000 points / 4 prompts (the features dominate)\n");
+        scenario_synth(m, 'D', 100000, 4, 4, 4, 100000, res);
+}
+
 static bool want(int argc, char **argv, const char *s, bool dflt) {
         bool any = false;
         for (int i = 1; i < argc; i++) {
@@ -495,30 +503,60 @@ static bool want(int argc, char **argv, const char *s, bool dflt) {
         return !any && dflt;
 }
 
+typedef struct which {
+        bool a, b, c, d;
+} which;
+
+static void run_precision(p3_precision prec, int threads, const which *w_, result res[4]);
+
 int main(int argc, char **argv) {
         p3_cpu_runtime_setup(argv);
         setvbuf(stdout, NULL, _IOLBF, 0);
-        bool run_a = want(argc, argv, "A", true), run_b = want(argc, argv, "B", true),
-             run_c = want(argc, argv, "C", false);
+        which w = { want(argc, argv, "A", true), want(argc, argv, "B", true),
+                    want(argc, argv, "C", false), want(argc, argv, "D", false) };
         for (int i = 1; i < argc; i++)
                 if (strcasecmp(argv[i], "A") && strcasecmp(argv[i], "B") &&
-                    strcasecmp(argv[i], "C")) {
-                        fprintf(stderr, "usage: %s [A] [B] [C]\n", argv[0]);
+                    strcasecmp(argv[i], "C") && strcasecmp(argv[i], "D")) {
+                        fprintf(stderr, "usage: %s [A] [B] [C] [D]\n", argv[0]);
                         return EXIT_FAILURE;
                 }
         const char *th = getenv("P3_BENCH_THREADS"), *pr = getenv("P3_BENCH_PRECISION");
-        p3_backend_options bo = { .threads = th ? atoi(th) : 0 };
-        if (pr && p3_precision_from_string(pr, &bo.precision) < 0) {
-                fprintf(stderr, "bench-engine: P3_BENCH_PRECISION=%s: use auto, fp32, bf16\n", pr);
-                return EXIT_FAILURE;
+        int threads = th ? atoi(th) : 0;
+        /* Both precisions side by side unless one is named (bf16 where the CPU runs it). */
+        p3_precision precs[2] = { P3_PRECISION_FP32, P3_PRECISION_BF16 };
+        int nprec = p3_cpu_auto_precision(NULL, 0) == P3_PRECISION_BF16 ? 2 : 1;
+        if (pr) {
+                if (p3_precision_from_string(pr, &precs[0]) < 0) {
+                        fprintf(stderr, "bench-engine: P3_BENCH_PRECISION=%s: use auto, fp32, bf16\n", pr);
+                        return EXIT_FAILURE;
+                }
+                nprec = 1;
         }
+        result res[2][4] = {};
+        for (int i = 0; i < nprec; i++)
+                run_precision(precs[i], threads, &w, res[i]);
+        if (nprec == 2) {
+                printf("\n== fp32 and bf16 side by side (features + heads; bf16 speed-up)\n");
+                for (int k = 0; k < 4; k++)
+                        if (res[0][k].name && !res[0][k].skipped && res[1][k].name)
+                                printf("%-14s fp32 %8.3f s   bf16 %8.3f s   x%.2f   peak RSS %.0f / %.0f MB\n",
+                                       res[0][k].name, res[0][k].features + res[0][k].heads,
+                                       res[1][k].features + res[1][k].heads,
+                                       (res[0][k].features + res[0][k].heads) /
+                                               (res[1][k].features + res[1][k].heads),
+                                       peak_mb(&res[0][k].m), peak_mb(&res[1][k].m));
+        }
+        return EXIT_SUCCESS;
+}
 
+static void run_precision(p3_precision prec, int threads, const which *w_, result res[4]) {
+        p3_backend_options bo = { .threads = threads, .precision = prec };
         p3_err err = {};
         p3_backend *be = NULL;
         int r = p3_backend_cpu_new(&bo, &be);
         if (r < 0) {
                 fprintf(stderr, "bench-engine: CPU backend: %s\n", p3_strerror(r));
-                return EXIT_FAILURE;
+                exit(EXIT_FAILURE);
         }
         const char *core = getenv("OPENBLAS_CORETYPE");
         printf("bench-engine: %s, %s, %ld online CPUs, OPENBLAS_CORETYPE=%s\n", be->device,
@@ -550,20 +588,24 @@ int main(int argc, char **argv) {
                "backend arena %.1f MB\n",
                su.synth_s, su.params, su.upload_s, m0.rss_mb, m0.be_cur_mb);
 
-        result res[3] = {};
-        if (run_a)
+        /* A backend that copied the weights (bf16) needs the FP32 ones no more. */
+        if (be->weights_copied)
+                p3_weights_free(TAKE_PTR(w));
+        if (w_->a)
                 scenario_a(m, &su, &res[0]);
-        if (run_b)
+        if (w_->b)
                 scenario_b(m, &res[1]);
-        if (run_c)
+        if (w_->c)
                 scenario_c(m, &res[2]);
+        if (w_->d)
+                scenario_d(m, &res[3]);
 
         printf("\n== Summary (%s; peak RSS = VmHWM since scenario start, weights included)\n",
                be->device);
         printf("%-14s %9s %9s %9s %9s %11s %9s %9s %10s  %s\n", "scenario", "feat s", "heads s",
                "total s", "ref s", "peak RSS MB", "ref RSS", "arena MB", "ru_maxrss",
                "goal (<= half time, <= 1 GB)");
-        for (int i = 0; i < 3; i++) {
+        for (int i = 0; i < 4; i++) {
                 const result *x = &res[i];
                 if (!x->name)
                         continue;
@@ -578,13 +620,14 @@ int main(int argc, char **argv) {
                                  x->total <= x->goal_time ? "met" : "NOT met", x->goal_time,
                                  pk <= GOAL_RSS_GB * 1000 ? "met" : "NOT met");
                 else
-                        snprintf(goal, sizeof(goal), "RSS %s; heads extrapolated",
-                                 pk <= GOAL_RSS_GB * 1000 ? "met" : "NOT met");
+                        snprintf(goal, sizeof(goal), "RSS %s%s",
+                                 pk <= GOAL_RSS_GB * 1000 ? "met" : "NOT met",
+                                 x->extrapolated ? "; heads extrapolated" : "");
                 printf("%-14s %9.3f %8.3f%s %9.3f %9s %11.0f %9s %9.1f %10.0f  %s\n", x->name,
                        x->features, x->heads, x->extrapolated ? "*" : " ", x->total, x->ref_time,
                        pk, x->ref_rss, x->m.be_peak_mb, x->m.maxrss_mb, goal);
         }
-        if (run_c)
+        if (w_->c)
                 printf("* extrapolated from one batch of 32 prompts to 400\n");
         printf("(setup, in no total: weights synth %.3f s, upload %.3f s; A's total is features "
                "+ heads, B's and C's include FPS)\n",
@@ -592,5 +635,4 @@ int main(int argc, char **argv) {
 
         p3_model_free(m);
         p3_backend_free(be);
-        return EXIT_SUCCESS;
 }

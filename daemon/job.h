@@ -41,6 +41,8 @@ typedef struct job {
         char mesh_format[8];            /* "" = detect */
         char out_format[8];             /* glb, ply, json */
         p3_pipeline_params params;
+        bool has_precision;     /* option "precision": the model runs at it for this job */
+        p3_precision precision;
         uint64_t max_mesh_bytes; /* MaxMeshSize= when the job was submitted */
         double *prompts; /* predict: [k, 3] object coordinates */
         int k;

@@ -157,7 +157,7 @@ static const struct {
 } known_options[] = {
         { "points", "u" }, { "prompts", "u" },      { "prompt_batch", "u" },
         { "seed", "t" },   { "post_process", "b" }, { "threshold", "d" },
-        { "report", "h" }, { "detach", "b" },
+        { "report", "h" }, { "detach", "b" },      { "precision", "s" },
 };
 
 /* One option of the a{sv} dictionary, type-checked against the expected signature. seen: a
@@ -220,6 +220,15 @@ static int read_option(sd_bus_message *call, job *j, const daemon_conf *c, unsig
                 r = sd_bus_message_read(call, "t", &t);
                 p->seed = t;
                 break;
+        case 's': {
+                const char *str;
+                r = sd_bus_message_read(call, "s", &str);
+                if (r >= 0 && p3_precision_from_string(str, &j->precision) < 0)
+                        return invalid(error, "Option \"precision\" must be auto, fp32, bf16 or fp16, not \"%s\".",
+                                       str);
+                j->has_precision = true;
+                break;
+        }
         case 'b':
                 r = sd_bus_message_read(call, "b", &b);
                 if (strcmp(key, "detach") == 0)

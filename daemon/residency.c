@@ -29,6 +29,7 @@ int residency_open(const residency_source *src, residency **ret, p3_err *err) {
         int k = residency_source_copy(src, &r->src);
         if (k < 0)
                 return k;
+        r->configured_precision = src->precision;
         if (!src->weights_path)
                 return p3_errf(err, -EINVAL, "no model path is configured");
         k = p3_weights_open(src->weights_path, src->config_path, &r->w, err);
@@ -100,6 +101,13 @@ int residency_load(residency *r, p3_err *err) {
                 return k;
         }
         return 0;
+}
+
+void residency_want_precision(residency *r, p3_precision p) {
+        if (r->src.precision == p)
+                return;
+        residency_offload(r);
+        r->src.precision = p;
 }
 
 /* The host copy is a clean file mapping: tell the kernel it may drop its pages now rather

@@ -34,6 +34,7 @@ typedef struct residency {
         p3_weights *w;      /* host copy: the mapped file, checked once */
         p3_weights *live;   /* while loaded: the model's own copy (p3_weights_snapshot) */
         p3_model *m;        /* with its backend; NULL while offloaded */
+        p3_precision configured_precision; /* Precision=, what jobs without the option get */
         char backend_name[16];
         char device[160];
         char fallback_reason[256]; /* why CUDA was not used, for the log */
@@ -47,6 +48,9 @@ void residency_free(residency *r);
 DEFINE_TRIVIAL_CLEANUP_FUNC(residency *, residency_free);
 
 int residency_load(residency *r, p3_err *err);
+/* Ask for another precision (a job's "precision" option, or back to the configured one):
+ * a loaded model that was opened at another one is offloaded, to be loaded again at this. */
+void residency_want_precision(residency *r, p3_precision p);
 void residency_offload(residency *r);
 static inline bool residency_loaded(const residency *r) {
         return r->m != NULL;

@@ -189,6 +189,9 @@ static event *do_job(worker *w, task *t) {
         p3_err err = {};
         job *j = t->job;
         post(w, fill_event(TAKE_PTR(t->started), EV_JOB_STARTED, j, 0, NULL));
+        if (w->res) /* the job's precision, or the configured one: reloads when it differs */
+                residency_want_precision(w->res, j->has_precision ? j->precision
+                                                                  : w->res->configured_precision);
         int r = atomic_load(&j->cancel) ? -ECANCELED : ensure_loaded(w, &err);
         if (r >= 0) {
                 post_status(w, MODEL_BUSY);

@@ -3,6 +3,7 @@
  *   daemon-client segment MESH OUT [FORMAT] [--points N] [--prompts K] [--report FILE]
  *                                  [--no-wait] [--disconnect] [--detach] [--mesh-format F]
  *                                  [--report-twice] [--mesh-o-path] [--mesh-as-output]
+ *                                  [--precision P]
  *   daemon-client predict MESH OUT.json X,Y,Z [X,Y,Z ...] [--points N]
  *   daemon-client watch [SECONDS]
  * --report-twice passes the "report" option twice, --mesh-o-path opens the mesh with O_PATH,
@@ -62,9 +63,13 @@ static int on_changed(sd_bus_message *m, void *userdata, sd_bus_error *e) {
         return 0;
 }
 
+static const char *precision; /* option "precision", NULL: not given */
+
 static int append_options(sd_bus_message *call, long points, long prompts, int report_fd,
                           bool detach, bool report_twice) {
         int r = sd_bus_message_open_container(call, 'a', "{sv}");
+        if (r >= 0 && precision)
+                r = sd_bus_message_append(call, "{sv}", "precision", "s", precision);
         if (r >= 0 && points > 0)
                 r = sd_bus_message_append(call, "{sv}", "points", "u", (uint32_t) points);
         if (r >= 0 && prompts > 0)
@@ -193,6 +198,8 @@ int main(int argc, char **argv) {
                         disconnect = true;
                 else if (strcmp(argv[i], "--detach") == 0)
                         detach = no_wait = true;
+                else if (strcmp(argv[i], "--precision") == 0 && i + 1 < argc)
+                        precision = argv[++i];
                 else if (strcmp(argv[i], "--report-twice") == 0)
                         report_twice = true;
                 else if (strcmp(argv[i], "--mesh-o-path") == 0)

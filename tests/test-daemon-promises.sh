@@ -142,6 +142,18 @@ check "a prompt that is not finite is InvalidArgs" -- grep -q 'InvalidArgs.*not 
 out=$(client predict "$mesh" "$tmp/p.json" 0,inf,0 2>&1)
 check "... infinite too" -- grep -q 'InvalidArgs.*not finite' <<<"$out"
 
+# ---- a job's precision ----
+out=$(client segment "$mesh" "$tmp/x.glb" glb --precision fp8 2>&1)
+check "an unknown precision is InvalidArgs" -- grep -q 'InvalidArgs.*precision' <<<"$out"
+client segment "$mesh" "$tmp/fp32.glb" glb --precision fp32 >"$tmp/c9" 2>&1
+check "a job at fp32 succeeds" -- grep -q '^done' "$tmp/c9"
+check "... and the model ran at fp32 (OpenBLAS)" -- grep -q 'OpenBLAS' <<<"$(prop Device)"
+if grep -qE '\b(amx_bf16|avx512_bf16)\b' /proc/cpuinfo; then
+        client segment "$mesh" "$tmp/auto.glb" >"$tmp/c10" 2>&1
+        check "the next job without the option runs at the configured precision (auto: bf16)" -- \
+                grep -q 'oneDNN' <<<"$(prop Device)"
+fi
+
 # ---- the idle timeout: who may set it, and its extremes ----
 out=$(as_nobody busctl --address="$A" call org.p3sam.Segmenter1 /org/p3sam/Segmenter1 \
         org.p3sam.Segmenter1 SetIdleTimeout tb 1 false 2>&1)

@@ -1,8 +1,11 @@
 /* SPDX-License-Identifier: MIT */
 /* The whole pipeline on the CPU backend at 20,000 points / 32 prompts (one batch), full-size
  * model with synthetic weights, on a real mesh: per-stage seconds and peak memory. Prints
- * figures; asserts nothing about time. Argument: a mesh (default: the Cesium milk truck). */
+ * figures; asserts nothing about time. Argument: a mesh (default: the Cesium milk truck).
+ * P3_BENCH_PRECISION (default fp32), P3_BENCH_POINTS and P3_BENCH_PROMPTS (e.g. upstream's
+ * 100000 and 400: the whole default-quality job) change the run. */
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
 
@@ -33,10 +36,15 @@ int main(int argc, char **argv) {
         p3_config_default(&cfg);
         _cleanup_(p3_weights_freep) p3_weights *w = NULL;
         CHECK_OK(p3_weights_synth(&cfg, &w, &err));
-        p3_backend *be = NULL;
-        CHECK_OK(p3_backend_cpu_new(NULL, &be));
+        const char *pr = getenv("P3_BENCH_PRECISION"), *np = getenv("P3_BENCH_POINTS"),
+                   *nk = getenv("P3_BENCH_PROMPTS");
+        p3_model_params mp = { .backend = P3_BACKEND_CPU };
+        CHECK(!pr || p3_precision_from_string(pr, &mp.precision) >= 0);
         _cleanup_(p3_model_freep) p3_model *m = NULL;
-        CHECK_OK(p3_model_new(be, w, &m, &err));
+        CHECK_OK(p3_model_open(w, &mp, &m, &err));
+        p3_backend *be = p3_model_backend(m);
+        if (p3_model_weights_copied(m))
+                p3_weights_free(TAKE_PTR(w)); /* only the backend's half-precision copy stays */
 
         p3_mesh_limits lim;
         p3_mesh mesh = {};
@@ -44,8 +52,8 @@ int main(int argc, char **argv) {
         CHECK_OK(p3_mesh_import_file(path, NULL, &lim, &mesh, &err));
         p3_pipeline_params p;
         p3_pipeline_params_cpu(&p);
-        p.points = 20000;
-        p.prompts = 32;
+        p.points = np ? atoll(np) : 20000;
+        p.prompts = nk ? atoi(nk) : 32;
         p.prompt_batch = 32;
         p3_segment_result res = {};
         int r = p3_pipeline_segment(m, &mesh, &p, NULL, &res, &err);
@@ -53,8 +61,8 @@ int main(int argc, char **argv) {
                 fprintf(stderr, "segment: %s\n", p3_err_msg(&err, r));
                 return EXIT_FAILURE;
         }
-        printf("pipeline on %s (%lld faces), %s, full-size model (synthetic weights)\n", path,
-               (long long) res.mesh.nf, be->device);
+        printf("pipeline on %s (%lld faces), %s, %s, full-size model (synthetic weights)\n",
+               path, (long long) res.mesh.nf, be->device, p3_precision_to_string(be->precision));
         printf("%lld points, %d prompts, batch %d, seed %llu, post-processing %s\n",
                (long long) p.points, p.prompts, p.prompt_batch, (unsigned long long) p.seed,
                p.post_process ? "on" : "off");
@@ -68,7 +76,6 @@ int main(int argc, char **argv) {
                res.n_parts, res.peak_device_bytes / 1048576.0, vm_hwm_mb());
         p3_segment_result_done(&res);
         p3_mesh_done(&mesh);
-        p3_model_free(TAKE_PTR(m));
-        p3_backend_free(be);
+        p3_model_free(TAKE_PTR(m)); /* and its backend */
         return EXIT_SUCCESS;
 }

@@ -454,9 +454,8 @@ void manager_free(manager *m) {
         if (m->have_pending_conf)
                 daemon_conf_done(&m->pending_conf);
         bus_uv_free(m->bus_uv);
-        if (m->bus)
-                bus_creds_forget(m->bus);
         if (m->bus) {
+                bus_creds_forget(m->bus);
                 sd_bus_flush(m->bus);
                 sd_bus_close_unref(m->bus);
         }

@@ -157,26 +157,15 @@ static void test_heads(p3_model *ref, p3_model *bf, const double *pts, const dou
         p3_features_done(bf, &fb);
 }
 
-static double tri_area(const p3_mesh *m, int64_t f) {
-        const double *a = m->v + 3 * m->f[3 * f], *b = m->v + 3 * m->f[3 * f + 1],
-                     *c = m->v + 3 * m->f[3 * f + 2];
-        double u[3], v[3];
-        for (int i = 0; i < 3; i++) {
-                u[i] = b[i] - a[i];
-                v[i] = c[i] - a[i];
-        }
-        double x = u[1] * v[2] - u[2] * v[1], y = u[2] * v[0] - u[0] * v[2],
-               z = u[0] * v[1] - u[1] * v[0];
-        return 0.5 * sqrt(x * x + y * y + z * z);
-}
-
 /* Face labels agree on this share of the area, each bf16 part matched to the fp32 part it
  * overlaps most (area-weighted). */
 static double label_agreement(const p3_segment_result *ref, const p3_segment_result *got) {
         const p3_mesh *m = &ref->mesh;
         int nr = ref->n_parts + 1, ng = got->n_parts + 1; /* last: unlabelled */
         double *ov = calloc((size_t) nr * ng, sizeof(double));
-        CHECK(ov && got->mesh.nf == m->nf);
+        double *area = malloc(sizeof(double) * (size_t) m->nf);
+        CHECK(ov && area && got->mesh.nf == m->nf);
+        p3_mesh_face_geometry(m, area, NULL);
         double total = 0;
         for (int64_t f = 0; f < m->nf; f++) {
                 int a = -1, b = -1;
@@ -186,9 +175,8 @@ static double label_agreement(const p3_segment_result *ref, const p3_segment_res
                 for (int i = 0; i < got->n_parts; i++)
                         if (got->part_labels[i] == got->face_ids[f])
                                 b = i;
-                double area = tri_area(m, f);
-                ov[(size_t) (a < 0 ? nr - 1 : a) * ng + (b < 0 ? ng - 1 : b)] += area;
-                total += area;
+                ov[(size_t) (a < 0 ? nr - 1 : a) * ng + (b < 0 ? ng - 1 : b)] += area[f];
+                total += area[f];
         }
         double agree = 0;
         for (int b = 0; b < ng; b++) {
@@ -198,6 +186,7 @@ static double label_agreement(const p3_segment_result *ref, const p3_segment_res
                 agree += best;
         }
         free(ov);
+        free(area);
         return agree / total;
 }
 

@@ -95,8 +95,12 @@ static int parse_args(int argc, char **argv, infer_args *a, bool *done) {
                 default: usage(stderr); return 2;
                 }
                 if (!ok) {
+                        const char *name = "?";
+                        for (const struct option *o = opts; o->name; o++)
+                                if (o->val == c)
+                                        name = o->name;
                         fprintf(stderr, "p3sam-run: invalid value \"%s\" for --%s.\n", optarg,
-                                opts[c == 'k' ? 4 : c == 'b' ? 5 : c == 's' ? 6 : c == 'p' ? 9 : 7].name);
+                                name);
                         return 2;
                 }
         }

@@ -11,6 +11,7 @@
 #include "backend.h"
 #include "log.h"
 #include "manager.h"
+#include "omp-env.h"
 
 #define P3_SERVICE_USER "p3sam"
 
@@ -89,7 +90,7 @@ static int drop_privileges(bool keep) {
 }
 
 int main(int argc, char **argv) {
-        p3_cpu_runtime_setup(argv);
+        p3_omp_env_setup(argv);
         args a;
         int status = parse_args(argc, argv, &a);
         if (status >= 0)

@@ -163,7 +163,7 @@ struct p3_backend {
         bool weights_copied; /* uploads copy: the host weights may go once the model is built */
         size_t cur_bytes, peak_bytes, limit_bytes;
         int threads;
-        char device[128]; /* for people: "CPU (2 threads, OpenBLAS)" */
+        char device[128]; /* for people: "CPU (2 threads, oneDNN FP32)" */
         void *priv;
 };
 
@@ -172,13 +172,6 @@ typedef struct p3_backend_options {
         size_t limit_bytes;
         p3_precision precision;
 } p3_backend_options;
-
-/* Call first thing in main(): re-executes the program once with the environment the CPU
- * libraries need (OPENBLAS_CORETYPE where OpenBLAS misdetects the CPU, OMP_WAIT_POLICY=passive;
- * see cpu/cpu_runtime_env.c). */
-void p3_cpu_runtime_setup(char **argv);
-/* The OpenBLAS core p3_cpu_runtime_setup would choose, or NULL when none is needed. */
-const char *p3_blas_core_override(void);
 
 /* -EOPNOTSUPP when the precision asked for cannot run on this CPU (BF16 without AMX-BF16 or
  * AVX512-BF16, or without oneDNN); why (may be NULL, size why_len) says so in a sentence. */

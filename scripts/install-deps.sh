@@ -9,14 +9,14 @@
 #                                           installs them with the rest)
 set -eu
 
-# What p3samd, p3samctl and the units need at run time: the shared libraries they link (the
-# BLAS behind libblas.so.3 is OpenBLAS's), the system bus, polkit, systemd's busctl.
-RUNTIME="libjson-c5 libopenblas0-pthread libsystemd0 libuv1 libassimp5 libinih1 libcurl4
+# What p3samd, p3samctl and the units need at run time: the shared libraries they link (oneDNN
+# for the matrix products), the system bus, polkit, systemd's busctl.
+RUNTIME="libjson-c5 libsystemd0 libuv1 libassimp5 libinih1 libcurl4
 libgomp1 libdnnl2 dbus polkitd systemd"
 
 # Building and testing; systemd-container and debootstrap boot the real-systemd test.
 BUILD="meson ninja-build pkg-config gcc libc6-dev
-libjson-c-dev libopenblas-dev libblas-dev
+libjson-c-dev
 libsystemd-dev libuv1-dev libassimp-dev libinih-dev libcurl4-openssl-dev libdnnl-dev
 scdoc util-linux systemd-container debootstrap"
 

@@ -20,6 +20,7 @@
 
 #include "model.h"
 #include "test-util.h"
+#include "omp-env.h"
 
 /* Upstream PyTorch on a 2-core CPU machine (the figures this engine is compared against). */
 #define REF_A_TOTAL_LO 14.0
@@ -510,7 +511,7 @@ typedef struct which {
 static void run_precision(p3_precision prec, int threads, const which *w_, result res[4]);
 
 int main(int argc, char **argv) {
-        p3_cpu_runtime_setup(argv);
+        p3_omp_env_setup(argv);
         setvbuf(stdout, NULL, _IOLBF, 0);
         which w = { want(argc, argv, "A", true), want(argc, argv, "B", true),
                     want(argc, argv, "C", false), want(argc, argv, "D", false) };
@@ -558,10 +559,8 @@ static void run_precision(p3_precision prec, int threads, const which *w_, resul
                 fprintf(stderr, "bench-engine: CPU backend: %s\n", p3_strerror(r));
                 exit(EXIT_FAILURE);
         }
-        const char *core = getenv("OPENBLAS_CORETYPE");
-        printf("bench-engine: %s, %s, %ld online CPUs, OPENBLAS_CORETYPE=%s\n", be->device,
-               p3_precision_to_string(be->precision), sysconf(_SC_NPROCESSORS_ONLN),
-               core ? core : "(unset)");
+        printf("bench-engine: %s, %s, %ld online CPUs\n", be->device,
+               p3_precision_to_string(be->precision), sysconf(_SC_NPROCESSORS_ONLN));
         printf("reference: upstream PyTorch on a 2-core machine: A 14-19 s total, 2.1 GB peak "
                "RSS; B 72 s total (features 22 s, heads 50 s), 11.3 GB peak RSS\n");
         printf("goal: <= half the reference time and <= 1 GB peak RSS in both\n");

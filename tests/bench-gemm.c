@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /* GEMM benchmark: the CPU backend's way of running a Linear layer (rows split into blocks of
- * 256 over OpenMP threads, one single-threaded product per block) with FP32 CBLAS sgemm and
- * with oneDNN's BF16 matmul, for two layer shapes. It prints GFLOP/s (best and median of the
+ * 256 over OpenMP threads, one single-threaded product per block) with oneDNN's FP32 and BF16
+ * matmul, for two layer shapes. It prints GFLOP/s (best and median of the
  * repetitions: the machine may be shared) and the kernel oneDNN picked; it asserts nothing
  * about speed and fails only when a product returns an error.
  *   bf16          inputs already BF16 (the weights are; the product alone)
@@ -19,6 +19,7 @@
 #include "cpu/cpu_ops.h"
 #include "macro.h"
 #include "test-util.h"
+#include "omp-env.h"
 
 #define ROW_BLOCK 256
 #define MIN_REPS 5
@@ -40,9 +41,8 @@ static double now(void) {
 }
 
 static int sgemm_block(const bench *g, int64_t r0, int64_t nr) {
-        cpu_sgemm_nt(nr, g->n, g->k, g->a + r0 * g->k, g->k, g->b, g->k, g->c + r0 * g->n, g->n,
-                     false);
-        return 0;
+        return cpu_sgemm_nt(nr, g->n, g->k, g->a + r0 * g->k, g->k, g->b, g->k, g->c + r0 * g->n,
+                            g->n, false);
 }
 
 static int bf16_block(const bench *g, int64_t r0, int64_t nr) {
@@ -130,7 +130,7 @@ static int bench_shape(int64_t m, int64_t n, int64_t k, int threads) {
                 const char *name;
                 block_fn fn;
         } kinds[] = {
-                { "fp32 sgemm", sgemm_block },
+                { "fp32 oneDNN", sgemm_block },
                 { "bf16 oneDNN", bf16_block },
                 { "bf16+convert", bf16_convert_block },
         };
@@ -160,11 +160,10 @@ static int bench_shape(int64_t m, int64_t n, int64_t k, int threads) {
 }
 
 int main(int argc, char **argv) {
-        p3_cpu_runtime_setup(argv); /* OpenBLAS's kernels for this CPU, passive OpenMP waits */
+        p3_omp_env_setup(argv);
         const char *th = getenv("P3_BENCH_THREADS");
         int threads = th && atoi(th) > 0 ? atoi(th) : 2;
-        /* Made only for what it sets up: OpenBLAS single-threaded inside each block (its own
-         * threads on top of ours would oversubscribe the cores whatever OPENBLAS_NUM_THREADS). */
+        /* Made only for its device string. */
         p3_backend *be;
         CHECK_OK(p3_backend_cpu_new(&(p3_backend_options) { .threads = threads }, &be));
         printf("gemm: %d threads, row blocks of %d, one single-threaded product per block; %s\n",

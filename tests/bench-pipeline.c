@@ -12,6 +12,7 @@
 #include "mesh_import.h"
 #include "pipeline.h"
 #include "test-util.h"
+#include "omp-env.h"
 
 static double vm_hwm_mb(void) {
         FILE *f = fopen("/proc/self/status", "re");
@@ -28,7 +29,7 @@ static double vm_hwm_mb(void) {
 }
 
 int main(int argc, char **argv) {
-        p3_cpu_runtime_setup(argv);
+        p3_omp_env_setup(argv);
         _cleanup_free_ char *truck = test_data_path("meshes/CesiumMilkTruck.glb");
         const char *path = argc > 1 ? argv[1] : truck;
         p3_config cfg;

@@ -29,6 +29,7 @@
 #include "macro.h"
 #include "serialize.h"
 #include "test-util.h"
+#include "omp-env.h"
 
 static p3_backend *be;
 static int failures;
@@ -1493,15 +1494,66 @@ static void gemm_cache(void) {
         free(a), free(b), free(c0), free(c), free(first), free(again);
 }
 
+/* The FP32 product (every FP32 matrix product of the backend): B as [n,k] (Linear weights) and
+ * as [k,n] (attention's P·V), alpha, accumulation, strides, against a double-precision sum. */
+static void sgemm_case(bool b_nk, int64_t m, int64_t n, int64_t k, int64_t pad, float alpha,
+                       bool acc) {
+        int64_t lda = k + pad, ldb = (b_nk ? k : n) + pad, ldc = n + pad;
+        int64_t brows = b_nk ? n : k;
+        float *a = malloc(sizeof(float) * (size_t) (m * lda));
+        float *b = malloc(sizeof(float) * (size_t) (brows * ldb));
+        float *c = malloc(sizeof(float) * (size_t) (m * ldc));
+        CHECK(a && b && c);
+        for (int64_t i = 0; i < m * lda; i++)
+                a[i] = (float) ((i * 7919) % 2001 - 1000) * 1e-3f;
+        for (int64_t i = 0; i < brows * ldb; i++)
+                b[i] = (float) ((i * 104729) % 2001 - 1000) * 1e-3f;
+        for (int64_t i = 0; i < m * ldc; i++)
+                c[i] = (float) (i % 7) - 3.0f;
+        int r = cpu_dnnl_sgemm(b_nk, m, n, k, alpha, a, lda, b, ldb, c, ldc, acc);
+        double worst = 0;
+        bool pad_kept = true;
+        for (int64_t i = 0; i < m; i++) {
+                for (int64_t j = 0; j < n; j++) {
+                        double sum = 0, mag = 0;
+                        for (int64_t p = 0; p < k; p++) {
+                                double bv = b_nk ? b[j * ldb + p] : b[p * ldb + j];
+                                sum += (double) a[i * lda + p] * bv;
+                                mag += fabs((double) a[i * lda + p] * bv);
+                        }
+                        double old = (double) ((i * ldc + j) % 7) - 3.0;
+                        double want = alpha * sum + (acc ? old : 0);
+                        double bound = (double) (k + 2) * 0x1p-24 *
+                                               (fabs(alpha) * mag + fabs(old)) +
+                                       FLT_MIN;
+                        worst = fmax(worst, fabs(c[i * ldc + j] - want) / bound);
+                }
+                for (int64_t j = n; j < ldc; j++)
+                        pad_kept &= c[i * ldc + j] == (float) ((i * ldc + j) % 7) - 3.0f;
+        }
+        expect(r == 0 && worst <= 1 && pad_kept,
+               "dnnl fp32 %s %lldx%lldx%lld%s alpha %g%s: err/bound %.3g", b_nk ? "A·Bᵀ" : "A·B",
+               (long long) m, (long long) n, (long long) k, pad ? " ld" : "", alpha,
+               acc ? " acc" : "", worst);
+        free(a), free(b), free(c);
+}
+
+static void test_dnnl_sgemm(void) {
+        sgemm_case(true, 256, 512, 515, 0, 1.0f, false);
+        sgemm_case(true, 100, 64, 864, 3, 1.0f, true);
+        sgemm_case(true, 128, 128, 16, 0, 0.25f, false); /* attention's scores */
+        sgemm_case(false, 128, 16, 128, 0, 1.0f, false); /* attention's P·V */
+        sgemm_case(false, 37, 20, 50, 5, -0.5f, true);
+        float c[4] = { 0 }, a[4] = { 0 }, b[4] = { 0 };
+        expect(cpu_dnnl_sgemm(false, 2, 2, 2, 1.0f, a, 2, b, 1, c, 2, false) == -EINVAL,
+               "dnnl fp32: [k,n] B with ldb < n -> -EINVAL");
+}
+
 static void test_dnnl_gemm(void) {
         const char *isa = cpu_dnnl_isa();
         printf("bf16: CPU+OS offer AMX-BF16 %s, AVX512-BF16 %s; oneDNN matmul: %s\n",
                cpu_has_amx_bf16() ? "yes" : "no", cpu_has_avx512_bf16() ? "yes" : "no",
                isa ? isa : "none");
-        if (cpu_dnnl_init() == -ENOTSUP) {
-                printf("skip: dnnl bf16 gemm: oneDNN is not built in\n");
-                return;
-        }
         if (!cpu_has_amx_bf16() && !cpu_has_avx512_bf16())
                 printf("note: no BF16 instructions; oneDNN converts to FP32 itself where it can\n");
         static const gemm_case cases[] = {
@@ -1523,7 +1575,7 @@ static void test_dnnl_gemm(void) {
 }
 
 int main(int argc, char **argv) {
-        p3_cpu_runtime_setup(argv);
+        p3_omp_env_setup(argv);
         CHECK_OK(p3_backend_cpu_new(NULL, &be));
         printf("backend: %s\n", be->device);
         size_t start = be->cur_bytes;
@@ -1540,6 +1592,7 @@ int main(int argc, char **argv) {
         test_memory_heads();
         test_bf16_special();
         test_bf16_random();
+        test_dnnl_sgemm();
         test_dnnl_gemm();
 
         expect(be->cur_bytes == start, "memory: nothing left allocated (%zu bytes)",

@@ -147,7 +147,7 @@ out=$(client segment "$mesh" "$tmp/x.glb" glb --precision fp8 2>&1)
 check "an unknown precision is InvalidArgs" -- grep -q 'InvalidArgs.*precision' <<<"$out"
 client segment "$mesh" "$tmp/fp32.glb" glb --precision fp32 >"$tmp/c9" 2>&1
 check "a job at fp32 succeeds" -- grep -q '^done' "$tmp/c9"
-check "... and the model ran at fp32 (OpenBLAS)" -- grep -q 'OpenBLAS' <<<"$(prop Device)"
+check "... and the model ran at fp32" -- grep -q 'oneDNN FP32' <<<"$(prop Device)"
 if grep -qE '\b(amx_bf16|avx512_bf16)\b' /proc/cpuinfo; then
         client segment "$mesh" "$tmp/auto.glb" >"$tmp/c10" 2>&1
         check "the next job without the option runs at the configured precision (auto: bf16)" -- \

@@ -10,6 +10,7 @@
 
 #include "model.h"
 #include "test-util.h"
+#include "omp-env.h"
 
 typedef struct golden {
         st_file *f;
@@ -131,7 +132,7 @@ static st_file *open_case(const char *which, char **config) {
 }
 
 int main(int argc, char **argv) {
-        p3_cpu_runtime_setup(argv);
+        p3_omp_env_setup(argv);
         const char *which = argc > 1 ? argv[1] : "tiny";
         bool full = strcmp(which, "full") == 0;
         golden g = { .feat_tol = full ? 3e-5 : 1e-5, .first256 = full };

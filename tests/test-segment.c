@@ -18,6 +18,7 @@
 #include "mesh_import.h"
 #include "pipeline.h"
 #include "test-util.h"
+#include "omp-env.h"
 
 static p3_model *model;
 static p3_pipeline_params small_params(void) {
@@ -263,7 +264,7 @@ static void check_predict(const char *path) {
 }
 
 int main(int argc, char **argv) {
-        p3_cpu_runtime_setup(argv);
+        p3_omp_env_setup(argv);
         _cleanup_free_ char *config = test_data_path("tiny_config.json");
         _cleanup_free_ char *meshes = test_data_path("meshes");
         p3_config cfg;

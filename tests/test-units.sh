@@ -137,6 +137,15 @@ units() {
                 grep -qx "BusName=$busname.gpu%i" "$root$unitdir/p3samd@.service"
         check "the template confines CUDA to GPU %i" -- \
                 grep -qx "Environment=CUDA_VISIBLE_DEVICES=%i" "$root$unitdir/p3samd@.service"
+        # oneDNN writes its kernels at run time and then executes them, and asks for the AMX
+        # tile state with arch_prctl: the sandbox must allow both (the real-systemd test runs a
+        # BF16 job under it where the CPU has BF16).
+        check "MemoryDenyWriteExecute=no (oneDNN's run-time kernels)" -- \
+                grep -qx "MemoryDenyWriteExecute=no" "$root$unitdir/p3samd.service"
+        check "SystemCallFilter=@system-service allows arch_prctl (AMX tile state)" -- \
+                bash -c "systemd-analyze syscall-filter @default | grep -qx '    arch_prctl' &&
+                         systemd-analyze syscall-filter @system-service | grep -qx '    @default' &&
+                         ! systemd-analyze syscall-filter @privileged | grep -qx '    arch_prctl'"
         local id
         for id in $(sed -n 's/^#define P3_ACTION_[A-Z]* "\(.*\)"/\1/p' "$src/daemon/manager.h"); do
                 check "polkit action $id defined" -- \

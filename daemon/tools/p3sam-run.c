@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "run.h"
+#include "omp-env.h"
 
 static const struct {
         const char *name;
@@ -28,7 +29,7 @@ static void usage(FILE *f) {
 }
 
 int main(int argc, char **argv) {
-        p3_cpu_runtime_setup(argv);
+        p3_omp_env_setup(argv);
         if (argc < 2) {
                 usage(stderr);
                 return 2;

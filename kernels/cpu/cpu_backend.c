@@ -12,11 +12,6 @@
 #include "cpu_ops.h"
 #include "macro.h"
 
-/* OpenBLAS's own threads would fight ours (we split work across OpenMP threads and call
- * single-threaded sgemm); the symbol is absent from other BLAS builds, hence weak. */
-extern void openblas_set_num_threads(int n) __attribute__((weak));
-extern char *openblas_get_config(void) __attribute__((weak));
-
 static int cpu_alloc(p3_backend *be, size_t bytes, void **ret) {
         if (be->limit_bytes && be->cur_bytes + bytes > be->limit_bytes)
                 return -ENOMEM;
@@ -108,7 +103,7 @@ p3_precision p3_cpu_auto_precision(char *why, size_t why_len) {
         const char *isa = cpu_has_amx_bf16() ? "AMX-BF16" : cpu_has_avx512_bf16() ? "AVX512-BF16" : NULL;
         if (cpu_dnnl_init() < 0) {
                 if (why)
-                        snprintf(why, why_len, "fp32: this build has no oneDNN for BF16 matrix products");
+                        snprintf(why, why_len, "fp32: oneDNN could not start");
                 return P3_PRECISION_FP32;
         }
         if (!isa) {
@@ -154,15 +149,13 @@ int p3_backend_cpu_new(const p3_backend_options *opt, p3_backend **ret) {
         be->threads = opt && opt->threads > 0 ? opt->threads : (int) sysconf(_SC_NPROCESSORS_ONLN);
         be->threads = MAX(be->threads, 1);
         be->limit_bytes = opt ? opt->limit_bytes : 0;
-        if (openblas_set_num_threads)
-                openblas_set_num_threads(1);
         if (precision == P3_PRECISION_BF16)
                 snprintf(be->device, sizeof(be->device), "CPU (%d thread%s, oneDNN %s)",
                          be->threads, be->threads == 1 ? "" : "s",
                          cpu_has_amx_bf16() ? "AMX-BF16" : "AVX512-BF16");
         else
-                snprintf(be->device, sizeof(be->device), "CPU (%d thread%s, %s)", be->threads,
-                         be->threads == 1 ? "" : "s", openblas_get_config ? "OpenBLAS" : "CBLAS");
+                snprintf(be->device, sizeof(be->device), "CPU (%d thread%s, oneDNN FP32)",
+                         be->threads, be->threads == 1 ? "" : "s");
         *ret = be;
         return 0;
 }

@@ -1,6 +1,8 @@
 /* SPDX-License-Identifier: MIT */
-/* BF16 GEMM on oneDNN's matmul primitive (oneDNN 2.6 C API; Debian's has no public BF16 gemm
- * function, and the primitive is what reaches the brgemm AMX / AVX512-BF16 kernels).
+/* Every matrix product of the CPU backend, FP32 and BF16, on oneDNN's matmul primitive
+ * (oneDNN 2.6 C API; Debian's has no public BF16 gemm function, and the primitive is what
+ * reaches the brgemm AMX / AVX512-BF16 / AVX-512 / AVX2 kernels, picked for the CPU at run
+ * time).
  *
  * Primitives are made once per shape and kept in a small LRU cache shared by all threads:
  * executing one primitive from several threads at once is safe as long as each execution has
@@ -16,19 +18,18 @@
 
 #include "cpu_dnnl.h"
 
-static int check_args(int64_t m, int64_t n, int64_t k, int64_t lda, int64_t ldb, int64_t ldc) {
-        if (m < 0 || n < 0 || k < 0 || lda < k || ldb < k || ldc < n)
-                return -EINVAL;
-        return 0;
-}
-
-#ifdef P3_HAVE_DNNL
-
 #include <omp.h>
 #include <oneapi/dnnl/dnnl.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
+
+static int check_args(int64_t m, int64_t n, int64_t k, int64_t lda, int64_t ldb, int64_t ldc,
+                      bool b_nk) {
+        if (m < 0 || n < 0 || k < 0 || lda < k || ldb < (b_nk ? k : n) || ldc < n)
+                return -EINVAL;
+        return 0;
+}
 
 /* k = 0: the product is zero. */
 static void empty_product(int64_t m, int64_t n, float *c, int64_t ldc, bool accumulate) {
@@ -43,7 +44,10 @@ static void empty_product(int64_t m, int64_t n, float *c, int64_t ldc, bool accu
 #define CACHE_SLOTS 64
 
 typedef struct gemm_key {
+        dnnl_data_type_t type; /* of A and B; C is FP32 */
+        bool b_nk;             /* B stored [n,k] (a Linear weight); else [k,n] */
         int64_t m, n, k, lda, ldb, ldc;
+        float alpha;
         bool accumulate;
 } gemm_key;
 
@@ -94,8 +98,9 @@ int cpu_dnnl_init(void) {
 }
 
 static bool key_equal(const gemm_key *x, const gemm_key *y) {
-        return x->m == y->m && x->n == y->n && x->k == y->k && x->lda == y->lda &&
-               x->ldb == y->ldb && x->ldc == y->ldc && x->accumulate == y->accumulate;
+        return x->type == y->type && x->b_nk == y->b_nk && x->m == y->m && x->n == y->n &&
+               x->k == y->k && x->lda == y->lda && x->ldb == y->ldb && x->ldc == y->ldc &&
+               x->alpha == y->alpha && x->accumulate == y->accumulate;
 }
 
 /* A row-major [rows, cols] matrix with row stride ld; transposed, the same bytes read as
@@ -110,10 +115,13 @@ static dnnl_status_t matrix_md(dnnl_memory_desc_t *md, int64_t rows, int64_t col
         return dnnl_memory_desc_init_by_strides(md, 2, dims, dt, strides);
 }
 
-static dnnl_status_t make_attr(dnnl_primitive_attr_t *attr, bool accumulate) {
+static dnnl_status_t make_attr(dnnl_primitive_attr_t *attr, float alpha, bool accumulate) {
         dnnl_status_t s = dnnl_primitive_attr_create(attr);
         if (s == dnnl_success)
                 s = dnnl_primitive_attr_set_scratchpad_mode(*attr, dnnl_scratchpad_mode_user);
+        /* alpha scales the product, before any sum: dst = alpha·A·B (+ dst) */
+        if (s == dnnl_success && alpha != 1.0f)
+                s = dnnl_primitive_attr_set_output_scales(*attr, 1, 0, &alpha);
         if (s != dnnl_success || !accumulate)
                 return s;
         /* beta = 1: dst += A·B, read from dst before it is written */
@@ -144,9 +152,11 @@ static void one_thread_end(int threads) {
 }
 
 static dnnl_status_t matmul_pd(dnnl_primitive_desc_t *pd, gemm_prim *g, const gemm_key *key) {
-        dnnl_status_t s = matrix_md(&g->a_md, key->m, key->k, key->lda, dnnl_bf16, false);
-        if (s == dnnl_success)
-                s = matrix_md(&g->b_md, key->n, key->k, key->ldb, dnnl_bf16, true);
+        dnnl_status_t s = matrix_md(&g->a_md, key->m, key->k, key->lda, key->type, false);
+        if (s == dnnl_success && key->b_nk)
+                s = matrix_md(&g->b_md, key->n, key->k, key->ldb, key->type, true);
+        else if (s == dnnl_success)
+                s = matrix_md(&g->b_md, key->k, key->n, key->ldb, key->type, false);
         if (s == dnnl_success)
                 s = matrix_md(&g->c_md, key->m, key->n, key->ldc, dnnl_f32, false);
         dnnl_matmul_desc_t desc;
@@ -154,7 +164,7 @@ static dnnl_status_t matmul_pd(dnnl_primitive_desc_t *pd, gemm_prim *g, const ge
                 s = dnnl_matmul_desc_init(&desc, &g->a_md, &g->b_md, NULL, &g->c_md);
         dnnl_primitive_attr_t attr = NULL;
         if (s == dnnl_success)
-                s = make_attr(&attr, key->accumulate);
+                s = make_attr(&attr, key->alpha, key->accumulate);
         if (s == dnnl_success) {
                 int threads = one_thread_begin();
                 s = dnnl_primitive_desc_create(pd, &desc, attr, engine, NULL);
@@ -169,7 +179,8 @@ static dnnl_status_t prim_create(gemm_prim *g, const gemm_key *key) {
         dnnl_status_t s = matmul_pd(&pd, g, key);
         if (s != dnnl_success)
                 return s;
-        const dnnl_memory_desc_t *smd = dnnl_primitive_desc_query_md(pd, dnnl_query_scratchpad_md, 0);
+        const dnnl_memory_desc_t *smd =
+                dnnl_primitive_desc_query_md(pd, dnnl_query_scratchpad_md, 0);
         if (smd) {
                 g->scratch_md = *smd;
                 g->scratch_bytes = dnnl_memory_desc_get_size(smd);
@@ -249,7 +260,7 @@ static gemm_prim *cache_get(const gemm_key *key) {
 /* The memory objects of one execution, in the order of their argument tags. */
 enum { MEM_A, MEM_B, MEM_C, MEM_SCRATCH, MEM_COUNT };
 
-static dnnl_status_t execute(const gemm_prim *g, const uint16_t *a, const uint16_t *b, float *c,
+static dnnl_status_t execute(const gemm_prim *g, const void *a, const void *b, float *c,
                              void *scratch) {
         static const int tags[MEM_COUNT] = { DNNL_ARG_SRC, DNNL_ARG_WEIGHTS, DNNL_ARG_DST,
                                              DNNL_ARG_SCRATCHPAD };
@@ -278,7 +289,7 @@ static dnnl_status_t execute(const gemm_prim *g, const uint16_t *a, const uint16
         return s;
 }
 
-static int run(const gemm_prim *g, const uint16_t *a, const uint16_t *b, float *c) {
+static int run(const gemm_prim *g, const void *a, const void *b, float *c) {
         if (g->status != dnnl_success)
                 return status_to_errno(g->status);
         void *scratch = NULL;
@@ -293,25 +304,36 @@ static int run(const gemm_prim *g, const uint16_t *a, const uint16_t *b, float *
         return r;
 }
 
-int cpu_dnnl_gemm_bf16_nt(int64_t m, int64_t n, int64_t k, const uint16_t *a, int64_t lda,
-                          const uint16_t *b, int64_t ldb, float *c, int64_t ldc, bool accumulate) {
-        int r = check_args(m, n, k, lda, ldb, ldc);
-        if (r < 0 || m == 0 || n == 0)
+static int gemm(const gemm_key *key, const void *a, const void *b, float *c) {
+        int r = check_args(key->m, key->n, key->k, key->lda, key->ldb, key->ldc, key->b_nk);
+        if (r < 0 || key->m == 0 || key->n == 0)
                 return r;
-        if (k == 0) {
-                empty_product(m, n, c, ldc, accumulate);
+        if (key->k == 0) {
+                empty_product(key->m, key->n, c, key->ldc, key->accumulate);
                 return 0;
         }
         r = cpu_dnnl_init();
         if (r < 0)
                 return r;
-        gemm_key key = { m, n, k, lda, ldb, ldc, accumulate };
-        gemm_prim *g = cache_get(&key);
+        gemm_prim *g = cache_get(key);
         if (!g)
                 return -ENOMEM;
         r = run(g, a, b, c);
         prim_unref(g);
         return r;
+}
+
+int cpu_dnnl_gemm_bf16_nt(int64_t m, int64_t n, int64_t k, const uint16_t *a, int64_t lda,
+                          const uint16_t *b, int64_t ldb, float *c, int64_t ldc, bool accumulate) {
+        gemm_key key = { dnnl_bf16, true, m, n, k, lda, ldb, ldc, 1.0f, accumulate };
+        return gemm(&key, a, b, c);
+}
+
+int cpu_dnnl_sgemm(bool b_nk, int64_t m, int64_t n, int64_t k, float alpha, const float *a,
+                   int64_t lda, const float *b, int64_t ldb, float *c, int64_t ldc,
+                   bool accumulate) {
+        gemm_key key = { dnnl_f32, b_nk, m, n, k, lda, ldb, ldc, alpha, accumulate };
+        return gemm(&key, a, b, c);
 }
 
 static char isa_name[64];
@@ -320,7 +342,7 @@ static pthread_once_t isa_once = PTHREAD_ONCE_INIT;
 static void isa_probe(void) {
         if (cpu_dnnl_init() < 0)
                 return;
-        gemm_key key = { 1024, 512, 512, 512, 512, 512, false };
+        gemm_key key = { dnnl_bf16, true, 1024, 512, 512, 512, 512, 512, 1.0f, false };
         gemm_prim g = { 0 };
         dnnl_primitive_desc_t pd;
         if (matmul_pd(&pd, &g, &key) != dnnl_success)
@@ -336,21 +358,3 @@ const char *cpu_dnnl_isa(void) {
         pthread_once(&isa_once, isa_probe);
         return isa_name[0] ? isa_name : NULL;
 }
-
-#else /* oneDNN not built in */
-
-int cpu_dnnl_init(void) {
-        return -ENOTSUP;
-}
-
-int cpu_dnnl_gemm_bf16_nt(int64_t m, int64_t n, int64_t k, const uint16_t *a, int64_t lda,
-                          const uint16_t *b, int64_t ldb, float *c, int64_t ldc, bool accumulate) {
-        int r = check_args(m, n, k, lda, ldb, ldc);
-        return r < 0 ? r : -ENOTSUP;
-}
-
-const char *cpu_dnnl_isa(void) {
-        return NULL;
-}
-
-#endif

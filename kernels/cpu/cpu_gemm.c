@@ -2,7 +2,7 @@
 /* Linear layers on the CPU: one single-threaded matrix product per row block, blocks spread
  * over OpenMP threads (the split depends only on the row count, so results do not depend on
  * the number of threads), and an exact-erf GELU that vectorizes. The product follows the
- * weight's storage: FP32 through CBLAS sgemm, BF16 through oneDNN (cpu_dnnl.c). */
+ * weight's storage, FP32 or BF16; both go through oneDNN (cpu_dnnl.c). */
 #include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -20,24 +20,14 @@ float cpu_gelu1(float x) {
         return gelu(x);
 }
 
-P3_VECTOR_CLONES void cpu_gelu_inplace(float *x,
-                                                                                   int64_t n) {
+P3_VECTOR_CLONES void cpu_gelu_inplace(float *x, int64_t n) {
         for (int64_t i = 0; i < n; i++)
                 x[i] = gelu(x[i]);
 }
 
-void cpu_sgemm_nt(int64_t m, int64_t n, int64_t k, const float *a, int64_t lda, const float *b,
-                  int64_t ldb, float *c, int64_t ldc, bool accumulate) {
-        if (m <= 0 || n <= 0)
-                return;
-        if (k <= 0) {
-                if (!accumulate)
-                        for (int64_t i = 0; i < m; i++)
-                                memset(c + i * ldc, 0, sizeof(float) * n);
-                return;
-        }
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int) m, (int) n, (int) k, 1.0f, a,
-                    (int) lda, b, (int) ldb, accumulate ? 1.0f : 0.0f, c, (int) ldc);
+int cpu_sgemm_nt(int64_t m, int64_t n, int64_t k, const float *a, int64_t lda, const float *b,
+                 int64_t ldb, float *c, int64_t ldc, bool accumulate) {
+        return cpu_dnnl_sgemm(true, m, n, k, 1.0f, a, lda, b, ldb, c, ldc, accumulate);
 }
 
 /* A's rows rounded to BF16, in this thread's scratch (grown as needed, kept for the thread's
@@ -61,11 +51,9 @@ static uint16_t *bf16_rows(const float *a, int64_t m, int64_t k, int64_t lda) {
 int cpu_gemm_w(int64_t m, int64_t k, const float *a, int64_t lda, const p3_tensor *w, int64_t col,
                float *c, int64_t ldc, bool accumulate) {
         int64_t n = w->rows;
-        if (w->dtype == P3_F32) {
-                cpu_sgemm_nt(m, n, k, a, lda, (const float *) w->data + col, p3_ld(w), c, ldc,
-                             accumulate);
-                return 0;
-        }
+        if (w->dtype == P3_F32)
+                return cpu_sgemm_nt(m, n, k, a, lda, (const float *) w->data + col, p3_ld(w), c,
+                                    ldc, accumulate);
         if (w->dtype != P3_BF16)
                 return -EINVAL;
         if (m <= 0 || n <= 0)
@@ -73,8 +61,8 @@ int cpu_gemm_w(int64_t m, int64_t k, const float *a, int64_t lda, const p3_tenso
         const uint16_t *abf = bf16_rows(a, m, k, lda);
         if (!abf)
                 return -ENOMEM;
-        return cpu_dnnl_gemm_bf16_nt(m, n, k, abf, k, (const uint16_t *) w->data + col, p3_ld(w),
-                                     c, ldc, accumulate);
+        return cpu_dnnl_gemm_bf16_nt(m, n, k, abf, k, (const uint16_t *) w->data + col, p3_ld(w), c,
+                                     ldc, accumulate);
 }
 
 float cpu_weight_at(const p3_tensor *w, int64_t r, int64_t c) {
@@ -85,8 +73,8 @@ float cpu_weight_at(const p3_tensor *w, int64_t r, int64_t c) {
 
 /* y = x·Wᵀ + b, then GELU; with P3_ACCUMULATE the result is added to y (the branch is
  * activated before it joins the residual). */
-static int linear_block(const p3_tensor *x, const p3_tensor *w, const p3_tensor *b,
-                         p3_tensor *y, int64_t r0, int64_t nr, unsigned flags, float *tmp) {
+static int linear_block(const p3_tensor *x, const p3_tensor *w, const p3_tensor *b, p3_tensor *y,
+                        int64_t r0, int64_t nr, unsigned flags, float *tmp) {
         bool acc = flags & P3_ACCUMULATE;
         /* Accumulating with an activation needs the pre-activation on its own. */
         bool separate = acc && (flags & P3_GELU);

@@ -112,6 +112,13 @@ first_layer(const float *a, const float *pj, const float (*wm)[G], const float *
                 }
 }
 
+/* out[i·ostride] = h[i]·w + b: a last layer of width 1. */
+P3_VECTOR_CLONES static void last_dot(const float *h, int64_t rows, int64_t width, const float *w,
+                                      float b, float *out, int64_t ostride) {
+        for (int64_t i = 0; i < rows; i++)
+                out[i * ostride] = dot_lanes(h + i * width, w, width) + b;
+}
+
 /* h2 = GELU(h1·W2ᵀ + b2); then either logits (last layer width 1) into out[row·ostride] or
  * the full last layer into h1 (reused as output buffer). */
 static int hidden_and_last(const p3_mlp3 *mlp, int64_t rows, float *h1, float *h2, float *out,
@@ -130,14 +137,7 @@ static int hidden_and_last(const p3_mlp3 *mlp, int64_t rows, float *h1, float *h
         int64_t wout = mlp->w[2].rows;
         const float *b3 = mlp->b[2].data;
         if (wout == 1) {
-                const float *w3 = mlp->w[2].data;
-                for (int64_t i = 0; i < rows; i++) {
-                        float acc = 0;
-                        const float *row = h2 + i * width;
-                        for (int64_t c = 0; c < width; c++)
-                                acc += row[c] * w3[c];
-                        out[i * ostride] = acc + b3[0];
-                }
+                last_dot(h2, rows, width, mlp->w[2].data, b3[0], out, ostride);
                 return 0;
         }
         r = cpu_gemm_w(rows, width, h2, width, &mlp->w[2], 0, h1, wout, false);

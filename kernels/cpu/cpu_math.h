@@ -32,6 +32,42 @@ static inline float maxf(float a, float b) {
         return a > b ? a : b;
 }
 
+/* Reductions in LANES independent partial results, combined at the end: the compiler turns
+ * the fixed-count inner loops into vector instructions, which it may not do for one running
+ * float sum (that would reorder the additions; a running max it does not vectorize either).
+ * The order is fixed, so results are the same on every run and every vector width. */
+#define LANES 16
+
+static inline float max_lanes(const float *x, int64_t n) {
+        float m[LANES];
+        for (int l = 0; l < LANES; l++)
+                m[l] = x[0];
+        int64_t j = 0;
+        for (; j + LANES <= n; j += LANES)
+                for (int l = 0; l < LANES; l++)
+                        m[l] = maxf(m[l], x[j + l]);
+        for (; j < n; j++)
+                m[0] = maxf(m[0], x[j]);
+        for (int l = 1; l < LANES; l++)
+                m[0] = maxf(m[0], m[l]);
+        return m[0];
+}
+
+/* Σ x[j]·y[j] (y = NULL: Σ x[j]). */
+static inline float dot_lanes(const float *x, const float *y, int64_t n) {
+        float s[LANES] = { 0 };
+        int64_t j = 0;
+        for (; j + LANES <= n; j += LANES)
+                for (int l = 0; l < LANES; l++)
+                        s[l] += y ? x[j + l] * y[j + l] : x[j + l];
+        for (; j < n; j++)
+                s[0] += y ? x[j] * y[j] : x[j];
+        float t = 0;
+        for (int l = 0; l < LANES; l++)
+                t += s[l];
+        return t;
+}
+
 /* erfc(a) for a >= 0 with fractional error < 1.2e-7 (the classic Chebyshev fit of
  * Numerical Recipes §6.2); relative accuracy in the tail is what GELU needs for x < 0. */
 static inline float erfc_pos(float a) {

@@ -1,5 +1,6 @@
 /* SPDX-License-Identifier: MIT */
-/* The CPU backend's ops (FP32, OpenBLAS through CBLAS, OpenMP threads). Private to kernels/cpu. */
+/* The CPU backend's ops (FP32 or BF16 matrix products on oneDNN, OpenMP threads). Private to
+ * kernels/cpu. */
 #pragma once
 
 #include "backend.h"
@@ -12,25 +13,17 @@
 #define P3_VECTOR_CLONES
 #endif
 
-#ifdef P3_NO_CBLAS_H
-enum CBLAS_ORDER { CblasRowMajor = 101 };
-enum CBLAS_TRANSPOSE { CblasNoTrans = 111, CblasTrans = 112 };
-void cblas_sgemm(enum CBLAS_ORDER, enum CBLAS_TRANSPOSE, enum CBLAS_TRANSPOSE, int, int, int, float,
-                 const float *, int, const float *, int, float, float *, int);
-#else
-#include <cblas.h>
-#endif
-
 /* Exact-erf GELU, written so that the compiler vectorizes it: relative error below 1e-6 for
  * x >= -2.5, growing as x²·2⁻²³ further out (the float rounding of x²/2 inside exp), where
  * the absolute error stays below 1e-11. */
 void cpu_gelu_inplace(float *x, int64_t n);
 float cpu_gelu1(float x);
 
-/* C[m,n] (ldc) = A[m,k] (lda) · B[n,k]ᵀ (ldb) (+ C when accumulate): one single-threaded
- * sgemm call; callers split rows across threads themselves. */
-void cpu_sgemm_nt(int64_t m, int64_t n, int64_t k, const float *a, int64_t lda, const float *b,
-                  int64_t ldb, float *c, int64_t ldc, bool accumulate);
+/* C[m,n] (ldc) = A[m,k] (lda) · B[n,k]ᵀ (ldb) (+ C when accumulate), FP32: one
+ * single-threaded product (cpu_dnnl_sgemm); callers split rows across threads themselves.
+ * 0 or a negative errno. */
+int cpu_sgemm_nt(int64_t m, int64_t n, int64_t k, const float *a, int64_t lda, const float *b,
+                 int64_t ldb, float *c, int64_t ldc, bool accumulate);
 
 /* C[m, w.rows] (ldc) = A[m,k] (lda) · W[:, col:col+k]ᵀ (+ C when accumulate), in the weight's
  * storage type: FP32 weights through sgemm; BF16 weights with A rounded to BF16 and FP32

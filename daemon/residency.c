@@ -62,9 +62,15 @@ static int open_model(residency *r, p3_err *err) {
         if (k < 0)
                 return k;
         snprintf(r->backend_name, sizeof(r->backend_name), "%s", p3_model_backend_name(r->m));
-        snprintf(r->device, sizeof(r->device), "%s", p3_model_device(r->m));
         snprintf(r->fallback_reason, sizeof(r->fallback_reason), "%s",
                  p3_model_fallback_reason(r->m));
+        /* Device says why a GPU that was asked for is not used: people read it in
+         * `p3samctl status` without going to the journal. */
+        if (r->fallback_reason[0] && r->src.backend != RESIDENCY_CPU)
+                snprintf(r->device, sizeof(r->device), "%s; not CUDA: %s",
+                         p3_model_device(r->m), r->fallback_reason);
+        else
+                snprintf(r->device, sizeof(r->device), "%s", p3_model_device(r->m));
         /* A backend that copied the weights (BF16 on the CPU, any GPU) needs the snapshot no
          * more: only the half-precision copy stays. */
         if (p3_model_weights_copied(r->m)) {

@@ -36,7 +36,7 @@ typedef struct residency {
         p3_model *m;        /* with its backend; NULL while offloaded */
         p3_precision configured_precision; /* Precision=, what jobs without the option get */
         char backend_name[16];
-        char device[160];
+        char device[448]; /* with the fallback reason when CUDA was not used */
         char fallback_reason[256]; /* why CUDA was not used, for the log */
         size_t peak_model_bytes;
 } residency;

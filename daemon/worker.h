@@ -25,7 +25,7 @@ const char *model_state_to_string(model_state s);
 typedef struct worker_status {
         model_state state;
         char backend[16];
-        char device[160];
+        char device[448]; /* with the fallback reason when CUDA was not used */
         uint64_t model_bytes, peak_model_bytes; /* the model on whatever device runs it */
         uint64_t gpu_bytes, peak_gpu_bytes;     /* GPU memory only: 0 on the CPU backend */
         uint64_t host_bytes;                    /* the process's resident memory */

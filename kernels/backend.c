@@ -81,3 +81,14 @@ void p3_ibuf_free(p3_backend *be, int32_t *buf, int64_t n) {
         if (buf)
                 be->ops->free(be, buf, n > 0 ? (size_t) n * sizeof(int32_t) : 1);
 }
+
+#ifndef P3_HAVE_CUDA
+#include <stdio.h>
+
+int p3_backend_cuda_new(const p3_backend_options *opt, char *why, size_t why_len,
+                        p3_backend **ret) {
+        if (why)
+                snprintf(why, why_len, "no CUDA device (this build has no CUDA backend)");
+        return -ENODEV;
+}
+#endif

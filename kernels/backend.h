@@ -13,6 +13,10 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 typedef enum p3_dtype {
         P3_F32,
         P3_F16,
@@ -153,6 +157,10 @@ typedef struct p3_backend_ops {
         /* One prompt batch through all heads (two passes over the points). */
         int (*heads)(p3_backend *be, const p3_heads_params *hp, const p3_heads_input *in,
                      p3_heads_output *out);
+        /* 0 when every element of x is finite, -ERANGE when one is NaN or ±Inf: the engine
+         * asks after each stage, so that reduced precision overflowing fails a job with a
+         * sentence instead of returning garbage. */
+        int (*check_finite)(p3_backend *be, const p3_tensor *x);
 } p3_backend_ops;
 
 struct p3_backend {
@@ -173,6 +181,24 @@ typedef struct p3_backend_options {
         p3_precision precision;
 } p3_backend_options;
 
+/* The CUDA backend on device 0 of those CUDA_VISIBLE_DEVICES shows. 0, or a negative errno
+ * with a sentence in why: -ENODEV "no CUDA device (…)" without a driver or device (and in
+ * builds without nvcc: "no CUDA device (this build has no CUDA backend)"), -ENOENT when cuBLAS
+ * cannot be loaded, -EOPNOTSUPP for a precision the device lacks (BF16 before sm_80), -EIO
+ * when the runtime fails. AUTO and FP16 hold FP16 weights; FP32 computes with TF32 off. */
+int p3_backend_cuda_new(const p3_backend_options *opt, char *why, size_t why_len,
+                        p3_backend **ret);
+
+/* Every op of be against the CPU backend at FP32 on small random inputs (a few hundred rows;
+ * the heads at their full widths), within a tolerance set by be->precision (FP32 1e-4, FP16
+ * 1e-2, BF16 3e-2 of the largest reference value). report (may be NULL) gets each op's error.
+ * 0, or a negative errno with why naming the op: "attention: max error … (tolerance …)",
+ * "linear failed on the device: …". Test hook: P3_TEST_SELFTEST_BREAK=<op> perturbs that op's
+ * device result. */
+typedef void (*p3_selftest_report_fn)(const char *op, double err, double tol, void *userdata);
+int p3_backend_selftest(p3_backend *be, p3_selftest_report_fn report, void *userdata, char *why,
+                        size_t why_len);
+
 /* -EOPNOTSUPP when the precision asked for cannot run on this CPU (BF16 without AMX-BF16 or
  * AVX512-BF16, or without oneDNN); why (may be NULL, size why_len) says so in a sentence. */
 int p3_backend_cpu_new(const p3_backend_options *opt, p3_backend **ret);
@@ -185,3 +211,7 @@ int p3_tensor_alloc(p3_backend *be, int64_t rows, int64_t cols, p3_tensor *ret);
 void p3_tensor_free(p3_backend *be, p3_tensor *t);
 int p3_ibuf_upload(p3_backend *be, const int32_t *host, int64_t n, int32_t **ret);
 void p3_ibuf_free(p3_backend *be, int32_t *buf, int64_t n);
+
+#ifdef __cplusplus
+}
+#endif

@@ -18,12 +18,12 @@ A=$bus
 cp "$tmp/w.safetensors" "$tmp/w2.safetensors"
 cp "$tmp/w.safetensors" "$tmp/w-fail.safetensors"
 conf=$tmp/p3samd.conf
-write_conf() { # write_conf WEIGHTS
+write_conf() { # write_conf WEIGHTS [BACKEND]
         cat >"$conf" <<EOF
 [Model]
 Path=$1
 Config=$P3_TEST_DATA/tiny_config.json
-Backend=cpu
+Backend=${2:-cpu}
 Threads=2
 [Daemon]
 IdleTimeoutSec=2
@@ -246,6 +246,35 @@ rc=$?
 daemon_pid=
 check "... with exit status 0" -- [ $rc -eq 0 ]
 wait $cpid
+
+# ---- Backend=cuda: the fallback chain, as a user without a GPU meets it ----
+start_cuda_daemon() { # start_cuda_daemon LOG [ENV...]: Backend=cuda, waits for the model
+        write_conf "$tmp/w3.safetensors" cuda
+        env "${@:2}" "$P3SAMD" --config "$conf" --keep-user >"$1" 2>&1 &
+        daemon_pid=$!
+        wait_prop State ready 30 || { cat "$1"; return 1; }
+}
+stop_daemon() { kill -TERM "$daemon_pid"; wait "$daemon_pid"; daemon_pid=; }
+if [ -e /dev/nvidiactl ]; then
+        note "a GPU is here: the no-GPU fallback is not checked"
+else
+        check "Backend=cuda without a GPU: the CPU serves" -- start_cuda_daemon "$tmp/cuda.log"
+        echo "   Device=$(prop Device)"
+        check "... and Device says why (no CUDA device)" -- \
+                grep -q '^CPU .*; not CUDA: no CUDA device' <<<"$(prop Device)"
+        check "... and so does the log" -- grep -q 'no CUDA device' "$tmp/cuda.log"
+        stop_daemon
+fi
+# A GPU whose self-test fails (a CPU backend standing in, one op's result perturbed): the CPU
+# serves and the reason names the op.
+check "a failing GPU self-test: the CPU serves" -- \
+        start_cuda_daemon "$tmp/fake.log" P3_TEST_FAKE_CUDA=1 P3_TEST_SELFTEST_BREAK=gelu
+echo "   Device=$(prop Device)"
+check "... and Device names the op (gelu)" -- \
+        grep -q 'not CUDA: the CUDA self-test failed (gelu: max error' <<<"$(prop Device)"
+client segment "$mesh" "$tmp/fake.glb" >"$tmp/c9" 2>&1
+check "... and jobs run" -- grep -q '^done' "$tmp/c9"
+stop_daemon
 
 if [ $fails -ne 0 ]; then
         echo "--- daemon log"; cat "$tmp/daemon.log"

@@ -131,5 +131,23 @@ if "$run" --help | grep -q segment; then
         grep -q '"prompts"' "$tmp/p.json" || { echo "FAIL: predict JSON lacks prompts"; fails=$((fails + 1)); }
 fi
 
+# -- selftest: the GPU backend's check, by hand --
+"$run" selftest >"$tmp/out" 2>"$tmp/err"
+rc=$?
+if [ $rc -eq 0 ]; then
+        echo "note: a CUDA device is here and passed the self-test:"; cat "$tmp/out"
+else
+        expect 1 "selftest without a GPU" -- "$run" selftest
+        one_line_error "no CUDA device"
+fi
+expect 0 "selftest --backend cpu --precision fp32 (the CPU against itself)" -- \
+        "$run" selftest --backend cpu --precision fp32
+grep -q '^  attention .* ok$' "$tmp/out" && grep -q '^selftest: passed$' "$tmp/out" ||
+        { echo "FAIL: selftest does not print each op's error"; cat "$tmp/out"; fails=$((fails + 1)); }
+expect 1 "selftest with attention broken (test hook)" -- \
+        env P3_TEST_SELFTEST_BREAK=attention "$run" selftest --backend cpu --precision fp32
+one_line_error "FAILED: attention: max error"
+expect 2 "selftest --backend tpu" -- "$run" selftest --backend tpu
+
 echo "$fails failure(s)"
 [ "$fails" -eq 0 ]

@@ -11,6 +11,10 @@
 
 #include "safetensors.h"
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 #define EXIT_TEST_SKIP 77
 
 /* Abort the test with a message when cond is false. */
@@ -52,7 +56,11 @@ char *test_golden_case(const char *name);
  * small_truck_20k_64, else ../shared; NULL when absent. malloc'd. */
 char *test_replay_path(const char *name);
 /* Print "SKIP: why" and exit 77 (meson counts it as skipped). */
+#ifdef __cplusplus /* the nvcc-built tests of tests/cuda include this too */
+[[noreturn]] void test_skip(const char *why);
+#else
 _Noreturn void test_skip(const char *why);
+#endif
 
 /* Open a safetensors file or fail the test. */
 st_file *test_open(const char *path);
@@ -64,3 +72,7 @@ int64_t *test_i64(const st_file *f, const char *name, int64_t *numel);
 bool test_close_f32(const char *what, const float *got, const float *ref, int64_t n, double rel,
                     double abs);
 bool test_equal_i64(const char *what, const int64_t *got, const int64_t *ref, int64_t n);
+
+#ifdef __cplusplus
+}
+#endif

@@ -181,15 +181,52 @@ int p3_model_new(p3_backend *be, const p3_weights *w, p3_model **ret, p3_err *er
         return 0;
 }
 
-/* The backend asked for, or the CPU with the reason in why. CUDA is not part of the engine yet
- * (kernels/cuda holds only a device probe): asking for it gives the CPU, said plainly. */
+/* The CUDA backend, checked op by op against the CPU before it serves anything (after every
+ * load: a new driver, a GPU the build was not tested on, a broken kernel all show here); NULL
+ * with the reason in why when there is none or it fails.
+ * Test hook: with P3_TEST_FAKE_CUDA set and no device, a CPU backend at the precision asked
+ * for stands in for the GPU, so that the self-test and the fallback around it run here. */
+static int cuda_candidate(const p3_model_params *p, p3_backend **ret, char *why,
+                          size_t why_len) {
+        p3_backend_options opt = { .limit_bytes = p->memory_max, .precision = p->precision };
+        p3_backend *be = NULL;
+        int r = p3_backend_cuda_new(&opt, why, why_len, &be);
+        if (r == -ENODEV && getenv("P3_TEST_FAKE_CUDA")) {
+                opt.threads = p->threads;
+                r = p3_backend_cpu_new(&opt, &be);
+        }
+        if (r < 0)
+                return r;
+        char test_why[200];
+        r = p3_backend_selftest(be, NULL, NULL, test_why, sizeof(test_why));
+        if (r < 0) {
+                snprintf(why, why_len, "the CUDA self-test failed (%s)", test_why);
+                p3_backend_free(be);
+                return r;
+        }
+        *ret = be;
+        return 0;
+}
+
+/* The backend asked for, or the CPU with the reason in why: AUTO and CUDA try the GPU first. */
 static int open_backend(const p3_model_params *p, p3_backend **ret, char *why, size_t why_len,
                         p3_err *err) {
-        if (p->backend == P3_BACKEND_CUDA)
-                snprintf(why, why_len, "the CUDA backend is not part of this build yet; "
-                                       "running on the CPU");
+        if (p->backend != P3_BACKEND_CPU) {
+                int r = cuda_candidate(p, ret, why, why_len);
+                if (r >= 0)
+                        return 0;
+                /* AUTO on a machine without a GPU: the CPU is what was expected, nothing to
+                 * report. Asked for CUDA, or a GPU that failed, is worth a sentence. */
+                if (r == -ENODEV && p->backend == P3_BACKEND_AUTO)
+                        why[0] = 0;
+        }
+        /* FP16 is the GPU's precision: on the CPU it means what AUTO picks there. */
+        p3_precision cpu_precision = p->backend != P3_BACKEND_CPU &&
+                                                     p->precision == P3_PRECISION_FP16
+                                             ? P3_PRECISION_AUTO
+                                             : p->precision;
         p3_backend_options opt = { .threads = p->threads, .limit_bytes = 0,
-                                   .precision = p->precision };
+                                   .precision = cpu_precision };
         int r = p3_backend_cpu_new(&opt, ret);
         if (r == -EOPNOTSUPP) {
                 char auto_why[128];

@@ -181,6 +181,16 @@ static int block_forward(forward *f, int s, int b, block_tmp *t) {
         return r;
 }
 
+/* Reduced precision can overflow (FP16 attention gave NaNs in another port of this model):
+ * a stage whose output is not finite fails the job with a sentence, not garbage. */
+static int check_finite(p3_backend *be, const p3_tensor *t, p3_err *err, const char *what) {
+        int r = be->ops->check_finite ? be->ops->check_finite(be, t) : 0;
+        if (r == -ERANGE)
+                return p3_errf(err, r, "%s produced values that are not finite (NaN or Inf) "
+                               "at %s precision", what, p3_precision_to_string(be->precision));
+        return r < 0 ? p3_errf(err, r, "checking the features failed: %s", p3_strerror(r)) : 0;
+}
+
 static int stage_blocks(forward *f, int s, p3_err *err) {
         const p3_config *cfg = &f->m->cfg;
         block_tmp t = {};
@@ -192,6 +202,10 @@ static int stage_blocks(forward *f, int s, p3_err *err) {
         if (r < 0)
                 return p3_errf(err, r, "stage %d failed: %s", s, p3_strerror(r));
         char name[32];
+        snprintf(name, sizeof(name), "stage %d", s);
+        r = check_finite(f->m->be, &f->lv[s].feat, err, name);
+        if (r < 0)
+                return r;
         snprintf(name, sizeof(name), "stage%d_feat", s);
         trace(f, name, &f->lv[s].feat);
         return 0;
@@ -348,6 +362,11 @@ static int project(forward *f, p3_tensor *out, p3_err *err) {
         if (r < 0) {
                 p3_tensor_free(be, &acc);
                 return p3_errf(err, r, "feature projection failed: %s", p3_strerror(r));
+        }
+        r = check_finite(be, &acc, err, "the feature projection");
+        if (r < 0) {
+                p3_tensor_free(be, &acc);
+                return r;
         }
         *out = acc;
         return 0;

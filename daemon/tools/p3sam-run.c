@@ -15,6 +15,7 @@ static const struct {
         { "synth", run_synth, "write synthetic weights for a config" },
         { "infer", run_infer, "run the network on a recorded point cloud" },
         { "postprocess", run_postprocess, "mask and mesh post-processing of a recorded replay" },
+        { "selftest", run_selftest, "every op of a backend against the CPU (the GPU's check)" },
 #ifdef P3_HAVE_ASSIMP
         { "segment", run_segment, "segment a mesh into parts (GLB/JSON/PLY out)" },
         { "predict", run_predict, "masks of given prompt points on a mesh (JSON out)" },

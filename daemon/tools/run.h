@@ -9,6 +9,7 @@ int run_infer(int argc, char **argv);
 int run_postprocess(int argc, char **argv);
 int run_segment(int argc, char **argv);
 int run_predict(int argc, char **argv);
+int run_selftest(int argc, char **argv);
 
 /* Shared by the subcommands that run the model. */
 #include "error.h"

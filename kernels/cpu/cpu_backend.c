@@ -97,6 +97,7 @@ static const p3_backend_ops cpu_ops = {
         .segment_max = cpu_segment_max,
         .to_host_f32 = cpu_to_host_f32,
         .heads = cpu_heads,
+        .check_finite = cpu_check_finite,
 };
 
 p3_precision p3_cpu_auto_precision(char *why, size_t why_len) {

@@ -53,3 +53,14 @@ int cpu_to_host_f32(p3_backend *be, const p3_tensor *x, float *host) {
                 memcpy(host + i * x->cols, cpu_row(x, i), sizeof(float) * x->cols);
         return 0;
 }
+
+int cpu_check_finite(p3_backend *be, const p3_tensor *x) {
+        int bad = 0;
+#pragma omp parallel for num_threads(be->threads) schedule(static) reduction(| : bad)
+        for (int64_t i = 0; i < x->rows; i++) {
+                const float *r = cpu_row(x, i);
+                for (int64_t j = 0; j < x->cols; j++)
+                        bad |= !isfinite(r[j]);
+        }
+        return bad ? -ERANGE : 0;
+}

@@ -50,6 +50,7 @@ int cpu_segment_max(p3_backend *be, const p3_tensor *x, const int32_t *cluster, 
 int cpu_to_host_f32(p3_backend *be, const p3_tensor *x, float *host);
 int cpu_heads(p3_backend *be, const p3_heads_params *hp, const p3_heads_input *in,
               p3_heads_output *out);
+int cpu_check_finite(p3_backend *be, const p3_tensor *x);
 
 static inline float *cpu_row(const p3_tensor *t, int64_t i) {
         return (float *) t->data + i * p3_ld(t);

@@ -1,0 +1,79 @@
+/* SPDX-License-Identifier: MIT */
+/* p3sam-run selftest: the check a GPU backend passes after every load before it serves, run by
+ * hand, with each op's error printed. Exit 0 when every op is within its tolerance, 1 when
+ * one is not or there is no backend to test (the reason on stderr), 2 for a usage error.
+ *
+ *   p3sam-run selftest [--backend cuda|cpu] [--precision auto|fp32|bf16|fp16]
+ *
+ * --backend cuda (the default) tests the GPU; --backend cpu tests the CPU backend at the
+ * precision given against the CPU at FP32 (the BF16 path, say). */
+#include <errno.h>
+#include <getopt.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "backend.h"
+#include "run.h"
+
+static void print_op(const char *op, double err, double tol, void *userdata) {
+        printf("  %-24s max error %9.3g x max|ref|  (tolerance %.0e)  %s\n", op, err, tol,
+               err <= tol ? "ok" : "FAIL");
+}
+
+static int usage(FILE *f, int status) {
+        fputs("Usage: p3sam-run selftest [--backend cuda|cpu] [--precision P]\n", f);
+        return status;
+}
+
+static int open_backend(bool cuda, p3_precision precision, p3_backend **be) {
+        char why[256] = "";
+        p3_backend_options opt = { .precision = precision };
+        int r = cuda ? p3_backend_cuda_new(&opt, why, sizeof(why), be)
+                     : p3_backend_cpu_new(&opt, be);
+        if (r < 0)
+                return run_fail("selftest: %s", why[0] ? why : strerror(-r));
+        fprintf(stderr, "device: %s, %s\n", (*be)->device,
+                p3_precision_to_string((*be)->precision));
+        return 0;
+}
+
+int run_selftest(int argc, char **argv) {
+        static const struct option opts[] = {
+                { "backend", required_argument, NULL, 'b' },
+                { "precision", required_argument, NULL, 'p' },
+                { "help", no_argument, NULL, 'h' },
+                {},
+        };
+        bool cuda = true;
+        p3_precision precision = P3_PRECISION_AUTO;
+        int c;
+        while ((c = getopt_long(argc, argv, "h", opts, NULL)) >= 0)
+                switch (c) {
+                case 'b':
+                        if (strcmp(optarg, "cuda") != 0 && strcmp(optarg, "cpu") != 0)
+                                return run_fail("--backend: cuda or cpu, not '%s'", optarg) + 1;
+                        cuda = strcmp(optarg, "cuda") == 0;
+                        break;
+                case 'p':
+                        if (!run_parse_precision(optarg, &precision))
+                                return run_fail("--precision: auto, fp32, bf16 or fp16, not "
+                                                "'%s'", optarg) + 1;
+                        break;
+                case 'h':
+                        return usage(stdout, 0);
+                default:
+                        return usage(stderr, 2);
+                }
+        if (optind < argc)
+                return usage(stderr, 2);
+        p3_backend *be = NULL;
+        if (open_backend(cuda, precision, &be) != 0)
+                return 1;
+        char why[256];
+        int r = p3_backend_selftest(be, print_op, NULL, why, sizeof(why));
+        p3_backend_free(be);
+        if (r < 0)
+                return run_fail("selftest: FAILED: %s", why);
+        printf("selftest: passed\n");
+        return 0;
+}

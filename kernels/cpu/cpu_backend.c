@@ -102,9 +102,9 @@ static const p3_backend_ops cpu_ops = {
 
 p3_precision p3_cpu_auto_precision(char *why, size_t why_len) {
         const char *isa = cpu_has_amx_bf16() ? "AMX-BF16" : cpu_has_avx512_bf16() ? "AVX512-BF16" : NULL;
-        if (cpu_dnnl_init() < 0) {
+        if (cpu_dnnl_init() < 0 || !cpu_dnnl_isa()) {
                 if (why)
-                        snprintf(why, why_len, "fp32: oneDNN could not start");
+                        snprintf(why, why_len, "fp32: no oneDNN BF16 matrix product here");
                 return P3_PRECISION_FP32;
         }
         if (!isa) {

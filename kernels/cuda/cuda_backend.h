@@ -1,5 +1,6 @@
 /* SPDX-License-Identifier: MIT */
-/* The CUDA backend's private interface, shared by kernels/cuda/*.cu (compiled by nvcc as C++).
+/* The CUDA backend's private interface, shared by the .cu files of kernels/cuda (compiled by
+ * nvcc as C++).
  * One op per file, named after its CPU twin in kernels/cpu (cuda_norm.cu ↔ cpu_norm.c, ...).
  *
  * Storage: activations FP32 on the device (be->act_dtype = P3_F32); weight matrices (rows > 1)

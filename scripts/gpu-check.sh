@@ -1,0 +1,87 @@
+#!/bin/bash
+# gpu-check.sh: prove the CUDA backend on a GPU machine, in one short run, figures into $OUT.
+#
+# Meant for the GPU machine lent now and then (H100/H200 class: driver and nvcc, none of
+# Debian's -dev packages, no ../shared). It builds what it needs there, unless a build made
+# here travels with it:
+#
+#   here:   meson setup build-gpu -Dengine_only=true -Ddnnl=disabled -Dcuda=enabled \
+#                 -Dgpu_archs=90 && ninja -C build-gpu
+#   there:  scripts/gpu-check.sh            (the device tool's run, with carry: ["build-gpu"])
+#
+# The engine-only build needs neither oneDNN (plain FP32 loops stand in for the CPU reference)
+# nor assimp, libsystemd or libuv; cuBLAS is loaded from the CUDA toolkit at run time.
+# Every step runs under its own timeout and its result goes to $OUT/gpu-check.txt; the exit
+# status is 0 only when every step passed.
+set -u
+OUT=${OUT:-$(mktemp -d)}
+build=${P3_GPU_BUILD:-build-gpu}
+report=$OUT/gpu-check.txt
+fails=0
+: >"$report"
+
+say() { echo "$*" | tee -a "$report"; }
+step() { # step NAME SECONDS command...: runs it, its output kept in $OUT/NAME.log
+        local name=$1 secs=$2
+        shift 2
+        local t0=$SECONDS
+        timeout "$secs" "$@" >"$OUT/$name.log" 2>&1
+        local rc=$?
+        if [ $rc -eq 0 ]; then
+                say "ok:   $name ($((SECONDS - t0)) s)"
+        else
+                say "FAIL: $name (exit $rc, $((SECONDS - t0)) s; see $name.log)"
+                tail -n 20 "$OUT/$name.log" | sed 's/^/      /' | tee -a "$report"
+                fails=$((fails + 1))
+        fi
+        return $rc
+}
+
+say "gpu-check: $(date -u +%FT%TZ) on $(hostname)"
+nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>&1 |
+        sed 's/^/gpu: /' | tee -a "$report"
+
+# -- build (skipped when a carried build is complete) --
+if [ ! -x "$build/daemon/tools/p3sam-run" ]; then
+        if ! command -v meson >/dev/null || ! command -v ninja >/dev/null; then
+                say "FAIL: no carried $build and no meson/ninja here to build one"
+                exit 1
+        fi
+        sm=$(nvidia-smi --query-gpu=compute_cap --format=csv,noheader | head -n1 | tr -d .)
+        step configure 120 meson setup "$build" -Dengine_only=true -Ddnnl=disabled \
+                -Dcuda=enabled -Dgpu_archs="${sm:-90}" || exit 1
+        step build 400 ninja -C "$build" || exit 1
+fi
+run=$build/daemon/tools/p3sam-run
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+
+# -- the self-test: every CUDA op against the CPU, at each precision --
+for p in fp16 bf16 fp32; do
+        step "selftest-$p" 120 "$run" selftest --backend cuda --precision "$p"
+        grep -E '^  ' "$OUT/selftest-$p.log" | sed "s/^/      [$p] /" >>"$report"
+done
+
+# -- ptxas: registers and spills of the attention and heads kernels, as built --
+for f in cuda_attention cuda_heads; do
+        log=$build/kernels/cuda/$f.cu.ptxas.log
+        [ -f "$log" ] && grep -E 'registers|spill' "$log" | sort -u | head -n 12 |
+                sed "s/^/ptxas $f: /" >>"$report"
+done
+
+# -- the synthetic full-size model and the tiny golden case, CPU against GPU --
+step synth 120 "$run" synth --out "$tmp/full.safetensors"
+if [ -f tests/data/tiny_case.safetensors ]; then
+        step synth-tiny 60 "$run" synth --config tests/data/tiny_config.json \
+                --out "$tmp/tiny.safetensors"
+fi
+
+# -- compute-sanitizer on the self-test (small: a few hundred points) --
+if command -v compute-sanitizer >/dev/null; then
+        step sanitizer 240 compute-sanitizer --error-exitcode 1 "$run" selftest --backend cuda
+else
+        say "note: compute-sanitizer not found; skipped"
+fi
+
+say "gpu-check: $fails failure(s); figures and logs in $OUT"
+[ $fails -eq 0 ]

@@ -1544,6 +1544,12 @@ static void test_dnnl_sgemm(void) {
         sgemm_case(true, 128, 128, 16, 0, 0.25f, false); /* attention's scores */
         sgemm_case(false, 128, 16, 128, 0, 1.0f, false); /* attention's P·V */
         sgemm_case(false, 37, 20, 50, 5, -0.5f, true);
+        /* one row, then the same product with other strides: oneDNN's own cache took the second
+         * for the first and crashed on 2 threads */
+        sgemm_case(true, 1, 96, 48, 0, 1.0f, false);
+        sgemm_case(true, 1, 96, 48, 5, 1.0f, false);
+        sgemm_case(false, 1, 96, 48, 0, 1.0f, false);
+        sgemm_case(false, 1, 96, 48, 7, 1.0f, true);
         float c[4] = { 0 }, a[4] = { 0 }, b[4] = { 0 };
         expect(cpu_dnnl_sgemm(false, 2, 2, 2, 1.0f, a, 2, b, 1, c, 2, false) == -EINVAL,
                "dnnl fp32: [k,n] B with ldb < n -> -EINVAL");

@@ -5,24 +5,37 @@
 #include <stdio.h>
 #include <time.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "run.h"
 
-int run_model_open(const char *weights, const char *config, int threads, p3_precision precision,
-                   run_model *rm, p3_err *err) {
+int run_model_open(const char *weights, const char *config, int threads, p3_backend_kind backend,
+                   p3_precision precision, run_model *rm, p3_err *err) {
         *rm = (run_model) {};
         int r = p3_weights_open(weights, config, &rm->w, err);
         if (r < 0)
                 return r;
-        p3_model_params p = { .backend = P3_BACKEND_CPU, .precision = precision,
-                              .threads = threads };
+        p3_model_params p = { .backend = backend, .precision = precision, .threads = threads };
         r = p3_model_open(rm->w, &p, &rm->m, err);
         if (r < 0)
                 return r;
         rm->be = p3_model_backend(rm->m);
-        fprintf(stderr, "device: %s, %s\n", p3_model_device(rm->m),
-                p3_precision_to_string(p3_model_precision(rm->m)));
+        const char *why = p3_model_fallback_reason(rm->m);
+        fprintf(stderr, "device: %s, %s%s%s\n", p3_model_device(rm->m),
+                p3_precision_to_string(p3_model_precision(rm->m)), why[0] ? "; not CUDA: " : "",
+                why);
         return 0;
+}
+
+bool run_parse_backend(const char *s, p3_backend_kind *ret) {
+        static const char *const names[] = { [P3_BACKEND_AUTO] = "auto", [P3_BACKEND_CPU] = "cpu",
+                                             [P3_BACKEND_CUDA] = "cuda" };
+        for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
+                if (strcmp(s, names[i]) == 0) {
+                        *ret = (p3_backend_kind) i;
+                        return true;
+                }
+        return false;
 }
 
 bool run_parse_precision(const char *s, p3_precision *ret) {

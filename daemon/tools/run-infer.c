@@ -47,16 +47,18 @@ typedef struct infer_args {
         const char *weights, *config, *case_path, *out;
         long long prompts, batch, seed, threads;
         p3_precision precision;
+        p3_backend_kind backend;
 } infer_args;
 
 static void usage(FILE *f) {
         fputs("Usage: p3sam-run infer --weights W [--config C.json] --case IN.safetensors\n"
               "                       --out OUT.safetensors [--prompts K] [--batch B] [--seed S]\n"
               "                       [--threads T] [--precision auto|fp32|bf16|fp16]\n"
+              "                       [--backend cpu|cuda|auto]\n"
               "Run the network on a point cloud (coord, normal [N,3] F32). Replays\n"
               "grid_sample_index, stage{0..4}_order_perm and prompt_idx when IN holds them.\n"
               "Prints \"device: ...\" first and \"time: features S s, heads S s\" last (stderr);\n"
-              "the precision is fp32 (the reference) unless given.\n",
+              "the backend is the CPU and the precision fp32 (the reference) unless given.\n",
               f);
 }
 
@@ -73,13 +75,14 @@ static int parse_args(int argc, char **argv, infer_args *a, bool *done) {
                 { "threads", required_argument, NULL, 't' },
                 { "help", no_argument, NULL, 'h' },
                 { "precision", required_argument, NULL, 'p' },
+                { "backend", required_argument, NULL, 'B' },
                 {},
         };
         *a = (infer_args) { .prompts = 8, .batch = 32, .seed = 42,
-                            .precision = P3_PRECISION_FP32 };
+                            .precision = P3_PRECISION_FP32, .backend = P3_BACKEND_CPU };
         int c;
         optind = 0;
-        while ((c = getopt_long(argc, argv, "+w:c:i:o:k:b:s:t:hp:", opts, NULL)) >= 0) {
+        while ((c = getopt_long(argc, argv, "+w:c:i:o:k:b:s:t:hp:B:", opts, NULL)) >= 0) {
                 bool ok = true;
                 switch (c) {
                 case 'w': a->weights = optarg; break;
@@ -91,6 +94,7 @@ static int parse_args(int argc, char **argv, infer_args *a, bool *done) {
                 case 's': ok = run_parse_int(optarg, 0, UINT32_MAX, &a->seed); break;
                 case 't': ok = run_parse_int(optarg, 0, 1024, &a->threads); break;
                 case 'p': ok = run_parse_precision(optarg, &a->precision); break;
+                case 'B': ok = run_parse_backend(optarg, &a->backend); break;
                 case 'h': usage(stdout); *done = true; return 0;
                 default: usage(stderr); return 2;
                 }
@@ -304,7 +308,7 @@ static int infer(const infer_args *a, p3_err *err) {
         p3_replay rp;
         int r = case_load(a->case_path, &cd, &rp, err);
         if (r >= 0)
-                r = run_model_open(a->weights, a->config, (int) a->threads, a->precision, &rm,
+                r = run_model_open(a->weights, a->config, (int) a->threads, a->backend, a->precision, &rm,
                                    err);
         if (r < 0)
                 return r;

@@ -216,7 +216,7 @@ static int segment(seg_args *a, p3_err *err) {
         if (r >= 0)
                 r = p3_mesh_import_file(a->mesh, NULL, &lim, &mesh, err);
         if (r >= 0)
-                r = run_model_open(a->weights, a->config, (int) a->threads, a->precision, &rm,
+                r = run_model_open(a->weights, a->config, (int) a->threads, P3_BACKEND_CPU, a->precision, &rm,
                                    err);
         if (r < 0) {
                 p3_mesh_done(&mesh);

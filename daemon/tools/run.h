@@ -21,12 +21,14 @@ typedef struct run_model {
         p3_model *m;
 } run_model;
 
-/* Load the config (NULL: the real one), map the weights, open the model on the CPU at the
- * given precision, and print "device: <what runs>" on stderr first thing (the tools are
- * reference tools: their default precision is fp32). On failure prints nothing; the message
- * is in err. */
-int run_model_open(const char *weights, const char *config, int threads, p3_precision precision,
-                   run_model *rm, p3_err *err);
+/* Load the config (NULL: the real one), map the weights, open the model on the backend asked
+ * for at the given precision, and print "device: <what runs>" on stderr first thing, with the
+ * reason when CUDA was asked for and the CPU runs (the tools are reference tools: their
+ * default is the CPU at fp32). On failure prints nothing; the message is in err. */
+int run_model_open(const char *weights, const char *config, int threads, p3_backend_kind backend,
+                   p3_precision precision, run_model *rm, p3_err *err);
+/* --backend's value: auto, cpu or cuda; false if it is none of them. */
+bool run_parse_backend(const char *s, p3_backend_kind *ret);
 /* --precision's value: auto, fp32, bf16 or fp16; false if it is none of them. */
 bool run_parse_precision(const char *s, p3_precision *ret);
 /* Seconds on CLOCK_MONOTONIC, for the tools' time: lines. */

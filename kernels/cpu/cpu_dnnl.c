@@ -315,6 +315,15 @@ static int gemm(const gemm_key *key, const void *a, const void *b, float *c) {
         r = cpu_dnnl_init();
         if (r < 0)
                 return r;
+        /* A single row's stride means nothing, and oneDNN 2.6 treats two such products as one
+         * primitive in its own cache while its kernels still differ: the second one crashed
+         * (a 1-row product with ldc 96, then with ldc 101, on 2 threads). One row, dense. */
+        gemm_key k1 = *key;
+        if (k1.m == 1)
+                k1.lda = k1.k, k1.ldc = k1.n;
+        if (k1.b_nk ? k1.n == 1 : k1.k == 1)
+                k1.ldb = k1.b_nk ? k1.k : k1.n;
+        key = &k1;
         gemm_prim *g = cache_get(key);
         if (!g)
                 return -ENOMEM;

@@ -78,7 +78,7 @@ int p3_model_heads(p3_model *m, const p3_features *f, const float *prompts, int 
                    const p3_run_opts *o, p3_heads_output *out, p3_err *err) {
         if (k <= 0 || batch <= 0)
                 return p3_errf(err, -EINVAL, "prompt count and batch must be positive");
-        for (int j0 = 0; j0 < k; j0 += batch) {
+        for (int j0 = 0; j0 < k;) {
                 if (o && o->abort && o->abort(o->userdata))
                         return p3_errf(err, -ECANCELED, "cancelled");
                 int kb = MIN(batch, k - j0);
@@ -97,10 +97,17 @@ int p3_model_heads(p3_model *m, const p3_features *f, const float *prompts, int 
                 if (r >= 0)
                         batch_out_copy(&b, out, k, j0);
                 batch_out_done(&b);
+                /* Out of device memory (GpuMemoryMax, or other work on the GPU): the same
+                 * prompts again in halves; a batch's results do not depend on its size. */
+                if (r == -ENOMEM && kb > 1) {
+                        batch = kb / 2;
+                        continue;
+                }
                 if (r < 0)
                         return p3_errf(err, r, "mask prediction failed: %s", p3_strerror(r));
+                j0 += kb;
                 if (o && o->progress)
-                        o->progress(o->userdata, "masks", (double) (j0 + kb) / k);
+                        o->progress(o->userdata, "masks", (double) j0 / k);
         }
         return 0;
 }

@@ -509,6 +509,7 @@ typedef struct which {
 } which;
 
 static void run_precision(p3_precision prec, int threads, const which *w_, result res[4]);
+static bool on_cuda(void);
 
 int main(int argc, char **argv) {
         p3_omp_env_setup(argv);
@@ -523,9 +524,12 @@ int main(int argc, char **argv) {
                 }
         const char *th = getenv("P3_BENCH_THREADS"), *pr = getenv("P3_BENCH_PRECISION");
         int threads = th ? atoi(th) : 0;
-        /* Both precisions side by side unless one is named (bf16 where the CPU runs it). */
+        /* Both precisions side by side unless one is named (bf16 where the CPU runs it; on
+         * the GPU, P3_BENCH_BACKEND=cuda, fp16 and fp32). */
         p3_precision precs[2] = { P3_PRECISION_FP32, P3_PRECISION_BF16 };
         int nprec = p3_cpu_auto_precision(NULL, 0) == P3_PRECISION_BF16 ? 2 : 1;
+        if (on_cuda())
+                precs[1] = P3_PRECISION_FP16, nprec = 2;
         if (pr) {
                 if (p3_precision_from_string(pr, &precs[0]) < 0) {
                         fprintf(stderr, "bench-engine: P3_BENCH_PRECISION=%s: use auto, fp32, bf16\n", pr);
@@ -537,11 +541,13 @@ int main(int argc, char **argv) {
         for (int i = 0; i < nprec; i++)
                 run_precision(precs[i], threads, &w, res[i]);
         if (nprec == 2) {
-                printf("\n== fp32 and bf16 side by side (features + heads; bf16 speed-up)\n");
+                printf("\n== fp32 and %s side by side (features + heads; its speed-up)\n",
+                       p3_precision_to_string(precs[1]));
                 for (int k = 0; k < 4; k++)
                         if (res[0][k].name && !res[0][k].skipped && res[1][k].name)
-                                printf("%-14s fp32 %8.3f s   bf16 %8.3f s   x%.2f   peak RSS %.0f / %.0f MB\n",
+                                printf("%-14s fp32 %8.3f s   %s %8.3f s   x%.2f   peak RSS %.0f / %.0f MB\n",
                                        res[0][k].name, res[0][k].features + res[0][k].heads,
+                                       p3_precision_to_string(precs[1]),
                                        res[1][k].features + res[1][k].heads,
                                        (res[0][k].features + res[0][k].heads) /
                                                (res[1][k].features + res[1][k].heads),
@@ -550,13 +556,21 @@ int main(int argc, char **argv) {
         return EXIT_SUCCESS;
 }
 
+static bool on_cuda(void) {
+        const char *b = getenv("P3_BENCH_BACKEND");
+        return b && strcmp(b, "cuda") == 0;
+}
+
 static void run_precision(p3_precision prec, int threads, const which *w_, result res[4]) {
         p3_backend_options bo = { .threads = threads, .precision = prec };
         p3_err err = {};
         p3_backend *be = NULL;
-        int r = p3_backend_cpu_new(&bo, &be);
+        char why[256] = "";
+        int r = on_cuda() ? p3_backend_cuda_new(&bo, why, sizeof(why), &be)
+                          : p3_backend_cpu_new(&bo, &be);
         if (r < 0) {
-                fprintf(stderr, "bench-engine: CPU backend: %s\n", p3_strerror(r));
+                fprintf(stderr, "bench-engine: %s backend: %s\n", on_cuda() ? "CUDA" : "CPU",
+                        why[0] ? why : p3_strerror(r));
                 exit(EXIT_FAILURE);
         }
         printf("bench-engine: %s, %s, %ld online CPUs\n", be->device,

@@ -1538,6 +1538,24 @@ static void sgemm_case(bool b_nk, int64_t m, int64_t n, int64_t k, int64_t pad, 
         free(a), free(b), free(c);
 }
 
+/* The NaN/Inf check the engine makes after each stage: a strided view, one bad value anywhere
+ * (the padding between rows does not count). */
+static void test_check_finite(void) {
+        float data[4 * 6];
+        for (int i = 0; i < 24; i++)
+                data[i] = (float) i;
+        p3_tensor t = { .data = data, .dtype = P3_F32, .rows = 4, .cols = 5, .ld = 6 };
+        int clean = be->ops->check_finite(be, &t);
+        data[5] = NAN; /* padding: ignored */
+        int pad = be->ops->check_finite(be, &t);
+        data[13] = INFINITY;
+        int inf = be->ops->check_finite(be, &t);
+        data[13] = 1, data[22] = NAN;
+        int nan = be->ops->check_finite(be, &t);
+        expect(clean == 0 && pad == 0 && inf == -ERANGE && nan == -ERANGE,
+               "check_finite: clean 0, padding ignored, Inf and NaN -> -ERANGE");
+}
+
 static void test_dnnl_sgemm(void) {
         sgemm_case(true, 256, 512, 515, 0, 1.0f, false);
         sgemm_case(true, 100, 64, 864, 3, 1.0f, true);
@@ -1598,6 +1616,7 @@ int main(int argc, char **argv) {
         test_memory_heads();
         test_bf16_special();
         test_bf16_random();
+        test_check_finite();
         test_dnnl_sgemm();
         test_dnnl_gemm();
 

@@ -5,17 +5,31 @@
 # Debian's -dev packages, no ../shared). It builds what it needs there, unless a build made
 # here travels with it:
 #
-#   here:   meson setup build-gpu -Dengine_only=true -Ddnnl=disabled -Dcuda=enabled \
-#                 -Dgpu_archs=90 && ninja -C build-gpu
+#   here:   scripts/gpu-check.sh --prepare  (builds build-gpu/, ~30 MB)
 #   there:  scripts/gpu-check.sh            (the device tool's run, with carry: ["build-gpu"])
 #
 # The engine-only build needs neither oneDNN (plain FP32 loops stand in for the CPU reference)
-# nor assimp, libsystemd or libuv; cuBLAS is loaded from the CUDA toolkit at run time.
+# nor assimp, libsystemd or libuv; cuBLAS is loaded from the CUDA toolkit at run time. The one
+# Debian library it still links, json-c, travels in build-gpu/lib (gcc's runtime libraries
+# are where nvcc is).
 # Every step runs under its own timeout and its result goes to $OUT/gpu-check.txt; the exit
 # status is 0 only when every step passed.
 set -u
-OUT=${OUT:-$(mktemp -d)}
 build=${P3_GPU_BUILD:-build-gpu}
+if [ "${1:-}" = "--prepare" ]; then
+        meson setup --wipe "$build" -Dengine_only=true -Ddnnl=disabled -Dcuda=enabled \
+                -Dgpu_archs="${P3_GPU_ARCHS:-90}" >/dev/null || exit 1
+        ninja -C "$build" || exit 1
+        mkdir -p "$build/lib"
+        for lib in libjson-c.so.5; do
+                cp -L "$(ldconfig -p | awk -v l="$lib" '$1 == l { print $NF; exit }')" "$build/lib/"
+        done
+        du -sh "$build"
+        exit 0
+fi
+OUT=${OUT:-$(mktemp -d)}
+mkdir -p "$OUT"
+export LD_LIBRARY_PATH=$PWD/$build/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
 report=$OUT/gpu-check.txt
 fails=0
 : >"$report"
@@ -84,8 +98,9 @@ step bench 420 env P3_BENCH_BACKEND=cuda "$build/tests/bench-engine" D C
 sed -n '/== Summary/,$p' "$OUT/bench.log" >>"$report"
 
 # -- compute-sanitizer on the self-test (small: a few hundred points) --
-if command -v compute-sanitizer >/dev/null; then
-        step sanitizer 240 compute-sanitizer --error-exitcode 1 "$run" selftest --backend cuda
+sanitizer=$(command -v compute-sanitizer || ls /usr/local/cuda/bin/compute-sanitizer 2>/dev/null)
+if [ -n "$sanitizer" ]; then
+        step sanitizer 240 "$sanitizer" --error-exitcode 1 "$run" selftest --backend cuda
 else
         say "note: compute-sanitizer not found; skipped"
 fi

@@ -17,6 +17,7 @@
 
 #include "cuda_backend.h"
 #include "cuda_elementwise.cuh"
+#include "cuda_probe.h"
 
 static int record(p3_backend *be, int err, const char *what, const char *detail) {
         cuda_state *st = cuda_st(be);
@@ -256,17 +257,11 @@ static int resolve_precision(p3_precision asked, int sm, p3_precision *prec, p3_
 }
 
 static int device_open(p3_backend *be, cuda_state *st, char *why, size_t why_len) {
-        int n = 0;
-        cudaError_t e = cudaGetDeviceCount(&n);
-        if (e == cudaErrorNoDevice || e == cudaErrorInsufficientDriver ||
-            (e == cudaSuccess && n == 0)) {
-                snprintf(why, why_len, "no CUDA device (%s)",
-                         e == cudaSuccess ? "none found" : cudaGetErrorString(e));
-                return -ENODEV;
-        }
+        int r = p3_cuda_probe(why, why_len, NULL, 0); /* "no CUDA device (…)" */
+        if (r < 0)
+                return r;
         cudaDeviceProp p;
-        if (e == cudaSuccess)
-                e = cudaGetDeviceProperties(&p, 0);
+        cudaError_t e = cudaGetDeviceProperties(&p, 0);
         if (e == cudaSuccess)
                 e = cudaSetDevice(0);
         pthread_mutex_lock(&live_lock);

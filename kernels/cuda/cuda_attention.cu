@@ -18,7 +18,10 @@
  * where marked, keeping this kernel as the fallback when its support check fails. */
 #include <errno.h>
 #include <stdint.h>
+#include <stdlib.h> /* getenv, strcmp: the cudnn-sdpa hook */
+#include <string.h>
 
+#include "cuda_attention_cudnn.h"
 #include "cuda_attention_softmax.cuh"
 #include "cuda_backend.h"
 
@@ -146,7 +149,16 @@ int cuda_attention(p3_backend *be, const p3_tensor *qkv, const int32_t *slot_poi
         if (!slot_point || qkv->rows < n)
                 return -EINVAL;
 
-        /* TODO(cudnn-sdpa): the place to try a cuDNN fused SDPA graph (see the top comment). */
+        /* TODO(cudnn-sdpa): the place to try a cuDNN fused SDPA graph (see the top comment).
+         * Hook: P3_CUDA_ATTENTION=cudnn tries cuDNN's SDPA (cuda_attention_cudnn.cu) first; on
+         * -ENOTSUP (no cuDNN, FP32, no engine for head dim 16) this kernel runs. Which is faster
+         * is decided on a GPU; until then this kernel is the default. */
+        const char *path = getenv("P3_CUDA_ATTENTION");
+        if (path && !strcmp(path, "cudnn")) {
+                int r = cuda_attention_cudnn(be, qkv, slot_point, n_pad, window, heads, out);
+                if (r != -ENOTSUP)
+                        return r;
+        }
         attn_args a;
         a.qkv = (const float *) qkv->data;
         a.ldq = p3_ld(qkv);

@@ -35,15 +35,8 @@ static int failures;
 
 static uint64_t rng_state = 0x9a3e11c0ffee2025ull;
 
-static uint64_t rnd_u64(void) {
-        uint64_t z = (rng_state += 0x9e3779b97f4a7c15ull);
-        z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-        z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-        return z ^ (z >> 31);
-}
-
 static float rnd_f(void) {
-        return (float) (2.0 * ((double) (rnd_u64() >> 11) * 0x1p-53) - 1.0);
+        return (float) (2.0 * test_rnd_unit(&rng_state) - 1.0);
 }
 
 static float *rnd_array(int64_t n) {

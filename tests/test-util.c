@@ -4,6 +4,17 @@
 
 int test_failures;
 
+uint64_t test_rnd_u64(uint64_t *state) {
+        uint64_t z = (*state += 0x9e3779b97f4a7c15ull);
+        z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+        z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+        return z ^ (z >> 31);
+}
+
+double test_rnd_unit(uint64_t *state) {
+        return (double) (test_rnd_u64(state) >> 11) * 0x1p-53;
+}
+
 #include <math.h>
 #include <string.h>
 #include <unistd.h>

@@ -41,10 +41,7 @@ static int failures;
 static uint64_t rng_state = 0x0e1e3e47c0da5eedull;
 
 static uint64_t rnd_u64(void) {
-        uint64_t z = (rng_state += 0x9e3779b97f4a7c15ull);
-        z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-        z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-        return z ^ (z >> 31);
+        return test_rnd_u64(&rng_state);
 }
 
 static uint32_t rnd_u32(void) {
@@ -53,7 +50,7 @@ static uint32_t rnd_u32(void) {
 
 /* uniform in [lo, hi) */
 static double rnd_d(double lo, double hi) {
-        return lo + (hi - lo) * ((double) (rnd_u64() >> 11) * 0x1p-53);
+        return lo + (hi - lo) * test_rnd_unit(&rng_state);
 }
 
 static int rnd_i(int n) {

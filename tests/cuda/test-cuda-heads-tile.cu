@@ -21,6 +21,7 @@
 #include <string.h>
 
 #include "cuda_heads_tile.cuh"
+#include "test-util.h"
 
 static p3_backend *be;
 static int failures;
@@ -39,14 +40,11 @@ static int failures;
 static uint64_t rng_state = 0x5eed0f3a2c1d4b97ull;
 
 static uint64_t rnd_u64(void) {
-        uint64_t z = (rng_state += 0x9e3779b97f4a7c15ull);
-        z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-        z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-        return z ^ (z >> 31);
+        return test_rnd_u64(&rng_state);
 }
 
 static float rnd_f(double lo, double hi) {
-        return (float) (lo + (hi - lo) * ((double) (rnd_u64() >> 11) * 0x1p-53));
+        return (float) (lo + (hi - lo) * test_rnd_unit(&rng_state));
 }
 
 static float *rnd_array(int64_t n, double lo, double hi) {

@@ -21,6 +21,7 @@
 
 extern "C" {
 #include "serialize.h"
+#include "test-util.h"
 }
 
 static int failures;
@@ -28,10 +29,7 @@ static int failures;
 static uint64_t rng_state = 0x6e65696768626f75ull;
 
 static uint64_t rnd_u64(void) {
-        uint64_t z = (rng_state += 0x9e3779b97f4a7c15ull);
-        z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-        z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-        return z ^ (z >> 31);
+        return test_rnd_u64(&rng_state);
 }
 
 static int32_t rnd_in(int32_t lo, int32_t hi) { /* [lo, hi) */

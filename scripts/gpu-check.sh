@@ -92,6 +92,12 @@ for p in fp32 fp16; do
                 >>"$report"
 done
 
+# -- residency: offload to 0 bytes (NVML), load again with identical outputs, and a prompt
+# batch larger than the memory cap allows halved instead of failed --
+step residency 240 "$build/tests/gpu-residency" 20000 64
+grep -E '^(device|offload|load|heads|ok|FAIL|note)' "$OUT/residency.log" | sed 's/^/      /' \
+        >>"$report"
+
 # -- the benchmark: the full synthetic model, 100,000 points, 4 and 400 prompts, fp32 and
 # fp16 side by side; per-stage times and the arena peak --
 step bench 420 env P3_BENCH_BACKEND=cuda "$build/tests/bench-engine" D C

@@ -34,14 +34,14 @@ extern "C" {
                 }                                                                              \
         } while (0)
 
-/* A soft check: prints the sentence and counts the failure, the test goes on. */
-extern int test_failures;
-
 /* The tests' random numbers: splitmix64 stepping *state (each test its own fixed seed, so every
  * run sees the same values). */
 uint64_t test_rnd_u64(uint64_t *state);
 /* Uniform in [0, 1), 53 bits. */
 double test_rnd_unit(uint64_t *state);
+
+/* A soft check: prints the sentence and counts the failure, the test goes on. */
+extern int test_failures;
 #define EXPECT(cond, ...)                                                                      \
         do {                                                                                   \
                 if (!(cond)) {                                                                 \

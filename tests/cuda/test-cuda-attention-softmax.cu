@@ -34,14 +34,6 @@ extern "C" {
 static int failures;
 static p3_backend *be;
 
-#define CHECK(x)                                                                              \
-        do {                                                                                  \
-                if (!(x)) {                                                                   \
-                        fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__, #x); \
-                        exit(1);                                                              \
-                }                                                                             \
-        } while (0)
-
 /* ---- tiny PRNG (splitmix64) ---------------------------------------------------------------- */
 
 static uint64_t rng_state = 0x7a11e57c0ffee123ull;

@@ -37,14 +37,6 @@ extern "C" {
 static int failures;
 static p3_backend *be;
 
-#define CHECK(x)                                                                              \
-        do {                                                                                  \
-                if (!(x)) {                                                                   \
-                        fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__, #x); \
-                        exit(1);                                                              \
-                }                                                                             \
-        } while (0)
-
 static uint64_t rng_state = 0x5d9a11e5c0ffee01ull;
 
 static uint64_t rnd_u64(void) {

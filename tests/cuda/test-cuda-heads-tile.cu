@@ -26,15 +26,6 @@
 static p3_backend *be;
 static int failures;
 
-#define CHECK(cond)                                                                            \
-        do {                                                                                   \
-                if (!(cond)) {                                                                 \
-                        fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__, #cond); \
-                        exit(1);                                                               \
-                }                                                                              \
-        } while (0)
-#define CHECK_OK(r) CHECK((r) >= 0)
-
 /* ---- tiny PRNG (splitmix64), as test-cpu-ops.c -------------------------------------------- */
 
 static uint64_t rng_state = 0x5eed0f3a2c1d4b97ull;

@@ -9,6 +9,7 @@
 
 #include "cuda_backend.h"
 #include "cuda_heads_tile.cuh"
+#include "macro.h"
 
 #define BLOCK 256
 
@@ -133,9 +134,25 @@ static int dev_gemm(void *ctx, int64_t m, int64_t k, const float *a, int64_t lda
         return cuda_gemm_w((p3_backend *) ctx, m, k, a, lda, w, col, c, ldc, acc);
 }
 
+/* The per-pair buffers get at most half of what is free: under the arena cap (GpuMemoryMax)
+ * and on the device (other work shares the GPU), so that the prompt chunk is the largest that
+ * fits, the tiles keep the other half; the engine halves its batch if even that fails. */
+static size_t pair_budget(p3_backend *be) {
+        size_t budget = cu_heads_default_cfg.pair_budget, dev_free = 0, dev_total = 0;
+        if (be->limit_bytes)
+                budget = MIN(budget, (be->limit_bytes - MIN(be->cur_bytes, be->limit_bytes)) / 2);
+        if (cudaMemGetInfo(&dev_free, &dev_total) == cudaSuccess)
+                budget = MIN(budget, dev_free / 2);
+        else
+                (void) cudaGetLastError();
+        return budget;
+}
+
 int cuda_heads(p3_backend *be, const p3_heads_params *hp, const p3_heads_input *in,
                p3_heads_output *out) {
         cu_heads_exec ex = { be, dev_alloc, dev_free, dev_upload, dev_download, dev_sync,
                              dev_gemm, dev_run };
-        return cu_heads_run(&ex, hp, in, out, &cu_heads_default_cfg);
+        cu_heads_cfg cfg = cu_heads_default_cfg;
+        cfg.pair_budget = pair_budget(be);
+        return cu_heads_run(&ex, hp, in, out, &cfg);
 }

@@ -21,26 +21,18 @@
 #include <systemd/sd-event.h>
 #include <unistd.h>
 
+#include "ctl-batch.h"
 #include "ctl-bus.h"
 #include "ctl-progress.h"
+#include "ctl-segment.h"
 #include "parse-util.h"
 
 #define MAX_PROMPT_POINTS 4096
 #define REDRAW_USEC (200 * 1000)
 
-typedef struct seg_args {
-        bool predict;
-        const char *mesh, *output, *format, *report;
-        uint64_t points, prompts, batch, seed; /* 0 (seed: !have_seed): the daemon's default */
-        bool have_seed, no_wait;
-        int post_process; /* -1: the daemon's default */
-        double threshold; /* 0: the daemon's default */
-        double *xyz;      /* predict: n_xyz prompt points */
-        size_t n_xyz;
-} seg_args;
 
 static void help_segment(void) {
-        printf("Usage: p3samctl segment MESH [OPTIONS]\n"
+        printf("Usage: p3samctl segment MESH... [OPTIONS]\n"
                "Segment MESH into parts with p3samd and write the result.\n\n"
                "  -o, --output FILE     where to write (default: beside MESH, NAME.parts.glb)\n"
                "      --format FMT      glb, ply or json (default: from the output's name)\n"
@@ -56,6 +48,14 @@ static void help_segment(void) {
                "      --user            talk to p3samd on the user bus\n"
                "      --instance N      talk to the instance on GPU N\n"
                "  -h, --help            show this help\n\n"
+               "Many meshes: several MESH, directories (searched for meshes), or --from:\n"
+               "      --from LIST       also the meshes named in LIST, one a line (-: stdin)\n"
+               "      --output-dir DIR  write under DIR, mirroring the meshes' paths\n"
+               "      --force           redo meshes whose output is newer than the mesh\n"
+               "      --summary FILE    one JSON line per mesh into FILE\n"
+               "      --instances all|N,...  spread the meshes over these running instances\n"
+               "      --shard I/N       take every N-th mesh of the sorted list from the I-th\n"
+               "      --shard-count N   N shards, this one JOB_COMPLETION_INDEX (Kubernetes)\n\n"
                "The mesh may be glb, gltf (with embedded buffers), obj, ply, stl or off. Ctrl-C\n"
                "cancels the job. Exit status: 0 done, 1 failed, 2 usage, 3 cancelled, 4 access\n"
                "denied, 5 p3samd not running.\n");
@@ -90,6 +90,13 @@ enum {
         ARG_THRESHOLD,
         ARG_NO_WAIT,
         ARG_PROMPT,
+        ARG_FROM,
+        ARG_OUTPUT_DIR,
+        ARG_FORCE,
+        ARG_SUMMARY,
+        ARG_INSTANCES,
+        ARG_SHARD,
+        ARG_SHARD_COUNT,
 };
 
 static int parse_count(const char *opt, const char *s, uint64_t *ret) {
@@ -123,8 +130,55 @@ static int parse_prompt(const char *s, seg_args *a) {
         return -1;
 }
 
+/* "all", or GPU numbers "0,1,3". */
+static bool valid_instances(const char *s) {
+        if (strcmp(s, "all") == 0)
+                return true;
+        if (!*s || strspn(s, "0123456789,") != strlen(s) || s[strlen(s) - 1] == ',')
+                return false;
+        return strstr(s, ",,") == NULL && s[0] != ',';
+}
+
+/* The options of many meshes; -1 to go on, else an exit code. */
+static int parse_batch_option(int c, seg_args *a) {
+        batch_shard shard;
+        switch (c) {
+        case ARG_FROM:
+                a->from = optarg;
+                return -1;
+        case ARG_OUTPUT_DIR:
+                a->output_dir = optarg;
+                return -1;
+        case ARG_FORCE:
+                a->force = true;
+                return -1;
+        case ARG_SUMMARY:
+                a->summary = optarg;
+                return -1;
+        case ARG_INSTANCES:
+                if (!valid_instances(optarg))
+                        return ctl_fail(CTL_EXIT_USAGE, "--instances takes all or GPU numbers "
+                                                        "(0,1,...), not \"%s\".", optarg);
+                a->instances = optarg;
+                return -1;
+        case ARG_SHARD:
+                if (batch_shard_parse(optarg, &shard) < 0)
+                        return ctl_fail(CTL_EXIT_USAGE, "--shard takes I/N with 0 <= I < N "
+                                                        "(e.g. 0/4), not \"%s\".", optarg);
+                a->shard = optarg;
+                return -1;
+        case ARG_SHARD_COUNT:
+                return parse_count("--shard-count", optarg, &a->shard_count);
+        default:
+                return -2;
+        }
+}
+
 /* One option; -1 to go on, else an exit code. */
 static int parse_option(int c, seg_args *a, char **argv) {
+        int r = parse_batch_option(c, a);
+        if (r != -2)
+                return r;
         switch (c) {
         case 'o':
                 a->output = optarg;
@@ -171,6 +225,14 @@ static int parse_option(int c, seg_args *a, char **argv) {
         }
 }
 
+/* Anything but one mesh file and the options of one: the batch (ctl-batch-run.c). */
+static bool is_batch(const seg_args *a) {
+        struct stat st;
+        return a->n_meshes > 1 || a->from || a->output_dir || a->force || a->summary ||
+               a->instances || a->shard || a->shard_count ||
+               (a->n_meshes == 1 && stat(a->meshes[0], &st) == 0 && S_ISDIR(st.st_mode));
+}
+
 static int parse_args(int argc, char **argv, seg_args *a) {
         static const struct option segment_opts[] = {
                 { "help", no_argument, NULL, 'h' },
@@ -185,6 +247,13 @@ static int parse_args(int argc, char **argv, seg_args *a) {
                 { "no-post-process", no_argument, NULL, ARG_NO_POST },
                 { "threshold", required_argument, NULL, ARG_THRESHOLD },
                 { "no-wait", no_argument, NULL, ARG_NO_WAIT },
+                { "from", required_argument, NULL, ARG_FROM },
+                { "output-dir", required_argument, NULL, ARG_OUTPUT_DIR },
+                { "force", no_argument, NULL, ARG_FORCE },
+                { "summary", required_argument, NULL, ARG_SUMMARY },
+                { "instances", required_argument, NULL, ARG_INSTANCES },
+                { "shard", required_argument, NULL, ARG_SHARD },
+                { "shard-count", required_argument, NULL, ARG_SHARD_COUNT },
                 CTL_GLOBAL_OPTIONS,
                 {},
         };
@@ -210,6 +279,10 @@ static int parse_args(int argc, char **argv, seg_args *a) {
                 if (r >= 0)
                         return r;
         }
+        a->meshes = argv + optind;
+        a->n_meshes = argc - optind;
+        if (!a->predict && is_batch(a))
+                return -1;
         if (optind >= argc)
                 return ctl_fail(CTL_EXIT_USAGE, "Name the mesh: p3samctl %s MESH%s.", argv[0],
                                 a->predict ? " --prompt X,Y,Z" : "");
@@ -238,15 +311,14 @@ static const char *format_from_name(const char *path, const char *const *known) 
         return NULL;
 }
 
-static const char *const mesh_formats[] = { "glb", "gltf", "obj", "ply", "stl", "off", NULL };
 static const char *const output_formats[] = { "glb", "ply", "json", NULL };
 
 /* A .gltf's buffers must be inside it (data: URIs): only the one descriptor travels, so the
  * daemon cannot open a .bin beside it. Checked here, where the cure can be named. */
-static int check_gltf_self_contained(const char *path) {
+char *ctl_gltf_unfit(const char *path) {
         json_object *root = json_object_from_file(path);
         if (!root)
-                return 0; /* not JSON: the daemon says what is wrong with it */
+                return NULL; /* not JSON: the daemon says what is wrong with it */
         json_object *buffers = NULL;
         const char *external = NULL;
         if (json_object_object_get_ex(root, "buffers", &buffers) &&
@@ -258,27 +330,23 @@ static int check_gltf_self_contained(const char *path) {
                             strncmp(json_object_get_string(uri) ?: "data:", "data:", 5) != 0)
                                 external = json_object_get_string(uri);
                 }
-        int r = 0;
-        if (external)
-                r = ctl_fail(CTL_EXIT_FAILURE,
-                             "%s keeps its geometry in the separate file \"%.100s\", which "
-                             "cannot travel to p3samd with it; convert it to a single GLB first "
-                             "(e.g. gltf-transform copy IN.gltf OUT.glb).",
-                             path, external);
+        char *sentence = NULL;
+        if (external && asprintf(&sentence,
+                                 "%s keeps its geometry in the separate file \"%.100s\", which "
+                                 "cannot travel to p3samd with it; convert it to a single GLB "
+                                 "first (e.g. gltf-transform copy IN.gltf OUT.glb).",
+                                 path, external) < 0)
+                sentence = strdup("Out of memory.");
         json_object_put(root);
-        return r;
+        return sentence;
+}
+
+static int check_gltf_self_contained(const char *path) {
+        _cleanup_free_ char *sentence = ctl_gltf_unfit(path);
+        return sentence ? ctl_fail(CTL_EXIT_FAILURE, "%s", sentence) : 0;
 }
 
 /* ---- output files ---- */
-
-typedef struct out_file {
-        char *final;   /* the name the user asked for */
-        char *temp;    /* a named temporary file beside it, until the job succeeds */
-        bool unnamed;  /* an O_TMPFILE file, which gets final's name when the job succeeds */
-        int fd;
-} out_file;
-
-#define OUT_FILE_NULL ((out_file) { .fd = -1 })
 
 /* ".NAME.XXXXXX" beside path, for mkostemp() or random_suffix(). */
 static char *temp_name(const char *path) {
@@ -341,28 +409,38 @@ static int open_named(out_file *o, const char *path) {
  * a named ".NAME.XXXXXX" beside it where the filesystem has no unnamed ones (in_place: path
  * itself, for --no-wait, which cannot name anything afterwards). Mode 0644 as a plain
  * redirection would give. */
-static int out_file_open(out_file *o, const char *path, bool in_place) {
-        int r;
+int ctl_out_open(out_file *o, const char *path) {
         o->final = strdup(path);
         if (!o->final)
-                return ctl_fail(CTL_EXIT_FAILURE, "Out of memory.");
-        if (in_place) {
-                o->fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-                if (o->fd < 0)
-                        return ctl_fail(CTL_EXIT_FAILURE, "Cannot create %s: %s.", path,
-                                        strerror(errno));
-                return 0;
-        }
-        r = open_unnamed(path);
+                return -ENOMEM;
+        int r = open_unnamed(path);
         if (r >= 0) {
                 o->fd = r;
                 o->unnamed = true;
         } else if (r == -EOPNOTSUPP)
                 r = open_named(o, path);
         if (r < 0)
-                return ctl_fail(CTL_EXIT_FAILURE, "Cannot create a file beside %s: %s.", path,
-                                strerror(-r));
+                return r;
         (void) fchmod(o->fd, 0644);
+        return 0;
+}
+
+static int out_file_open(out_file *o, const char *path, bool in_place) {
+        if (!in_place) {
+                int r = ctl_out_open(o, path);
+                if (r == -ENOMEM)
+                        return ctl_fail(CTL_EXIT_FAILURE, "Out of memory.");
+                if (r < 0)
+                        return ctl_fail(CTL_EXIT_FAILURE, "Cannot create a file beside %s: %s.",
+                                        path, strerror(-r));
+                return 0;
+        }
+        o->final = strdup(path);
+        if (!o->final)
+                return ctl_fail(CTL_EXIT_FAILURE, "Out of memory.");
+        o->fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+        if (o->fd < 0)
+                return ctl_fail(CTL_EXIT_FAILURE, "Cannot create %s: %s.", path, strerror(errno));
         return 0;
 }
 
@@ -393,7 +471,7 @@ static int link_unnamed(out_file *o) {
 
 /* Success: the temporary file becomes the output, whole (fsync first: a crash after the
  * rename must not leave an empty file under the new name). */
-static int out_file_commit(out_file *o) {
+int ctl_out_commit(out_file *o) {
         int r = 0;
         if (o->fd < 0 || (!o->temp && !o->unnamed))
                 return 0;
@@ -404,17 +482,24 @@ static int out_file_commit(out_file *o) {
         else if (rename(o->temp, o->final) < 0)
                 r = -errno;
         if (r < 0)
-                return ctl_fail(CTL_EXIT_FAILURE, "Cannot move the result into place as %s: %s.",
-                                o->final, strerror(-r));
+                return r;
         free(o->temp);
         o->temp = NULL;
         o->unnamed = false;
         return 0;
 }
 
+static int out_file_commit(out_file *o) {
+        int r = ctl_out_commit(o);
+        if (r < 0)
+                return ctl_fail(CTL_EXIT_FAILURE, "Cannot move the result into place as %s: %s.",
+                                o->final, strerror(-r));
+        return 0;
+}
+
 /* Drops a temporary file that was not committed (an unnamed one goes with its descriptor),
  * closes, frees. */
-static void out_file_done(out_file *o) {
+void ctl_out_done(out_file *o) {
         if (o->temp)
                 (void) unlink(o->temp);
         if (o->fd >= 0)
@@ -449,12 +534,11 @@ static int append_options(sd_bus_message *m, const seg_args *a, int report_fd) {
         return r;
 }
 
-/* Segment(h s h s a{sv}) or Predict(h s a(ddd) h a{sv}). */
-static int build_request(sd_bus *bus, const seg_args *a, int mesh_fd, const char *mesh_format,
-                         int out_fd, const char *out_format, int report_fd,
-                         sd_bus_message **ret) {
+int ctl_build_request(sd_bus *bus, const char *dest, const seg_args *a, int mesh_fd,
+                      const char *mesh_format, int out_fd, const char *out_format, int report_fd,
+                      sd_bus_message **ret) {
         _cleanup_(sd_bus_message_unrefp) sd_bus_message *m = NULL;
-        int r = sd_bus_message_new_method_call(bus, &m, ctl_bus_name(), CTL_BUS_PATH,
+        int r = sd_bus_message_new_method_call(bus, &m, dest, CTL_BUS_PATH,
                                                CTL_BUS_IFACE, a->predict ? "Predict" : "Segment");
         if (r >= 0)
                 r = sd_bus_message_append(m, "hs", mesh_fd, mesh_format);
@@ -706,8 +790,8 @@ typedef struct request {
 static void request_done(request *q) {
         if (q->mesh_fd >= 0)
                 close(q->mesh_fd);
-        out_file_done(&q->out);
-        out_file_done(&q->report);
+        ctl_out_done(&q->out);
+        ctl_out_done(&q->report);
         free(q->default_output);
         free(q->args.xyz);
 }
@@ -717,7 +801,7 @@ static void request_done(request *q) {
 static int default_output(request *q) {
         const char *mesh = q->args.mesh, *ext = extension(mesh);
         int stem = (int) strlen(mesh);
-        if (ext && format_from_name(mesh, mesh_formats))
+        if (ext && batch_mesh_format(mesh))
                 stem = (int) (ext - 1 - mesh);
         int r = q->args.predict ? asprintf(&q->default_output, "%.*s.masks.json", stem, mesh)
                                 : asprintf(&q->default_output, "%.*s.parts.%s", stem, mesh,
@@ -740,7 +824,7 @@ static int same_file(int fd, const char *path) {
 static int prepare(request *q) {
         seg_args *a = &q->args;
         int r;
-        q->mesh_format = format_from_name(a->mesh, mesh_formats) ?: "";
+        q->mesh_format = batch_mesh_format(a->mesh) ?: "";
         if (strcmp(q->mesh_format, "gltf") == 0 && (r = check_gltf_self_contained(a->mesh)))
                 return r;
         q->mesh_fd = open(a->mesh, O_RDONLY | O_CLOEXEC);
@@ -769,14 +853,24 @@ static int prepare(request *q) {
         return r;
 }
 
-/* "mesh: X" from the daemon (which only saw a descriptor) names the user's file instead. */
-static void print_job_error(const request *q, const char *verb, const watch *w) {
-        const char *msg = w->message && *w->message ? w->message : "no reason given";
-        const char *name = strncmp(msg, "mesh: ", 6) == 0 ? q->args.mesh : NULL;
+char *ctl_job_sentence(const char *mesh, const char *job_path, const char *verb,
+                       const char *message) {
+        const char *msg = message && *message ? message : "no reason given";
+        bool about_mesh = strncmp(msg, "mesh: ", 6) == 0;
+        const char *name = about_mesh ? mesh : NULL;
         size_t n = strlen(msg);
         const char *stop = n && strchr(".!?", msg[n - 1]) ? "" : ".";
-        (void) ctl_fail(0, "Job %s %s: %s%s%s%s", strrchr(w->path, '/') + 1, verb,
-                        name ?: "", name ? ": " : "", name ? msg + 6 : msg, stop);
+        char *s;
+        if (asprintf(&s, "Job %s %s: %s%s%s%s", strrchr(job_path, '/') + 1, verb, name ?: "",
+                     name ? ": " : "", about_mesh ? msg + 6 : msg, stop) < 0)
+                return NULL;
+        return s;
+}
+
+/* "mesh: X" from the daemon (which only saw a descriptor) names the user's file instead. */
+static void print_job_error(const request *q, const char *verb, const watch *w) {
+        _cleanup_free_ char *s = ctl_job_sentence(q->args.mesh, w->path, verb, w->message);
+        (void) ctl_fail(0, "%s", s ?: "Out of memory.");
 }
 
 static int job_outcome(request *q, watch *w) {
@@ -820,8 +914,8 @@ static int run(request *q, const sigset_t *signals) {
         if (r < 0)
                 return ctl_bus_fail(NULL, r, "connect to the bus");
         (void) sd_bus_set_allow_interactive_authorization(w.bus, isatty(STDIN_FILENO));
-        r = build_request(w.bus, &q->args, q->mesh_fd, q->mesh_format, q->out.fd, q->out_format,
-                          q->report.fd, &call);
+        r = ctl_build_request(w.bus, ctl_bus_name(), &q->args, q->mesh_fd, q->mesh_format,
+                              q->out.fd, q->out_format, q->report.fd, &call);
         if (r >= 0 && !q->args.no_wait)
                 r = subscribe(&w);
         if (r >= 0)
@@ -850,7 +944,9 @@ static int verb_submit(int argc, char **argv, bool predict) {
                       .report = OUT_FILE_NULL };
         sigset_t signals;
         int r = parse_args(argc, argv, &q.args);
-        if (r < 0) {
+        if (r < 0 && !predict && !q.args.mesh) /* parse_args() found many meshes */
+                r = ctl_batch_run(&q.args);
+        else if (r < 0) {
                 block_cancel_signals(&signals);
                 r = prepare(&q);
                 if (r == 0)

@@ -704,6 +704,7 @@ static int feed(runner *r) {
                 e = setup_events(r);
         if (e < 0)
                 return ctl_bus_fail(NULL, e, "segment");
+        draw_bar(r); /* "0/N", not the single job's "queued" */
         dispatch(r);
         e = sd_event_loop(r->event);
         if (e < 0)

@@ -104,25 +104,27 @@ static void warn_missing_group(const char *name) {
                       "polkit: group '%s' does not exist; its members rule is ignored", name);
 }
 
-/* The group rule: 1 when the sender is a member. Writes into rule who passes without polkit. */
-static int check_group(const bus_creds *ids, const char *group, char *rule, size_t size) {
+/* The group rule: 1 when the sender is a member. Writes into rule who passes without polkit,
+ * starting with root (who: "root", or root and the owner of a user bus). */
+static int check_group(const bus_creds *ids, const char *group, const char *who, char *rule,
+                       size_t size) {
         gid_t gid = (gid_t) -1; /* no group has it; quiets GCC's maybe-uninitialized */
         int r;
 
         if (!group) {
-                snprintf(rule, size, "only root");
+                snprintf(rule, size, "only %s", who);
                 return 0;
         }
         r = group_lookup(group, &gid);
         if (r == -ENOENT) {
                 warn_missing_group(group);
-                snprintf(rule, size, "only root (group '%s' does not exist)", group);
+                snprintf(rule, size, "only %s (group '%s' does not exist)", who, group);
                 return 0;
         }
         if (r < 0) {
                 /* A failing NSS lookup cannot vouch for anyone: the rule fails closed. */
                 log_warning_errno(r, "polkit: cannot look up group '%s'", group);
-                snprintf(rule, size, "only root (group '%s' could not be looked up)", group);
+                snprintf(rule, size, "only %s (group '%s' could not be looked up)", who, group);
                 return 0;
         }
         if (!ids->have_gids) {
@@ -131,10 +133,10 @@ static int check_group(const bus_creds *ids, const char *group, char *rule, size
                               "polkit: the bus daemon does not report group ids, "
                               "group '%s' cannot be checked",
                               group);
-                snprintf(rule, size, "only root (group membership cannot be checked)");
+                snprintf(rule, size, "only %s (group membership cannot be checked)", who);
                 return 0;
         }
-        snprintf(rule, size, "only root and members of group '%s'", group);
+        snprintf(rule, size, "only %s and members of group '%s'", who, group);
         return sender_in_group(ids, gid);
 }
 
@@ -235,10 +237,23 @@ static int polkit_query_start(sd_bus_message *call, bus_auth_query *q, bool inte
                                  interactive ? POLKIT_INTERACTIVE_TIMEOUT_USEC : 0 /* default */);
 }
 
-/* Step two, with the credentials known: root, the group, or polkit. */
+int bus_user_bus_owner(sd_bus *bus, uid_t *ret) {
+        const char *scope = NULL;
+        int r = sd_bus_get_scope(bus, &scope);
+
+        if (r < 0)
+                return r;
+        if (strcmp(scope, "user") != 0)
+                return -ENODATA;
+        *ret = geteuid();
+        return 0;
+}
+
+/* Step two, with the credentials known: root, the user bus's owner, the group, or polkit. */
 static void on_creds(void *userdata, int r, const bus_creds *creds) {
         bus_auth_query *q = userdata;
-        char why[768];
+        char why[768], who[80] = "root";
+        uid_t owner;
 
         q->creds_req = NULL;
         if (r < 0) {
@@ -252,7 +267,17 @@ static void on_creds(void *userdata, int r, const bus_creds *creds) {
                 query_finish(q, 1, 0, "The caller is root.");
                 return;
         }
-        if (check_group(creds, q->group, q->rule, sizeof(q->rule)) > 0) {
+        if (bus_user_bus_owner(sd_bus_message_get_bus(q->call), &owner) >= 0) {
+                if (creds->have_uid && creds->uid == owner) {
+                        snprintf(why, sizeof(why), "The caller is uid %u, the owner of this user "
+                                 "bus.", (unsigned) owner);
+                        query_finish(q, 1, owner, why);
+                        return;
+                }
+                snprintf(who, sizeof(who), "root and uid %u (the owner of this user bus)",
+                         (unsigned) owner);
+        }
+        if (check_group(creds, q->group, who, q->rule, sizeof(q->rule)) > 0) {
                 snprintf(why, sizeof(why), "The caller is a member of group '%s'.", q->group);
                 query_finish(q, 1, q->uid, why);
                 return;

@@ -2,7 +2,12 @@
 /* Authorization of privileged method calls, the way systemd's small daemons do it: root
  * passes, a configured group passes, everyone else is asked about through polkit's D-Bus API
  * (no libpolkit), asynchronously so that the loop keeps serving meanwhile. A polkit that is not
- * on the bus means "denied": then only the root and group rules let anyone in. */
+ * on the bus means "denied": then only the root and group rules let anyone in.
+ *
+ * On a user bus the daemon's own uid passes too: p3samd never switches users there, so that is
+ * the user whose session (a batch job, typically) the bus is, and who could stop or ptrace
+ * the daemon anyway. A user bus normally has no polkit, and a job's user is rarely in the
+ * group. */
 #pragma once
 
 #include <stdbool.h>
@@ -21,8 +26,8 @@ typedef void (*bus_auth_cb)(void *userdata, int result, uid_t uid, const char *w
  *
  * Returns
  *   1  decided already: cb has been called synchronously, before this returned (the sender's
- *      credentials were cached and root, a member of allow_group, or polkit could not even be
- *      asked);
+ *      credentials were cached and root, the user bus's owner, a member of allow_group, or
+ *      polkit could not even be asked);
  *   0  pending: cb will be called exactly once, later, from sd_bus_process() on the loop,
  *      unless the query is cancelled first;
  *  <0  a negative errno (out of memory, or the bus could not be asked): cb is not called.
@@ -46,6 +51,10 @@ int bus_check_authorization(sd_bus_message *call, const char *action, const char
 /* Forget a pending query, e.g. because the caller left the bus: cb will not be called.
  * NULL is a no-op; so is a call from inside cb. */
 void bus_auth_query_cancel(bus_auth_query *q);
+
+/* The owner of bus when it is a user bus (sd_bus_open_user(): scope "user"): the daemon's own
+ * euid. -ENODATA on any other bus. */
+int bus_user_bus_owner(sd_bus *bus, uid_t *ret);
 
 /* Reply org.freedesktop.DBus.Error.AccessDenied with sentence (a default if NULL). */
 int bus_reply_access_denied(sd_bus_message *call, const char *sentence);

@@ -422,6 +422,19 @@ static void admit(manager *m, sd_bus_message *call, job *j) {
         manager_job_submitted(m, j);
 }
 
+/* A refusal: the sentence, and on a user bus who else may (its owner, bus-polkit.h). */
+static void reply_denied(sd_bus_message *call, const char *sentence) {
+        char buf[512];
+        uid_t owner;
+
+        if (bus_user_bus_owner(sd_bus_message_get_bus(call), &owner) >= 0) {
+                snprintf(buf, sizeof(buf), "%s On this user bus its owner, uid %u, may too.",
+                         sentence, (unsigned) owner);
+                sentence = buf;
+        }
+        (void) bus_reply_access_denied(call, sentence);
+}
+
 static void on_authorized(void *userdata, int result, uid_t uid, const char *why) {
         request *q = userdata;
         _cleanup_(sd_bus_error_free) sd_bus_error error = SD_BUS_ERROR_NULL;
@@ -429,9 +442,8 @@ static void on_authorized(void *userdata, int result, uid_t uid, const char *why
         int r;
 
         if (result <= 0) {
-                (void) bus_reply_access_denied(
-                        q->call, "Segmenting needs root, membership in the group named by "
-                                 "AllowGroup=, or the polkit action org.p3sam.segment.");
+                reply_denied(q->call, "Segmenting needs root, membership in the group named by "
+                                      "AllowGroup=, or the polkit action org.p3sam.segment.");
                 request_free(q);
                 return;
         }
@@ -524,7 +536,7 @@ static void manage_run(manage_req *q) {
 static void on_manage_authorized(void *userdata, int result, uid_t uid, const char *why) {
         manage_req *q = userdata;
         if (result <= 0)
-                (void) bus_reply_access_denied(q->call, manage_denied[q->verb]);
+                reply_denied(q->call, manage_denied[q->verb]);
         else
                 manage_run(q);
         sd_bus_message_unref(q->call);

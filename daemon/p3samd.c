@@ -21,7 +21,8 @@ static void help(void) {
                "  --config FILE         read FILE and FILE.d/*.conf instead of\n"
                "                        /etc/p3sam/p3samd.conf and p3samd.conf.d/*.conf\n"
                "  --bus system|user     the bus to serve on (default: system;\n"
-               "                        DBUS_SYSTEM_BUS_ADDRESS is honoured)\n"
+               "                        DBUS_SYSTEM_BUS_ADDRESS is honoured); on the user\n"
+               "                        bus the daemon never switches users\n"
                "  --bus-name NAME       the name to own (default: %s)\n"
                "  --keep-user           started as root, do not switch to the %s user\n"
                "  --introspect          print the D-Bus interface XML and exit\n"
@@ -75,9 +76,18 @@ static int parse_args(int argc, char **argv, args *a) {
 }
 
 /* Started as root by hand (systemd gives a service its User= and sets INVOCATION_ID), switch
- * to the service user when it exists: the model and the callers' data need no root. */
-static int drop_privileges(bool keep) {
-        if (keep || geteuid() != 0 || getenv("INVOCATION_ID"))
+ * to the service user when it exists: the model and the callers' data need no root. Never on a
+ * user bus: that daemon serves the session of whoever started it (a batch job's, typically),
+ * and a session bus admits only its own user, so the service user could not even connect. */
+static int drop_privileges(const args *a) {
+        if (a->user_bus) {
+                struct passwd *pw = getpwuid(geteuid());
+
+                log_info("serving the session bus of uid %u (%s); --bus user never switches users",
+                         (unsigned) geteuid(), pw ? pw->pw_name : "no passwd entry");
+                return 0;
+        }
+        if (a->keep_user || geteuid() != 0 || getenv("INVOCATION_ID"))
                 return 0;
         struct passwd *pw = getpwnam(P3_SERVICE_USER);
         if (!pw)
@@ -87,6 +97,17 @@ static int drop_privileges(bool keep) {
                 return -errno;
         log_info("running as user %s", pw->pw_name);
         return 0;
+}
+
+/* The exit status. A session bus goes away when its session ends (dbus-run-session ends it
+ * with its command, at the end of a batch job): for a daemon that serves that session this is
+ * the normal end, as SIGTERM is, not the failure that losing the system bus is. */
+static int session_end_status(const args *a, const manager *m) {
+        if (a->user_bus && m->exit_status != 0 && m->bus && sd_bus_is_open(m->bus) <= 0) {
+                log_info("the session bus has gone: the session ended");
+                return 0;
+        }
+        return m->exit_status;
 }
 
 int main(int argc, char **argv) {
@@ -100,7 +121,7 @@ int main(int argc, char **argv) {
         uv_loop_t *loop = uv_default_loop();
         manager *m = NULL;
         p3_err err = {};
-        int r = drop_privileges(a.keep_user);
+        int r = drop_privileges(&a);
         if (r < 0) {
                 log_error_errno(r, "cannot switch to the %s user", P3_SERVICE_USER);
                 return 1;
@@ -118,7 +139,7 @@ int main(int argc, char **argv) {
                 return 1;
         }
         uv_run(loop, UV_RUN_DEFAULT);
-        status = m->exit_status;
+        status = session_end_status(&a, m);
         manager_free(m);
         uv_loop_close(loop);
         return status;

@@ -22,18 +22,8 @@ IdleTimeoutSec=1h
 QueueMax=16
 QueuePerUserMax=16
 EOF
-start_daemon() { # start_daemon BUS_NAME
-        "$P3SAMD" --config "$tmp/p3samd.conf" --keep-user --bus-name "$1" >>"$tmp/$1.log" 2>&1 &
-        pids+=($!)
-        for _ in $(seq 200); do
-                [ "$(busctl --address="$bus" get-property "$1" /org/p3sam/Segmenter1 \
-                        org.p3sam.Segmenter1 State 2>/dev/null)" = 's "ready"' ] && return 0
-                sleep 0.1
-        done
-        echo "p3samd ($1) did not come up"; cat "$tmp/$1.log"; exit 1
-}
-start_daemon org.p3sam.Segmenter1
-start_daemon org.p3sam.Segmenter1.gpu1
+start_daemon org.p3sam.Segmenter1 "$tmp/org.p3sam.Segmenter1.log"
+start_daemon org.p3sam.Segmenter1.gpu1 "$tmp/org.p3sam.Segmenter1.gpu1.log"
 
 m=$P3_TEST_DATA/meshes
 small=("$m/alien.glb" "$m/spot_control_mesh.obj" "$m/no_indices_3storybuilding.glb" "$m/Wuson.off")

@@ -51,3 +51,17 @@ wait_prop() { # wait_prop NAME VALUE SECONDS
         done
         return 1
 }
+
+# start_daemon BUS_NAME LOG: p3samd with $tmp/p3samd.conf owning BUS_NAME on the private bus
+# ($A, else $bus), its output appended to LOG; returns once it serves (State "ready"), or
+# prints the log and ends the test.
+start_daemon() {
+        "$P3SAMD" --config "$tmp/p3samd.conf" --keep-user --bus-name "$1" >>"$2" 2>&1 &
+        pids+=($!)
+        for _ in $(seq 200); do
+                [ "$(busctl --address="${A:-$bus}" get-property "$1" /org/p3sam/Segmenter1 \
+                        org.p3sam.Segmenter1 State 2>/dev/null)" = 's "ready"' ] && return 0
+                sleep 0.1
+        done
+        echo "p3samd ($1) did not come up:"; cat "$2"; exit 1
+}

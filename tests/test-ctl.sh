@@ -53,16 +53,6 @@ CpuPromptNum=8
 PromptBatch=4
 EOF
 
-start_daemon() { # start_daemon BUS_NAME LOG
-        "$P3SAMD" --config "$tmp/p3samd.conf" --keep-user --bus-name "$1" >>"$2" 2>&1 &
-        pids+=($!)
-        for _ in $(seq 200); do
-                [ "$(busctl --address="$A" get-property "$1" /org/p3sam/Segmenter1 \
-                        org.p3sam.Segmenter1 State 2>/dev/null)" = 's "ready"' ] && return 0
-                sleep 0.1
-        done
-        echo "p3samd ($1) did not come up:"; cat "$2"; exit 1
-}
 start_daemon org.p3sam.Segmenter1 "$tmp/daemon.log"
 
 job_state() { # job_state ID [BUS_NAME]

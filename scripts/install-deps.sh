@@ -11,14 +11,14 @@ set -eu
 
 # What p3samd, p3samctl and the units need at run time: the shared libraries they link (oneDNN
 # for the matrix products), the system bus, polkit, systemd's busctl.
-RUNTIME="libjson-c5 libsystemd0 libuv1 libassimp5 libinih1 libcurl4
+RUNTIME="libjson-c5 libsystemd0 libuv1 libassimp5 libinih1 libcurl4 libssl3
 libgomp1 libdnnl2 dbus polkitd systemd"
 
 # Building and testing; systemd-container and debootstrap boot the real-systemd test,
 # slurm-wlm and munge the one-node Slurm cluster of the slurm test (its own daemons on their
 # own ports and configuration; the packages' services are not used).
 BUILD="meson ninja-build pkg-config gcc libc6-dev
-libjson-c-dev
+libjson-c-dev libssl-dev
 libsystemd-dev libuv1-dev libassimp-dev libinih-dev libcurl4-openssl-dev libdnnl-dev
 scdoc util-linux systemd-container debootstrap slurm-wlm munge"
 

@@ -16,8 +16,10 @@ libgomp1 libdnnl2 dbus polkitd systemd"
 
 # Building and testing; systemd-container and debootstrap boot the real-systemd test,
 # slurm-wlm and munge the one-node Slurm cluster of the slurm test (its own daemons on their
-# own ports and configuration; the packages' services are not used).
-BUILD="meson ninja-build pkg-config gcc libc6-dev
+# own ports and configuration; the packages' services are not used). clang and
+# libclang-rt-14-dev (libFuzzer, ASan and UBSan runtimes; plain clang only recommends it) build
+# the fuzz targets (-Dfuzz=true, scripts/fuzz.sh).
+BUILD="meson ninja-build pkg-config gcc libc6-dev clang libclang-rt-14-dev
 libjson-c-dev libssl-dev
 libsystemd-dev libuv1-dev libassimp-dev libinih-dev libcurl4-openssl-dev libdnnl-dev
 scdoc util-linux systemd-container debootstrap slurm-wlm munge"

@@ -155,8 +155,8 @@ int p3_backend_cpu_new(const p3_backend_options *opt, p3_backend **ret) {
                          be->threads, be->threads == 1 ? "" : "s",
                          cpu_has_amx_bf16() ? "AMX-BF16" : "AVX512-BF16");
         else
-                snprintf(be->device, sizeof(be->device), "CPU (%d thread%s, oneDNN FP32)",
-                         be->threads, be->threads == 1 ? "" : "s");
+                snprintf(be->device, sizeof(be->device), "CPU (%d thread%s, %s FP32)",
+                         be->threads, be->threads == 1 ? "" : "s", cpu_gemm_library());
         *ret = be;
         return 0;
 }

@@ -363,6 +363,10 @@ static void isa_probe(void) {
         dnnl_primitive_desc_destroy(pd);
 }
 
+const char *cpu_gemm_library(void) {
+        return "oneDNN";
+}
+
 const char *cpu_dnnl_isa(void) {
         pthread_once(&isa_once, isa_probe);
         return isa_name[0] ? isa_name : NULL;

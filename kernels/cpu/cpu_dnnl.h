@@ -38,6 +38,10 @@ int cpu_dnnl_sgemm(bool b_nk, int64_t m, int64_t n, int64_t k, float alpha, cons
                    int64_t lda, const float *b, int64_t ldb, float *c, int64_t ldc,
                    bool accumulate);
 
+/* What computes the products, for the device string: "oneDNN", or "plain loops" in a build
+ * without it. */
+const char *cpu_gemm_library(void);
+
 /* The implementation oneDNN picks for a 1024×512×512 product of this kind, e.g.
  * "brg:avx512_core_amx_bf16" (for a device string); NULL when there is none. */
 const char *cpu_dnnl_isa(void);

@@ -14,6 +14,10 @@ int cpu_dnnl_init(void) {
         return 0;
 }
 
+const char *cpu_gemm_library(void) {
+        return "plain loops";
+}
+
 const char *cpu_dnnl_isa(void) {
         return NULL;
 }

@@ -1,8 +1,10 @@
 /* SPDX-License-Identifier: MIT */
 #define _GNU_SOURCE /* O_PATH */
 #include <fcntl.h>
+#include <linux/magic.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/vfs.h>
 #include <unistd.h>
 
 #include "export.h"
@@ -42,6 +44,12 @@ static int check_fd(int fd, bool writable, const char *what, p3_err *err) {
                                "the %s descriptor must be a regular file or memfd, not a %s", what,
                                S_ISFIFO(st.st_mode) ? "pipe" : S_ISSOCK(st.st_mode) ? "socket"
                                : S_ISDIR(st.st_mode) ? "directory" : "special file");
+        /* Kernel files pass for regular ones but their size says nothing (0 for most): refused
+         * by name rather than read, or met as "empty" further on. */
+        struct statfs sf;
+        if (fstatfs(fd, &sf) >= 0 && (sf.f_type == PROC_SUPER_MAGIC || sf.f_type == SYSFS_MAGIC))
+                return p3_errf(err, -EINVAL, "the %s descriptor is a kernel file (of /proc or "
+                               "/sys), not a %s", what, writable ? "file to write" : "mesh");
         int acc = fl & O_ACCMODE;
         if (fl < 0 || (writable ? acc == O_RDONLY : acc == O_WRONLY))
                 return p3_errf(err, -EBADF, "the %s descriptor is not open for %s", what,

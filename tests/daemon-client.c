@@ -3,19 +3,29 @@
  *   daemon-client segment MESH OUT [FORMAT] [--points N] [--prompts K] [--report FILE]
  *                                  [--no-wait] [--disconnect] [--detach] [--mesh-format F]
  *                                  [--report-twice] [--mesh-o-path] [--mesh-as-output]
- *                                  [--precision P]
+ *                                  [--precision P] [--mesh-nonblock] [--mesh-wronly]
+ *                                  [--mesh-socket]
  *   daemon-client predict MESH OUT.json X,Y,Z [X,Y,Z ...] [--points N]
  *   daemon-client watch [SECONDS]
+ *   daemon-client load N MESH OUTPREFIX [--points N] [--prompts K]
  * --report-twice passes the "report" option twice, --mesh-o-path opens the mesh with O_PATH,
- * --mesh-as-output passes the mesh's own descriptor as the output too (hostile callers).
+ * --mesh-as-output passes the mesh's own descriptor as the output too (hostile callers);
+ * --mesh-nonblock opens the mesh with O_NONBLOCK (a FIFO without a writer), --mesh-wronly
+ * write-only, --mesh-socket passes one end of a socketpair instead of MESH.
  * watch prints every signal of p3samd it receives, one line each, until SECONDS pass or
  * SIGTERM: "changed PATH NAME=VALUE ..." for PropertiesChanged (values of type s, b, t, u, d),
  * "signal PATH MEMBER" for the others; "watching" once the matches are in place.
+ * load submits N Segment jobs one after another on one connection (the next once the previous
+ * is refused or completed), watching its own jobs' Completed and JobRemoved signals, then
+ * lingers 1 s for late duplicates; one line per submission: "refused ERROR-NAME" or
+ * "job PATH done|failed COMPLETED-SIGNALS JOBREMOVED-SIGNALS LATENCY-MSEC" (submit to
+ * Completed), and "stray N" for Completed signals of paths it never submitted.
  * Connects like p3samd (the system bus, DBUS_SYSTEM_BUS_ADDRESS honoured). Prints the job path,
  * then waits for its Completed signal and prints "done", "failed: MSG" or "cancelled: MSG" and
  * how many progress updates it saw. Exit: 0 done, 1 failed, 3 cancelled, 4 call refused
  * (the D-Bus error name and message are printed), 2 usage. */
 #define _GNU_SOURCE
+#include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
 #include <time.h>
@@ -23,6 +33,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <systemd/sd-bus.h>
 #include <unistd.h>
 
@@ -171,13 +182,170 @@ static int watch(double seconds) {
         return 0;
 }
 
+/* ---- load: one client of many, its submissions and the signals of its own jobs ---- */
+
+typedef struct load_job {
+        char path[128];
+        double submitted, completed; /* seconds, CLOCK_MONOTONIC */
+        int n_completed, n_removed;
+        bool success;
+} load_job;
+
+typedef struct load_state {
+        load_job *jobs;
+        int n; /* submitted so far */
+        int stray;
+} load_state;
+
+static double now_s(void) {
+        struct timespec t;
+        clock_gettime(CLOCK_MONOTONIC, &t);
+        return t.tv_sec + t.tv_nsec * 1e-9;
+}
+
+static load_job *load_find(load_state *ls, const char *path) {
+        for (int i = 0; i < ls->n; i++)
+                if (strcmp(ls->jobs[i].path, path) == 0)
+                        return &ls->jobs[i];
+        return NULL;
+}
+
+static int load_on_completed(sd_bus_message *m, void *userdata, sd_bus_error *e) {
+        load_state *ls = userdata;
+        load_job *j = load_find(ls, sd_bus_message_get_path(m));
+        int ok = 0;
+        const char *msg;
+        if (!j) {
+                ls->stray++;
+                return 0;
+        }
+        if (j->n_completed++ == 0) {
+                j->completed = now_s();
+                j->success = sd_bus_message_read(m, "bs", &ok, &msg) >= 0 && ok;
+        }
+        return 0;
+}
+
+static int load_on_removed(sd_bus_message *m, void *userdata, sd_bus_error *e) {
+        load_state *ls = userdata;
+        uint32_t id;
+        const char *path, *result;
+        if (sd_bus_message_read(m, "uos", &id, &path, &result) < 0)
+                return 0;
+        load_job *j = load_find(ls, path);
+        if (j)
+                j->n_removed++;
+        return 0;
+}
+
+static int load_process(sd_bus *bus, uint64_t usec) {
+        int r = sd_bus_process(bus, NULL);
+        if (r == 0)
+                r = sd_bus_wait(bus, usec);
+        return r;
+}
+
+/* One Segment call; returns 1 admitted (path recorded), 0 refused (line printed), <0 error. */
+static int load_submit(sd_bus *bus, load_state *ls, const char *mesh, const char *out,
+                       long points, long prompts) {
+        __attribute__((cleanup(sd_bus_message_unrefp))) sd_bus_message *call = NULL;
+        __attribute__((cleanup(sd_bus_message_unrefp))) sd_bus_message *reply = NULL;
+        __attribute__((cleanup(sd_bus_error_free))) sd_bus_error e = SD_BUS_ERROR_NULL;
+        int mesh_fd = open(mesh, O_RDONLY | O_CLOEXEC);
+        int out_fd = open(out, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+        int r = mesh_fd < 0 || out_fd < 0 ? -errno : 0;
+        if (r >= 0)
+                r = sd_bus_message_new_method_call(bus, &call, "org.p3sam.Segmenter1",
+                                                   "/org/p3sam/Segmenter1",
+                                                   "org.p3sam.Segmenter1", "Segment");
+        if (r >= 0)
+                r = sd_bus_message_append(call, "hshs", mesh_fd, "", out_fd, "glb");
+        if (r >= 0)
+                r = append_options(call, points, prompts, -1, false, false);
+        load_job *j = &ls->jobs[ls->n];
+        j->submitted = now_s();
+        if (r >= 0)
+                r = sd_bus_call(bus, call, 120 * 1000000ULL, &e, &reply);
+        if (mesh_fd >= 0)
+                close(mesh_fd);
+        if (out_fd >= 0)
+                close(out_fd);
+        if (r < 0 && e.name) {
+                printf("refused %s\n", e.name);
+                return 0;
+        }
+        const char *path;
+        if (r >= 0)
+                r = sd_bus_message_read(reply, "o", &path);
+        if (r < 0)
+                return r;
+        snprintf(j->path, sizeof(j->path), "%s", path);
+        ls->n++;
+        return 1;
+}
+
+static int load(int argc, char **argv) {
+        if (argc < 5)
+                return 2;
+        int n = atoi(argv[2]);
+        const char *mesh = argv[3], *prefix = argv[4];
+        long points = 0, prompts = 0;
+        for (int i = 5; i + 1 < argc; i += 2)
+                if (strcmp(argv[i], "--points") == 0)
+                        points = atol(argv[i + 1]);
+                else if (strcmp(argv[i], "--prompts") == 0)
+                        prompts = atol(argv[i + 1]);
+        __attribute__((cleanup(sd_bus_flush_close_unrefp))) sd_bus *bus = NULL;
+        load_state ls = { .jobs = calloc(n > 0 ? n : 1, sizeof(load_job)) };
+        int r = ls.jobs ? sd_bus_open_system(&bus) : -ENOMEM;
+        /* Subscribed before the first call: a job's signals cannot come before its path. */
+        if (r >= 0)
+                r = sd_bus_match_signal(bus, NULL, "org.p3sam.Segmenter1", NULL,
+                                        "org.p3sam.Segmenter1.Job", "Completed",
+                                        load_on_completed, &ls);
+        if (r >= 0)
+                r = sd_bus_match_signal(bus, NULL, "org.p3sam.Segmenter1",
+                                        "/org/p3sam/Segmenter1", "org.p3sam.Segmenter1",
+                                        "JobRemoved", load_on_removed, &ls);
+        for (int i = 0; r >= 0 && i < n; i++) {
+                char out[4096];
+                snprintf(out, sizeof(out), "%s-%d.glb", prefix, i);
+                r = load_submit(bus, &ls, mesh, out, points, prompts);
+                if (r <= 0)
+                        continue;
+                load_job *j = &ls.jobs[ls.n - 1];
+                while (r >= 0 && (j->n_completed == 0 || j->n_removed == 0) &&
+                       now_s() - j->submitted < 600)
+                        r = load_process(bus, 100000);
+        }
+        for (double t0 = now_s(); r >= 0 && now_s() - t0 < 1;)
+                r = load_process(bus, 100000);
+        if (r < 0) {
+                fprintf(stderr, "load: %s\n", strerror(-r));
+                free(ls.jobs);
+                return 5;
+        }
+        for (int i = 0; i < ls.n; i++) {
+                load_job *j = &ls.jobs[i];
+                printf("job %s %s %d %d %.1f\n", j->path, j->success ? "done" : "failed",
+                       j->n_completed, j->n_removed,
+                       j->n_completed ? (j->completed - j->submitted) * 1e3 : -1.0);
+        }
+        printf("stray %d\n", ls.stray);
+        free(ls.jobs);
+        return 0;
+}
+
 int main(int argc, char **argv) {
+        if (argc >= 2 && strcmp(argv[1], "load") == 0)
+                return load(argc, argv);
         if (argc >= 2 && strcmp(argv[1], "watch") == 0)
                 return watch(argc >= 3 ? atof(argv[2]) : 60);
         if (argc < 4)
                 return 2;
         bool predict = strcmp(argv[1], "predict") == 0, no_wait = false, disconnect = false,
-             detach = false, report_twice = false, mesh_o_path = false, mesh_as_output = false;
+             detach = false, report_twice = false, mesh_o_path = false, mesh_as_output = false,
+             mesh_nonblock = false, mesh_wronly = false, mesh_socket = false;
         const char *mesh = argv[2], *out = argv[3], *format = "glb", *report = NULL,
                    *mesh_format = "";
         long points = 0, prompts = 0;
@@ -206,6 +374,12 @@ int main(int argc, char **argv) {
                         mesh_o_path = true;
                 else if (strcmp(argv[i], "--mesh-as-output") == 0)
                         mesh_as_output = true;
+                else if (strcmp(argv[i], "--mesh-nonblock") == 0)
+                        mesh_nonblock = true;
+                else if (strcmp(argv[i], "--mesh-wronly") == 0)
+                        mesh_wronly = true;
+                else if (strcmp(argv[i], "--mesh-socket") == 0)
+                        mesh_socket = true;
                 else if (predict && k < 64 &&
                          sscanf(argv[i], "%lf,%lf,%lf", &pts[3 * k], &pts[3 * k + 1],
                                 &pts[3 * k + 2]) == 3)
@@ -213,8 +387,13 @@ int main(int argc, char **argv) {
                 else
                         format = argv[i];
         }
-        int mesh_fd = open(mesh, (mesh_as_output ? O_RDWR : O_RDONLY) | O_CLOEXEC |
-                                         (mesh_o_path ? O_PATH : 0));
+        int mesh_fd = open(mesh, (mesh_as_output ? O_RDWR : mesh_wronly ? O_WRONLY : O_RDONLY) |
+                                         O_CLOEXEC | (mesh_o_path ? O_PATH : 0) |
+                                         (mesh_nonblock ? O_NONBLOCK : 0));
+        int sv[2];
+        if (mesh_socket)
+                mesh_fd = socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0 ? -1
+                                                                                     : sv[0];
         int out_fd = mesh_as_output ? mesh_fd
                                     : open(out, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
         int report_fd = report ? open(report, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644) : -1;

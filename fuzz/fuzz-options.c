@@ -84,15 +84,16 @@ static int append_options(sd_bus_message *m, reader *r) {
         int r_ = sd_bus_message_open_container(m, 'a', "{sv}");
         for (int n = get_u8(r) % 12; r_ >= 0 && n > 0; n--) {
                 uint8_t k = get_u8(r);
+                size_t known = k % ELEMENTSOF(known_options);
                 char key[16];
                 if (k < 4 * ELEMENTSOF(known_options))
-                        snprintf(key, sizeof(key), "%s", known_options[k % ELEMENTSOF(known_options)].key);
+                        snprintf(key, sizeof(key), "%s", known_options[known].key);
                 else
                         get_string(r, key);
                 /* Mostly the right type, so that the values themselves get exercised. */
                 uint8_t ty = get_u8(r);
                 char type = ty < 192 && k < 4 * ELEMENTSOF(known_options) ?
-                                    known_options[k % ELEMENTSOF(known_options)].sig[0] :
+                                    known_options[known].sig[0] :
                                     types[ty % (sizeof(types) - 1)];
                 r_ = sd_bus_message_open_container(m, 'e', "sv");
                 if (r_ >= 0)

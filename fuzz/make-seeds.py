@@ -65,7 +65,8 @@ def main():
     for d in dirs.values():
         d.mkdir(parents=True, exist_ok=True)
 
-    meshes = [root / 'tests/data/meshes', root / 'tests/data/trimesh', root.parent / 'shared/meshes']
+    meshes = [root / 'tests/data/meshes', root / 'tests/data/trimesh',
+              root.parent / 'shared/meshes']
     for top in meshes:
         for p in sorted(top.rglob('*')) if top.is_dir() else []:
             ext = p.suffix.lstrip('.').lower()

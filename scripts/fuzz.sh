@@ -20,7 +20,7 @@ while getopts "t:n:j:b:h" o; do
         esac
 done
 shift $((OPTIND - 1))
-targets=("${@:-mesh}")
+targets=("$@")
 [ $# -eq 0 ] && targets=(mesh safetensors conf options replay)
 
 if [ ! -f "$build/build.ninja" ]; then

@@ -502,8 +502,9 @@ typedef struct manage_req {
 static const char *const manage_denied[] = {
         [MANAGE_CLEAR_GPU] = "Clearing GPU memory needs root or the polkit action org.p3sam.manage.",
         [MANAGE_RELOAD] = "Reloading needs root or the polkit action org.p3sam.manage.",
-        [MANAGE_SET_IDLE_TIMEOUT] = "Changing the idle timeout needs root or the polkit action "
-                                    "org.p3sam.manage.",
+        /* one literal, split only for the line length (clang's -Wstring-concatenation) */
+        [MANAGE_SET_IDLE_TIMEOUT] = ("Changing the idle timeout needs root or the polkit action "
+                                     "org.p3sam.manage."),
 };
 
 static void manage_run(manage_req *q) {

@@ -131,6 +131,16 @@ __global__ void __launch_bounds__(CU_ATTN_QUERY_TILE) attention_kernel(const att
         }
 }
 
+/* P3_CUDA_ATTENTION=cudnn, read once: this runs for every window block of every layer. */
+static bool use_cudnn(void) {
+        static int cached = -1;
+        if (cached < 0) {
+                const char *path = getenv("P3_CUDA_ATTENTION");
+                cached = path && strcmp(path, "cudnn") == 0;
+        }
+        return cached;
+}
+
 static bool aligned16(const void *p, int64_t ld) {
         return (uintptr_t) p % 16 == 0 && ld % 4 == 0;
 }
@@ -153,8 +163,7 @@ int cuda_attention(p3_backend *be, const p3_tensor *qkv, const int32_t *slot_poi
          * Hook: P3_CUDA_ATTENTION=cudnn tries cuDNN's SDPA (cuda_attention_cudnn.cu) first; on
          * -ENOTSUP (no cuDNN, FP32, no engine for head dim 16) this kernel runs. Which is faster
          * is decided on a GPU; until then this kernel is the default. */
-        const char *path = getenv("P3_CUDA_ATTENTION");
-        if (path && !strcmp(path, "cudnn")) {
+        if (use_cudnn()) {
                 int r = cuda_attention_cudnn(be, qkv, slot_point, n_pad, window, heads, out);
                 if (r != -ENOTSUP)
                         return r;

@@ -56,10 +56,11 @@ __host__ __device__ static inline int64_t cu_sdpa_slot_row(const int32_t *slot_p
 extern "C" {
 #endif
 
-/* The attention op (kernels/backend.h) through cuDNN SDPA: 0, -ENOTSUP when cuDNN is missing,
- * refuses the shape or the precision (FP32 runs need the own kernel: cuDNN's SDPA engines take
- * FP16/BF16 q, k, v), or fails, so that the caller keeps its own kernel; -EINVAL on bad shapes;
- * -ENOMEM when the gathered copies do not fit. */
+/* The attention op (kernels/backend.h) through cuDNN SDPA, called by cuda_attention once it has
+ * checked the shapes and found work to do (n > 0, heads > 0): 0, -ENOTSUP when cuDNN is
+ * missing, refuses the shape or the precision (FP32 runs need the own kernel: cuDNN's SDPA
+ * engines take FP16/BF16 q, k, v), or fails, so that the caller keeps its own kernel; -ENOMEM
+ * when the gathered copies do not fit. */
 int cuda_attention_cudnn(p3_backend *be, const p3_tensor *qkv, const int32_t *slot_point,
                          int64_t n_pad, int64_t window, int heads, p3_tensor *out);
 

@@ -320,10 +320,12 @@ static void test_glb(void) {
         fx.seg.part_labels = labels;
         fx.seg.aabb = &aabb[0][0][0];
         _cleanup_free_ uint8_t *d2 = export_mem(&fx.seg, FMT_GLB, NULL, &n);
-        /* the unlabelled bottom of the second cube shares its 4 corners with the sides, and
-         * each group keeps its own copies */
+        /* the bottom of the second cube, one face -1 and one -2, shares its corners with the
+         * sides, and each group keeps its own copies; -1 and -2 are painted apart (red and
+         * black, as upstream), so they are two groups */
         const want_node want2[] = { { "part_3", 3, 12, 8 }, { "part_7", 7, 10, 8 },
-                                    { "part_9", 9, 0, 0 }, { "unlabelled", -1, 2, 4 } };
+                                    { "part_9", 9, 0, 0 }, { "unlabelled", -1, 1, 3 },
+                                    { "unsampled", -2, 1, 3 } };
         glb_check(d2, n, want2, ELEMENTSOF(want2));
 #ifdef P3_HAVE_ASSIMP
         glb_check_assimp(d2, n, 24, want2, 2);
@@ -354,7 +356,7 @@ static void ply_check_header(const char *s, const char *format, int64_t nv, int6
 static void ply_check_face(const fixture *fx, int64_t i, const int32_t f[3], const int rgb[3],
                            int32_t part) {
         uint8_t want[3];
-        p3_part_colour(fx->ids[i], want);
+        p3_segmentation_colour(&fx->seg, fx->ids[i], want);
         for (int c = 0; c < 3; c++) {
                 CHECK(f[c] == fx->f[3 * i + c]);
                 CHECK(rgb[c] == want[c]);
@@ -409,6 +411,12 @@ static void test_ply(void) {
         fixture fx;
         fixture_init(&fx, 0, 1);
         fx.ids[5] = -1;
+        fx.ids[6] = -2;
+        test_ply_ascii(&fx);
+        test_ply_binary(&fx);
+        /* the pipeline's colours, when given, replace the palette */
+        const uint8_t colours[2][3] = { { 1, 2, 3 }, { 250, 251, 252 } };
+        fx.seg.colours = &colours[0][0];
         test_ply_ascii(&fx);
         test_ply_binary(&fx);
 }
@@ -623,6 +631,27 @@ static void test_empty(void) {
         test_ply_binary(&fx);
 }
 
+/* upstream's save_mesh: -1 red, -2 black, parts from the table or the palette */
+static void test_segmentation_colours(void) {
+        fixture fx;
+        uint8_t rgb[3], want[3];
+        const uint8_t colours[2][3] = { { 10, 20, 30 }, { 40, 50, 60 } };
+
+        fixture_init(&fx, 4, 8);
+        p3_segmentation_colour(&fx.seg, -1, rgb);
+        CHECK(rgb[0] == 255 && rgb[1] == 0 && rgb[2] == 0);
+        p3_segmentation_colour(&fx.seg, -2, rgb);
+        CHECK(rgb[0] == 0 && rgb[1] == 0 && rgb[2] == 0);
+        p3_segmentation_colour(&fx.seg, 8, rgb);
+        p3_part_colour(8, want);
+        CHECK(memcmp(rgb, want, 3) == 0);
+        fx.seg.colours = &colours[0][0];
+        p3_segmentation_colour(&fx.seg, 8, rgb);
+        CHECK(memcmp(rgb, colours[1], 3) == 0);
+        p3_segmentation_colour(&fx.seg, 4, rgb);
+        CHECK(memcmp(rgb, colours[0], 3) == 0);
+}
+
 static void test_colours(void) {
         uint8_t a[3], b[3], grey[3];
 
@@ -646,6 +675,7 @@ int main(void) {
         signal(SIGPIPE, SIG_IGN);
 
         test_colours();
+        test_segmentation_colours();
         test_glb();
         test_ply();
         test_json();

@@ -16,14 +16,15 @@
 
 struct json_object;
 
-/* A labelled mesh. Faces whose label is negative (-1, -2) are unlabelled; every other face
- * label must be one of part_labels. */
+/* A labelled mesh. Faces whose label is negative are unlabelled (-1: sampled but in no mask,
+ * -2: never sampled, as upstream); every other face label must be one of part_labels. */
 typedef struct p3_segmentation {
         const p3_mesh *mesh;
         const int32_t *face_ids;    /* [nf] label of each face, < 0 = unlabelled */
         int n_parts;
         const int32_t *part_labels; /* [n_parts] label of each part, strictly ascending, >= 0 */
         const double *aabb;         /* [n_parts][2][3] min, max of each part */
+        const uint8_t *colours;     /* [n_parts][3] sRGB of each part, or NULL: p3_part_colour */
 } p3_segmentation;
 
 typedef struct p3_stage_time {
@@ -47,8 +48,21 @@ typedef struct p3_report {
 } p3_report;
 
 /* glTF 2.0 binary: a root node "segmentation" whose children are one node + mesh per part
- * ("part_<label>", then "unlabelled"), each with its own material and COLOR_0. */
+ * ("part_<label>", then "unlabelled" for the -1 faces and "unsampled" for the -2 faces, when
+ * there are any), each with its own material and COLOR_0. */
 int p3_export_glb(const p3_segmentation *s, int fd, p3_err *err);
+/* Upstream's NAME_aabb.glb: the GLB above plus a second root node "boxes" with one node
+ * "box_<label>" per part: its outline box (p3_segmentation_outline_boxes) as one glTF LINES
+ * primitive of 24 vertices (12 edges), in the part's colour. */
+int p3_export_aabb_glb(const p3_segmentation *s, int fd, p3_err *err);
+/* Upstream's NAME_face_ids.npy: NumPy .npy (format 1.0), '<i8', shape (nf,), one label per
+ * face of s->mesh, -1 and -2 as they are. */
+int p3_export_face_ids_npy(const p3_segmentation *s, int fd, p3_err *err);
+/* Upstream's NAME_aabb.npy: NumPy .npy (format 1.0), '<f8', shape (K, 2, 3): min and max
+ * corner of the vertices of each part's faces (mesh coordinates), for the K labels present
+ * among the faces, ascending (np.unique(face_ids) without -1/-2); parts without faces are
+ * left out. With K = 0 the shape is (0, 2, 3) (upstream's np.array([]) would be (0,)). */
+int p3_export_aabb_npy(const p3_segmentation *s, int fd, p3_err *err);
 /* PLY with float x,y,z vertices and faces carrying red, green, blue and the part label. */
 int p3_export_ply(const p3_segmentation *s, int fd, bool ascii, p3_err *err);
 /* {"version":1, "input", "faces", "unlabelled_faces", "parts":[...], "parameters",
@@ -64,6 +78,15 @@ int p3_export_predict_json(const p3_mesh *m, int k, const double *prompts,
 /* A deterministic colour per label (sRGB bytes), distinct for neighbouring labels; grey for
  * unlabelled (label < 0). */
 void p3_part_colour(int32_t label, uint8_t rgb[3]);
+/* The colour of a face with this label in the GLB, PLY and aabb GLB, as upstream's save_mesh
+ * paints it: the part's (s->colours, else p3_part_colour), red (255, 0, 0) for -1, black for
+ * -2 and any other negative label. */
+void p3_segmentation_colour(const p3_segmentation *s, int32_t label, uint8_t rgb[3]);
+/* Upstream's better_aabb of every part, the boxes its NAME_aabb.glb outlines: per axis, the
+ * part's face corners (a vertex once per face it belongs to) as float32, without the values
+ * outside [q1 - 1.5 iqr, q3 + 1.5 iqr] (NumPy 1.x percentiles, linear), then min and max.
+ * boxes: [n_parts][2][3]; a part without faces gets s->aabb's box. 0 or -ENOMEM. */
+int p3_segmentation_outline_boxes(const p3_segmentation *s, double *boxes);
 
 /* ---- shared by the writers ---- */
 

@@ -1,7 +1,9 @@
 /* SPDX-License-Identifier: MIT */
-/* glTF 2.0 binary output, plus the segmentation checks and part colours the other writers
- * share. Layout of the BIN chunk: all positions, then all colours, then all indices, one
- * bufferView each; every part is one mesh whose accessors point into those three views. */
+/* glTF 2.0 binary output (the coloured mesh, and with the part boxes as line outlines), plus
+ * the segmentation checks and part colours the other writers share. Layout of the BIN chunk:
+ * all positions, then all colours, then all indices, one bufferView each; every part is one
+ * mesh whose accessors point into those three views; the box outlines come after the faces'
+ * vertices in the first two views and use no indices. */
 #include "export.h"
 
 #include <errno.h>
@@ -22,6 +24,7 @@ DEFINE_TRIVIAL_CLEANUP_FUNC(json_object *, json_object_put);
 #define GL_UNSIGNED_INT 5125
 #define GL_ARRAY_BUFFER 34962
 #define GL_ELEMENT_ARRAY_BUFFER 34963
+#define GL_LINES 1
 #define GL_TRIANGLES 4
 
 /* ---- shared by the writers ---------------------------------------------------------------- */
@@ -112,11 +115,25 @@ void p3_part_colour(int32_t label, uint8_t rgb[3]) {
                 rgb[i] = (uint8_t) lround(c[sector % 6][i] * 255.0);
 }
 
+void p3_segmentation_colour(const p3_segmentation *s, int32_t label, uint8_t rgb[3]) {
+        int p = p3_segmentation_part(s, label);
+        if (p >= 0 && s->colours)
+                memcpy(rgb, s->colours + 3 * (size_t) p, 3);
+        else if (p >= 0)
+                p3_part_colour(label, rgb);
+        else {
+                /* save_mesh: color_map[-1] is red, -2 faces keep their zero colour */
+                rgb[0] = label == -1 ? 255 : 0;
+                rgb[1] = rgb[2] = 0;
+        }
+}
+
 /* ---- grouping faces by part ---------------------------------------------------------------- */
 
-/* Group g < n_parts is part g; group n_parts gathers the unlabelled faces. */
+/* Group g < n_parts is part g; group n_parts gathers the faces labelled -1 (in no mask),
+ * n_parts + 1 the other unlabelled ones (-2, never sampled): upstream paints them apart. */
 typedef struct glb_groups {
-        int n;              /* n_parts + 1 */
+        int n;              /* n_parts + 2 */
         int64_t *start;     /* [n + 1] offsets into order */
         int32_t *order;     /* [nf] faces sorted by group, stable */
 } glb_groups;
@@ -128,13 +145,15 @@ static void glb_groups_done(glb_groups *g) {
 
 static int glb_group_of(const p3_segmentation *s, int64_t face) {
         int p = p3_segmentation_part(s, s->face_ids[face]);
-        return p < 0 ? s->n_parts : p;
+        if (p >= 0)
+                return p;
+        return s->face_ids[face] == -1 ? s->n_parts : s->n_parts + 1;
 }
 
 static int glb_groups_build(const p3_segmentation *s, glb_groups *g) {
         int64_t nf = s->mesh->nf;
 
-        g->n = s->n_parts + 1;
+        g->n = s->n_parts + 2;
         g->start = calloc((size_t) g->n + 1, sizeof(int64_t));
         g->order = malloc(sizeof(int32_t) * (size_t) MAX(nf, 1));
         if (!g->start || !g->order)
@@ -166,6 +185,7 @@ typedef struct glb_prim {
 typedef struct glb_geom {
         p3_buf pos, col, idx;
         glb_prim *prims; /* [groups] */
+        glb_prim *boxes; /* [n_parts] line outlines, or NULL */
 } glb_geom;
 
 static void glb_geom_done(glb_geom *g) {
@@ -173,6 +193,7 @@ static void glb_geom_done(glb_geom *g) {
         p3_buf_done(&g->col);
         p3_buf_done(&g->idx);
         free(g->prims);
+        free(g->boxes);
 }
 
 /* glTF colours are linear; the palette is sRGB, which is what people expect to see. */
@@ -181,11 +202,37 @@ static float srgb_to_linear(uint8_t c) {
         return (float) (x <= 0.04045 ? x / 12.92 : pow((x + 0.055) / 1.055, 2.4));
 }
 
+static int32_t group_label(const p3_segmentation *s, int group) {
+        return group < s->n_parts ? s->part_labels[group] : group == s->n_parts ? -1 : -2;
+}
+
 static void group_colour(const p3_segmentation *s, int group, float lin[3]) {
         uint8_t rgb[3];
-        p3_part_colour(group < s->n_parts ? s->part_labels[group] : -1, rgb);
+        p3_segmentation_colour(s, group_label(s, group), rgb);
         for (int i = 0; i < 3; i++)
                 lin[i] = srgb_to_linear(rgb[i]);
+}
+
+static void prim_start(glb_prim *pr, const glb_geom *g) {
+        pr->first_vertex = (int64_t) (g->pos.size / 12);
+        pr->first_index = (int64_t) (g->idx.size / 4);
+        for (int c = 0; c < 3; c++) {
+                pr->min[c] = pr->dmin[c] = INFINITY;
+                pr->max[c] = pr->dmax[c] = -INFINITY;
+        }
+}
+
+static void prim_put(glb_prim *pr, glb_geom *g, const double p[3], const float lin[3]) {
+        for (int c = 0; c < 3; c++) {
+                float x = (float) p[c];
+                pr->min[c] = MIN(pr->min[c], x);
+                pr->max[c] = MAX(pr->max[c], x);
+                pr->dmin[c] = MIN(pr->dmin[c], p[c]);
+                pr->dmax[c] = MAX(pr->dmax[c], p[c]);
+                p3_buf_put_f32le(&g->pos, x);
+                p3_buf_put_f32le(&g->col, lin[c]);
+        }
+        pr->n_vertices++;
 }
 
 /* Give vertex v of the mesh its number within the primitive, appending it on first use. */
@@ -194,17 +241,8 @@ static int32_t glb_vertex(const p3_mesh *m, int32_t v, int32_t *remap, int32_t *
         if (remap[v] >= 0)
                 return remap[v];
         remap[v] = (int32_t) pr->n_vertices;
-        touched[pr->n_vertices++] = v;
-        for (int c = 0; c < 3; c++) {
-                double d = m->v[3 * (int64_t) v + c];
-                float x = (float) d;
-                pr->min[c] = MIN(pr->min[c], x);
-                pr->max[c] = MAX(pr->max[c], x);
-                pr->dmin[c] = MIN(pr->dmin[c], d);
-                pr->dmax[c] = MAX(pr->dmax[c], d);
-                p3_buf_put_f32le(&g->pos, x);
-                p3_buf_put_f32le(&g->col, lin[c]);
-        }
+        touched[pr->n_vertices] = v;
+        prim_put(pr, g, m->v + 3 * (int64_t) v, lin);
         return remap[v];
 }
 
@@ -217,13 +255,8 @@ static void glb_emit_group(const p3_segmentation *s, const glb_groups *gr, int g
         float lin[3];
 
         group_colour(s, group, lin);
+        prim_start(pr, g);
         pr->faces = gr->start[group + 1] - gr->start[group];
-        pr->first_vertex = (int64_t) (g->pos.size / 12);
-        pr->first_index = (int64_t) (g->idx.size / 4);
-        for (int c = 0; c < 3; c++) {
-                pr->min[c] = pr->dmin[c] = INFINITY;
-                pr->max[c] = pr->dmax[c] = -INFINITY;
-        }
         for (int64_t k = gr->start[group]; k < gr->start[group + 1]; k++) {
                 const int32_t *f = m->f + 3 * (int64_t) gr->order[k];
                 for (int c = 0; c < 3; c++)
@@ -234,7 +267,46 @@ static void glb_emit_group(const p3_segmentation *s, const glb_groups *gr, int g
                 remap[touched[i]] = -1;
 }
 
-static int glb_geom_build(const p3_segmentation *s, const glb_groups *gr, glb_geom *g) {
+/* A box's 12 edges as 24 line vertices. The corners are centre +- size / 2, as trimesh's
+ * box_outline() scaled and moved by upstream's save_mesh, not min and max themselves. */
+static void glb_emit_box(const p3_segmentation *s, int part, const double box[2][3],
+                         glb_geom *g) {
+        glb_prim *pr = &g->boxes[part];
+        double centre[3], half[3];
+        float lin[3];
+
+        group_colour(s, part, lin);
+        prim_start(pr, g);
+        for (int c = 0; c < 3; c++) {
+                centre[c] = (box[0][c] + box[1][c]) / 2;
+                half[c] = (box[1][c] - box[0][c]) * 0.5;
+        }
+        /* corner k has bit c set for the max side of axis c; an edge flips one bit */
+        for (int axis = 0; axis < 3; axis++)
+                for (int k = 0; k < 8; k++) {
+                        if (k & (1 << axis))
+                                continue;
+                        for (int end = 0; end < 2; end++) {
+                                int corner = k | (end << axis);
+                                double p[3];
+                                for (int c = 0; c < 3; c++)
+                                        p[c] = centre[c] + (corner & (1 << c) ? half[c] : -half[c]);
+                                prim_put(pr, g, p, lin);
+                        }
+                }
+}
+
+static int glb_boxes_build(const p3_segmentation *s, const double *boxes, glb_geom *g) {
+        g->boxes = calloc((size_t) MAX(s->n_parts, 1), sizeof(glb_prim));
+        if (!g->boxes)
+                return -ENOMEM;
+        for (int i = 0; i < s->n_parts; i++)
+                glb_emit_box(s, i, (const double(*)[3]) (boxes + 6 * (size_t) i), g);
+        return 0;
+}
+
+static int glb_geom_build(const p3_segmentation *s, const glb_groups *gr, const double *boxes,
+                          glb_geom *g) {
         const p3_mesh *m = s->mesh;
 
         g->prims = calloc((size_t) gr->n, sizeof(glb_prim));
@@ -245,12 +317,14 @@ static int glb_geom_build(const p3_segmentation *s, const glb_groups *gr, glb_ge
         for (int64_t i = 0; i < m->nv; i++)
                 remap[i] = -1;
         /* the worst case (every face its own vertices) bounds what the appends will need */
-        size_t corners = 3 * (size_t) m->nf;
+        size_t corners = 3 * (size_t) m->nf + (boxes ? 24 * (size_t) s->n_parts : 0);
         p3_buf_reserve(&g->pos, 12 * corners);
         p3_buf_reserve(&g->col, 12 * corners);
         p3_buf_reserve(&g->idx, 4 * corners);
         for (int i = 0; i < gr->n; i++)
                 glb_emit_group(s, gr, i, remap, touched, g);
+        if (boxes && glb_boxes_build(s, boxes, g) < 0)
+                return -ENOMEM;
         if (g->pos.error < 0 || g->col.error < 0 || g->idx.error < 0)
                 return -ENOMEM;
         return 0;
@@ -292,17 +366,15 @@ static void group_name(const p3_segmentation *s, int group, char name[32]) {
         if (group < s->n_parts)
                 snprintf(name, 32, "part_%d", (int) s->part_labels[group]);
         else
-                snprintf(name, 32, "unlabelled");
+                snprintf(name, 32, group == s->n_parts ? "unlabelled" : "unsampled");
 }
 
-static json_object *glb_material(const p3_segmentation *s, int group) {
+static json_object *glb_material(const p3_segmentation *s, int group, const char *name) {
         json_object *mat = json_object_new_object(), *pbr = json_object_new_object();
-        char name[32];
         uint8_t rgb[3];
         float lin[4] = { 1, 1, 1, 1 };
 
-        group_name(s, group, name);
-        p3_part_colour(group < s->n_parts ? s->part_labels[group] : -1, rgb);
+        p3_segmentation_colour(s, group_label(s, group), rgb);
         /* COLOR_0 multiplies baseColorFactor in every conforming viewer (Blender and three.js
          * included), so the colour lives in COLOR_0 alone: a coloured factor would square it.
          * The sRGB colour is kept in extras for tools that want the palette. */
@@ -330,34 +402,36 @@ static json_object *glb_accessor(int view, int64_t byte_offset, int comp, int64_
         return jobj_kv(a, "type", json_object_new_string(type));
 }
 
-/* Mesh, material and three accessors of one non-empty group; returns the mesh index. */
+/* Mesh, material and accessors of one non-empty primitive: triangles with indices, or lines
+ * without (faces == 0); returns the mesh index. */
 static int glb_add_mesh(json_object *root, const p3_segmentation *s, int group,
-                        const glb_prim *pr) {
+                        const glb_prim *pr, const char *name) {
         json_object *accs = json_object_object_get(root, "accessors");
         json_object *meshes = json_object_object_get(root, "meshes");
         json_object *mats = json_object_object_get(root, "materials");
         int a0 = (int) json_object_array_length(accs), mat = (int) json_object_array_length(mats);
-        char name[32];
+        bool lines = pr->faces == 0;
 
         json_object *pos = jarr_add(accs, glb_accessor(0, 12 * pr->first_vertex, GL_FLOAT,
                                                        pr->n_vertices, "VEC3"));
         jobj_kv(pos, "min", jvecf(pr->min, 3));
         jobj_kv(pos, "max", jvecf(pr->max, 3));
         jarr_add(accs, glb_accessor(1, 12 * pr->first_vertex, GL_FLOAT, pr->n_vertices, "VEC3"));
-        jarr_add(accs, glb_accessor(2, 4 * pr->first_index, GL_UNSIGNED_INT, 3 * pr->faces,
-                                    "SCALAR"));
-        jarr_add(mats, glb_material(s, group));
+        if (!lines)
+                jarr_add(accs, glb_accessor(2, 4 * pr->first_index, GL_UNSIGNED_INT,
+                                            3 * pr->faces, "SCALAR"));
+        jarr_add(mats, glb_material(s, group, name));
 
         json_object *attrs = json_object_new_object(), *prim = json_object_new_object();
         jobj_kv(attrs, "POSITION", json_object_new_int(a0));
         jobj_kv(attrs, "COLOR_0", json_object_new_int(a0 + 1));
         jobj_kv(prim, "attributes", attrs);
-        jobj_kv(prim, "indices", json_object_new_int(a0 + 2));
+        if (!lines)
+                jobj_kv(prim, "indices", json_object_new_int(a0 + 2));
         jobj_kv(prim, "material", json_object_new_int(mat));
-        jobj_kv(prim, "mode", json_object_new_int(GL_TRIANGLES));
+        jobj_kv(prim, "mode", json_object_new_int(lines ? GL_LINES : GL_TRIANGLES));
         json_object *prims = json_object_new_array_ext(1), *mesh = json_object_new_object();
         json_object_array_add(prims, prim);
-        group_name(s, group, name);
         jobj_kv(mesh, "name", json_object_new_string(name));
         jobj_kv(mesh, "primitives", prims);
         jarr_add(meshes, mesh);
@@ -374,7 +448,7 @@ static json_object *glb_part_node(const p3_segmentation *s, int group, const glb
         jobj_kv(node, "name", json_object_new_string(name));
         if (mesh >= 0)
                 jobj_kv(node, "mesh", json_object_new_int(mesh));
-        jobj_kv(extras, "part", json_object_new_int(group < s->n_parts ? s->part_labels[group] : -1));
+        jobj_kv(extras, "part", json_object_new_int(group_label(s, group)));
         jobj_kv(extras, "faces", json_object_new_int64(pr->faces));
         /* the unlabelled faces have no box of their own in the input: use their vertices' */
         if (group < s->n_parts)
@@ -409,8 +483,10 @@ static void glb_add_buffers(json_object *root, const glb_geom *g) {
         json_object *views = json_object_new_array_ext(3), *bufs = json_object_new_array_ext(1);
         json_object_array_add(views, glb_view(0, (int64_t) np, 12, GL_ARRAY_BUFFER));
         json_object_array_add(views, glb_view((int64_t) np, (int64_t) nc, 12, GL_ARRAY_BUFFER));
-        json_object_array_add(views, glb_view((int64_t) (np + nc), (int64_t) ni, 0,
-                                              GL_ELEMENT_ARRAY_BUFFER));
+        /* box outlines alone (parts without faces) have no indices */
+        if (ni > 0)
+                json_object_array_add(views, glb_view((int64_t) (np + nc), (int64_t) ni, 0,
+                                                      GL_ELEMENT_ARRAY_BUFFER));
         json_object *buf = json_object_new_object();
         jobj_kv(buf, "byteLength", json_object_new_int64((int64_t) (np + nc + ni)));
         json_object_array_add(bufs, buf);
@@ -449,6 +525,40 @@ static void glb_drop_empty(json_object *root) {
                         json_object_object_del(root, keys[i]);
 }
 
+static void glb_set_children(json_object *node, json_object *children) {
+        if (json_object_array_length(children) > 0)
+                jobj_kv(node, "children", children);
+        else
+                json_object_put(children);
+}
+
+/* A second root beside "segmentation": one node per part box, named for its part. */
+static void glb_add_boxes(json_object *root, const p3_segmentation *s, const glb_geom *g) {
+        json_object *nodes = json_object_object_get(root, "nodes");
+        json_object *scene = json_object_array_get_idx(json_object_object_get(root, "scenes"), 0);
+        json_object *boxes = json_object_new_object(), *children = json_object_new_array();
+        int boxes_index = (int) json_object_array_length(nodes);
+
+        jobj_kv(boxes, "name", json_object_new_string("boxes"));
+        json_object_array_add(nodes, boxes);
+        json_object_array_add(json_object_object_get(scene, "nodes"),
+                              json_object_new_int(boxes_index));
+        for (int i = 0; i < s->n_parts; i++) {
+                json_object *node = json_object_new_object(), *extras = json_object_new_object();
+                char name[32];
+                snprintf(name, sizeof(name), "box_%d", (int) s->part_labels[i]);
+                jobj_kv(node, "name", json_object_new_string(name));
+                jobj_kv(node, "mesh", json_object_new_int(glb_add_mesh(root, s, i, &g->boxes[i],
+                                                                       name)));
+                jobj_kv(extras, "part", json_object_new_int(s->part_labels[i]));
+                jobj_kv(node, "extras", extras);
+                json_object_array_add(children,
+                                      json_object_new_int((int) json_object_array_length(nodes)));
+                json_object_array_add(nodes, node);
+        }
+        glb_set_children(boxes, children);
+}
+
 static json_object *glb_json(const p3_segmentation *s, const glb_groups *gr, const glb_geom *g) {
         json_object *root = glb_skeleton();
         if (!root)
@@ -457,18 +567,19 @@ static json_object *glb_json(const p3_segmentation *s, const glb_groups *gr, con
         json_object *children = json_object_new_array();
         for (int i = 0; i < gr->n; i++) {
                 const glb_prim *pr = &g->prims[i];
-                /* no node for "unlabelled" when every face has a part */
-                if (i == s->n_parts && pr->faces == 0)
+                char name[32];
+                /* no node for the unlabelled groups when every face has a part */
+                if (i >= s->n_parts && pr->faces == 0)
                         continue;
-                int mesh = pr->faces > 0 ? glb_add_mesh(root, s, i, pr) : -1;
+                group_name(s, i, name);
+                int mesh = pr->faces > 0 ? glb_add_mesh(root, s, i, pr, name) : -1;
                 json_object_array_add(children,
                                       json_object_new_int((int) json_object_array_length(nodes)));
                 json_object_array_add(nodes, glb_part_node(s, i, pr, mesh));
         }
-        if (json_object_array_length(children) > 0)
-                jobj_kv(json_object_array_get_idx(nodes, 0), "children", children);
-        else
-                json_object_put(children);
+        glb_set_children(json_object_array_get_idx(nodes, 0), children);
+        if (g->boxes)
+                glb_add_boxes(root, s, g);
         glb_add_buffers(root, g);
         glb_drop_empty(root);
         return root;
@@ -502,11 +613,11 @@ static int glb_assemble(const char *json, const glb_geom *g, p3_buf *out) {
         return out->error;
 }
 
-static int glb_build(const p3_segmentation *s, p3_buf *out, p3_err *err) {
+static int glb_build(const p3_segmentation *s, const double *boxes, p3_buf *out, p3_err *err) {
         _cleanup_(glb_groups_done) glb_groups gr = {};
         _cleanup_(glb_geom_done) glb_geom g = {};
 
-        if (glb_groups_build(s, &gr) < 0 || glb_geom_build(s, &gr, &g) < 0)
+        if (glb_groups_build(s, &gr) < 0 || glb_geom_build(s, &gr, boxes, &g) < 0)
                 return p3_errf(err, -ENOMEM, "cannot build the GLB geometry: out of memory");
         _cleanup_(json_object_putp) json_object *root = glb_json(s, &gr, &g);
         const char *json = root ? json_object_to_json_string_ext(
@@ -522,17 +633,31 @@ static int glb_build(const p3_segmentation *s, p3_buf *out, p3_err *err) {
         return 0;
 }
 
-int p3_export_glb(const p3_segmentation *s, int fd, p3_err *err) {
+static int glb_write(const p3_segmentation *s, const double *boxes, int fd, p3_err *err) {
         _cleanup_buf_ p3_buf out = {};
 
-        int r = p3_segmentation_check(s, err);
-        if (r < 0)
-                return r;
-        r = glb_build(s, &out, err);
+        int r = glb_build(s, boxes, &out, err);
         if (r < 0)
                 return r;
         r = p3_buf_write_fd(&out, fd);
         if (r < 0)
                 return p3_errf(err, r, "cannot write the GLB: %s", p3_strerror(r));
         return 0;
+}
+
+int p3_export_glb(const p3_segmentation *s, int fd, p3_err *err) {
+        int r = p3_segmentation_check(s, err);
+        if (r < 0)
+                return r;
+        return glb_write(s, NULL, fd, err);
+}
+
+int p3_export_aabb_glb(const p3_segmentation *s, int fd, p3_err *err) {
+        int r = p3_segmentation_check(s, err);
+        if (r < 0)
+                return r;
+        _cleanup_free_ double *boxes = malloc(sizeof(double) * 6 * (size_t) MAX(s->n_parts, 1));
+        if (!boxes || p3_segmentation_outline_boxes(s, boxes) < 0)
+                return p3_errf(err, -ENOMEM, "cannot compute the part boxes: out of memory");
+        return glb_write(s, boxes, fd, err);
 }

@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: MIT */
-/* PLY output: the mesh's own vertices (float x, y, z) and faces carrying their part colour and
- * label, so that MeshLab, CloudCompare or Open3D show the segmentation without a material. */
+/* PLY output: the mesh's own vertices (float x, y, z) and faces carrying their part colour (as
+ * upstream's save_mesh paints them) and label, so that MeshLab, CloudCompare or Open3D show the
+ * segmentation without a material. */
 #include "export.h"
 
 #include <errno.h>
@@ -29,9 +30,10 @@ static void ply_header(const p3_mesh *m, bool ascii, p3_buf *b) {
 }
 
 /* Neighbouring faces mostly share a label: compute the colour only when it changes. */
-static void face_colour(int32_t label, int32_t *cached, uint8_t rgb[3]) {
+static void face_colour(const p3_segmentation *s, int32_t label, int32_t *cached,
+                        uint8_t rgb[3]) {
         if (label != *cached) {
-                p3_part_colour(label, rgb);
+                p3_segmentation_colour(s, label, rgb);
                 *cached = label;
         }
 }
@@ -47,7 +49,7 @@ static void ply_ascii(const p3_segmentation *s, p3_buf *b) {
                               (float) m->v[3 * i + 2]);
         for (int64_t i = 0; i < m->nf; i++) {
                 const int32_t *f = m->f + 3 * i;
-                face_colour(s->face_ids[i], &cached, rgb);
+                face_colour(s, s->face_ids[i], &cached, rgb);
                 p3_buf_printf(b, "3 %d %d %d %u %u %u %d\n", (int) f[0], (int) f[1], (int) f[2],
                               rgb[0], rgb[1], rgb[2], (int) s->face_ids[i]);
         }
@@ -62,7 +64,7 @@ static void ply_binary(const p3_segmentation *s, p3_buf *b) {
         for (int64_t i = 0; i < 3 * m->nv; i++)
                 p3_buf_put_f32le(b, (float) m->v[i]);
         for (int64_t i = 0; i < m->nf; i++) {
-                face_colour(s->face_ids[i], &cached, rgb);
+                face_colour(s, s->face_ids[i], &cached, rgb);
                 p3_buf_put_u8(b, 3);
                 for (int c = 0; c < 3; c++)
                         p3_buf_put_i32le(b, m->f[3 * i + c]);

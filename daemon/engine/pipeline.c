@@ -218,7 +218,7 @@ static int pick_prompts(p3_job *j, p3_prepared *pr, int k, float *prompts, p3_er
 
 static int postprocess_stage(p3_job *j, const p3_mesh *mesh, p3_prepared *pr, int k,
                              const uint8_t *bits, const float *iou, const p3_pipeline_params *p,
-                             p3_pp_result *pp, p3_err *err) {
+                             const p3_mt19937 *np_rng, p3_pp_result *pp, p3_err *err) {
         double t;
         int64_t n = p->points, nb = (n + 7) / 8;
         int r = p3_job_enter(j, "post-processing", &t, err);
@@ -236,6 +236,7 @@ static int postprocess_stage(p3_job *j, const p3_mesh *mesh, p3_prepared *pr, in
                 .pred_iou = iou,
                 .post_process = p->post_process,
                 .threshold = p->threshold,
+                .colour_rng = np_rng,
         };
         p3_pp_hooks hooks = { .abort = job_abort, .userdata = j };
         r = p3_postprocess(&in, &hooks, pp, err);
@@ -247,8 +248,10 @@ static int take_result(const p3_pp_result *pp, p3_segment_result *ret) {
         ret->face_ids = malloc(sizeof(int32_t) * (pp->nf + 1));
         ret->part_labels = malloc(sizeof(int32_t) * (pp->n_parts + 1));
         ret->aabb = malloc(sizeof(double) * 6 * (pp->n_parts + 1));
-        if (!ret->face_ids || !ret->part_labels || !ret->aabb)
+        ret->colours = malloc(3 * (pp->n_parts + 1));
+        if (!ret->face_ids || !ret->part_labels || !ret->aabb || !ret->colours)
                 return -ENOMEM;
+        memcpy(ret->colours, pp->colours, 3 * pp->n_parts);
         for (int64_t f = 0; f < pp->nf; f++)
                 ret->face_ids[f] = (int32_t) pp->face_ids[f];
         for (int64_t i = 0; i < pp->n_parts; i++)
@@ -264,6 +267,7 @@ int p3_pipeline_segment(p3_model *m, const p3_mesh *input, const p3_pipeline_par
         p3_job j = { .hooks = hooks, .timings = ret->timings, .n_timings = &ret->n_timings };
         p3_prepared pr = {};
         p3_pp_result pp = {};
+        p3_mt19937 np_rng = {};
         p3_backend *be = p3_model_backend(m);
         be->peak_bytes = be->cur_bytes;
         int k = (int) MIN((int64_t) p->prompts, p->points);
@@ -278,13 +282,15 @@ int p3_pipeline_segment(p3_model *m, const p3_mesh *input, const p3_pipeline_par
                 r = pick_prompts(&j, &pr, k, prompts, err);
         if (r >= 0)
                 r = p3_job_masks(&j, m, &pr, prompts, k, p, bits, iou, err);
-        /* The features are no longer needed: free the device memory before post-processing. */
+        /* The features are no longer needed: free the device memory before post-processing.
+         * NumPy's generator goes on to the part colours. */
         if (pr.m) {
+                np_rng = pr.feat.np_rng;
                 p3_features_done(m, &pr.feat);
                 pr.m = NULL;
         }
         if (r >= 0)
-                r = postprocess_stage(&j, &ret->mesh, &pr, k, bits, iou, p, &pp, err);
+                r = postprocess_stage(&j, &ret->mesh, &pr, k, bits, iou, p, &np_rng, &pp, err);
         if (r >= 0)
                 r = take_result(&pp, ret);
         ret->peak_device_bytes = be->peak_bytes;
@@ -304,8 +310,10 @@ void p3_segment_result_done(p3_segment_result *r) {
         free(r->face_ids);
         free(r->part_labels);
         free(r->aabb);
+        free(r->colours);
         r->face_ids = NULL;
         r->part_labels = NULL;
         r->aabb = NULL;
+        r->colours = NULL;
         r->n_parts = 0;
 }

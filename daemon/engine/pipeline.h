@@ -50,6 +50,9 @@ typedef struct p3_segment_result {
         int n_parts;
         int32_t *part_labels;  /* [n_parts] ascending */
         double *aabb;          /* [n_parts][2][3] */
+        /* [n_parts][3] the colour upstream's run gives each part (its global NumPy generator
+         * carried on from GridSample and FPS): p3_segmentation.colours */
+        uint8_t *colours;
         p3_stage_time timings[P3_PIPELINE_MAX_TIMINGS];
         int n_timings;
         size_t peak_device_bytes;

@@ -16,6 +16,7 @@
 #include "error.h"
 #include "mesh.h"
 #include "numpy-compat.h"
+#include "rng.h"
 
 /* Constants of auto_mask.py. */
 #define P3_PP_NMS_IOU 0.9        /* NMS: IoU with a cluster key, strict > */
@@ -81,6 +82,10 @@ typedef struct p3_pp_input {
         const float *pred_iou;       /* [k, 3] */
         bool post_process;
         double threshold;            /* do_post_process threshold (P3_PP_THRESHOLD) */
+        /* NumPy's global generator as upstream has it when the post-processing starts (after
+         * GridSample's draws and the FPS start), or NULL: the part colours are then not
+         * drawn. Read only: the draws are made on a copy. */
+        const p3_mt19937 *colour_rng;
 } p3_pp_input;
 
 typedef struct p3_pp_result {
@@ -89,6 +94,7 @@ typedef struct p3_pp_result {
         int64_t n_parts;
         int64_t *part_labels; /* [n_parts] ascending */
         double *aabb;         /* [n_parts][2][3]: min xyz, max xyz of the part's vertices */
+        uint8_t *colours;     /* [n_parts][3] upstream's colour of each part, or NULL */
 } p3_pp_result;
 
 int p3_postprocess(const p3_pp_input *in, const p3_pp_hooks *hooks, p3_pp_result *ret,
@@ -165,6 +171,15 @@ void p3_pp_regions_done(p3_pp_regions *r);
  * -1 if none. CSR out: offsets [n + 1], list (malloc'd). */
 int p3_pp_neighbours(const p3_pp_regions *r, const p3_adjacency *adj, const int64_t *ids,
                      const double *aabb, int64_t **offsets, int64_t **list);
+
+/* Upstream's color_map as save_mesh paints the parts with it (spec §5 steps 13 and 23): one
+ * np.random.rand(3) * 255 per final mask in painting order (final_order), then one per new
+ * part id new_first, new_first + 1, ... below new_end, a later draw for the same id replacing
+ * the earlier; each truncated to uint8. rgb[n][3] receives the colours of labels[0..n); a
+ * label that got none keeps p3_part_colour's. The draws are made on a copy of rng. */
+void p3_pp_colours(const p3_mt19937 *rng, const int64_t *final_order, int64_t n_final,
+                   int64_t new_first, int64_t new_end, const int64_t *labels, int64_t n,
+                   uint8_t *rgb);
 
 /* ---- helpers shared by the two halves ---- */
 

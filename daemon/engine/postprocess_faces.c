@@ -350,6 +350,7 @@ typedef struct face_ctx {
         double *parts2_box;       /* [parts2.n][6] */
         label_boxes id_boxes;     /* ids_aabb */
         int64_t *nbr_off, *nbr;   /* neighbours of parts2 */
+        int64_t new_first, new_end; /* the ids given to large unlabelled regions */
         p3_pp_result *res;
 } face_ctx;
 
@@ -579,9 +580,11 @@ static int64_t new_ids(face_ctx *c, const double *area2) {
         int64_t max_id = INT64_MIN;
         for (int64_t i = 0; i < c->parts2.n; i++)
                 max_id = MAX(max_id, c->pid[i]);
+        c->new_first = max_id + 1;
         for (int64_t i = 0; i < c->parts2.n; i++)
                 if (area2[i] / c->total > P3_PP_NEW_PART && unlabelled(c->pid[i]))
                         c->pid[i] = ++max_id;
+        c->new_end = max_id + 1;
         return max_id;
 }
 
@@ -829,6 +832,13 @@ static int final_boxes(face_ctx *c) {
         int r = label_boxes_build(c->mesh, c->ids, &lb);
         if (r < 0)
                 return r;
+        if (c->in->colour_rng) {
+                c->res->colours = malloc(3 * (size_t) (lb.n + 1));
+                if (!c->res->colours)
+                        return -ENOMEM;
+                p3_pp_colours(c->in->colour_rng, c->pts->final_order, c->pts->n_final,
+                              c->new_first, c->new_end, lb.labels, lb.n, c->res->colours);
+        }
         c->res->nf = c->nf;
         c->res->n_parts = lb.n;
         c->res->part_labels = TAKE_PTR(lb.labels);
@@ -939,5 +949,6 @@ void p3_pp_result_done(p3_pp_result *r) {
         free(r->face_ids);
         free(r->part_labels);
         free(r->aabb);
+        free(r->colours);
         *r = (p3_pp_result) {};
 }

@@ -1,0 +1,107 @@
+/* SPDX-License-Identifier: MIT */
+/* The boxes upstream outlines in NAME_aabb.glb (auto_mask.py better_aabb): per part and axis,
+ * the coordinates of its faces' corners without the IQR outliers, then min and max. The rule
+ * is followed down to NumPy 1.x's arithmetic, so that the outlines land where upstream's do:
+ * the values are float32, np.percentile interpolates linearly with the difference of the two
+ * neighbours taken in float32 and the rest in float64, and the bounds are compared in float32
+ * (NumPy 1.x casts a float64 scalar to the array's float32). */
+#include "export.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "macro.h"
+
+static int cmp_float(const void *a, const void *b) {
+        float x = *(const float *) a, y = *(const float *) b;
+        return (x > y) - (x < y);
+}
+
+/* np.percentile(sorted, q), method "linear", for a float32 array of n > 0 values. */
+static double percentile(const float *sorted, size_t n, double q) {
+        double vi = (double) (n - 1) * (q / 100.0);
+        size_t lo = (size_t) floor(vi), hi = MIN(lo + 1, n - 1);
+        double gamma = vi - (double) lo;
+        float diff = sorted[hi] - sorted[lo];
+        if (gamma >= 0.5)
+                return (double) sorted[hi] - (double) diff * (1.0 - gamma);
+        return (double) sorted[lo] + (double) diff * gamma;
+}
+
+/* remove_outliers_iqr then min and max of what is left, over v[0..n) (scratch: n floats). */
+static void trimmed_range(const float *v, size_t n, float *scratch, double *lo, double *hi) {
+        memcpy(scratch, v, sizeof(float) * n);
+        qsort(scratch, n, sizeof(float), cmp_float);
+        double q1 = percentile(scratch, n, 25), q3 = percentile(scratch, n, 75);
+        double iqr = q3 - q1;
+        float lower = (float) (q1 - 1.5 * iqr), upper = (float) (q3 + 1.5 * iqr);
+        float mn = INFINITY, mx = -INFINITY;
+        for (size_t i = 0; i < n; i++)
+                if (v[i] >= lower && v[i] <= upper) {
+                        mn = MIN(mn, v[i]);
+                        mx = MAX(mx, v[i]);
+                }
+        /* the quartiles themselves always pass, so something is left; guard anyway */
+        if (mn > mx)
+                mn = mx = scratch[n / 2];
+        *lo = mn;
+        *hi = mx;
+}
+
+/* Faces grouped by part: order[start[p]..start[p + 1]) are part p's faces. */
+static int faces_by_part(const p3_segmentation *s, int64_t **ret_start, int32_t **ret_order) {
+        int64_t nf = s->mesh->nf;
+        _cleanup_free_ int64_t *start = calloc((size_t) s->n_parts + 2, sizeof(int64_t));
+        _cleanup_free_ int32_t *order = malloc(sizeof(int32_t) * (size_t) MAX(nf, 1));
+        _cleanup_free_ int32_t *part = malloc(sizeof(int32_t) * (size_t) MAX(nf, 1));
+        if (!start || !order || !part)
+                return -ENOMEM;
+        for (int64_t f = 0; f < nf; f++) {
+                part[f] = p3_segmentation_part(s, s->face_ids[f]);
+                if (part[f] >= 0)
+                        start[part[f] + 2]++;
+        }
+        for (int p = 0; p < s->n_parts; p++)
+                start[p + 2] += start[p + 1];
+        for (int64_t f = 0; f < nf; f++)
+                if (part[f] >= 0)
+                        order[start[part[f] + 1]++] = (int32_t) f;
+        *ret_start = TAKE_PTR(start);
+        *ret_order = TAKE_PTR(order);
+        return 0;
+}
+
+int p3_segmentation_outline_boxes(const p3_segmentation *s, double *boxes) {
+        _cleanup_free_ int64_t *start = NULL;
+        _cleanup_free_ int32_t *order = NULL;
+        int64_t most = 0;
+
+        if (faces_by_part(s, &start, &order) < 0)
+                return -ENOMEM;
+        for (int p = 0; p < s->n_parts; p++)
+                most = MAX(most, start[p + 1] - start[p]);
+        _cleanup_free_ float *v = malloc(sizeof(float) * 3 * (size_t) MAX(most, 1));
+        _cleanup_free_ float *scratch = malloc(sizeof(float) * 3 * (size_t) MAX(most, 1));
+        if (!v || !scratch)
+                return -ENOMEM;
+        for (int p = 0; p < s->n_parts; p++) {
+                double *box = boxes + 6 * (size_t) p;
+                size_t n = 3 * (size_t) (start[p + 1] - start[p]);
+                if (n == 0) {
+                        memcpy(box, s->aabb + 6 * (size_t) p, sizeof(double) * 6);
+                        continue;
+                }
+                for (int c = 0; c < 3; c++) {
+                        size_t k = 0;
+                        for (int64_t x = start[p]; x < start[p + 1]; x++)
+                                for (int corner = 0; corner < 3; corner++) {
+                                        int32_t vi = s->mesh->f[3 * (int64_t) order[x] + corner];
+                                        v[k++] = (float) s->mesh->v[3 * (int64_t) vi + c];
+                                }
+                        trimmed_range(v, n, scratch, &box[c], &box[3 + c]);
+                }
+        }
+        return 0;
+}

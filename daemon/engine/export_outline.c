@@ -14,27 +14,69 @@
 
 #include "macro.h"
 
-static int cmp_float(const void *a, const void *b) {
-        float x = *(const float *) a, y = *(const float *) b;
-        return (x > y) - (x < y);
+/* Rearrange a[0..n) so that a[k] is the value sorted order puts there, smaller or equal
+ * values before it and larger or equal after (quickselect, median of three): the quartiles
+ * need four order statistics, not a sort. */
+static void select_kth(float *a, size_t n, size_t k) {
+        size_t lo = 0, hi = n - 1;
+        while (lo < hi) {
+                size_t mid = lo + (hi - lo) / 2;
+                float x = a[lo], y = a[mid], z = a[hi];
+                float pivot = x < y ? (y < z ? y : x < z ? z : x) : (x < z ? x : y < z ? z : y);
+                size_t i = lo, j = hi;
+                while (i <= j) {
+                        while (a[i] < pivot)
+                                i++;
+                        while (a[j] > pivot)
+                                j--;
+                        if (i <= j) {
+                                float t = a[i];
+                                a[i++] = a[j];
+                                a[j] = t;
+                                if (j == 0)
+                                        break;
+                                j--;
+                        }
+                }
+                if (k <= j)
+                        hi = j;
+                else if (k >= i)
+                        lo = i;
+                else
+                        return;
+        }
 }
 
-/* np.percentile(sorted, q), method "linear", for a float32 array of n > 0 values. */
-static double percentile(const float *sorted, size_t n, double q) {
+static float min_of(const float *a, size_t n) {
+        float m = a[0];
+        for (size_t i = 1; i < n; i++)
+                m = MIN(m, a[i]);
+        return m;
+}
+
+/* np.percentile(a, q), method "linear", for a float32 array of n > 0 values; a is
+ * rearranged, and values before `from` must not exceed those after it (an earlier call with a
+ * smaller q leaves it so). */
+static double percentile(float *a, size_t n, size_t from, double q) {
         double vi = (double) (n - 1) * (q / 100.0);
-        size_t lo = (size_t) floor(vi), hi = MIN(lo + 1, n - 1);
+        size_t lo = (size_t) floor(vi);
         double gamma = vi - (double) lo;
-        float diff = sorted[hi] - sorted[lo];
+        if (lo > from)
+                select_kth(a + from, n - from, lo - from);
+        else
+                select_kth(a, n, lo);
+        float below = a[lo], above = lo + 1 < n ? min_of(a + lo + 1, n - lo - 1) : a[lo];
+        float diff = above - below;
         if (gamma >= 0.5)
-                return (double) sorted[hi] - (double) diff * (1.0 - gamma);
-        return (double) sorted[lo] + (double) diff * gamma;
+                return (double) above - (double) diff * (1.0 - gamma);
+        return (double) below + (double) diff * gamma;
 }
 
 /* remove_outliers_iqr then min and max of what is left, over v[0..n) (scratch: n floats). */
 static void trimmed_range(const float *v, size_t n, float *scratch, double *lo, double *hi) {
         memcpy(scratch, v, sizeof(float) * n);
-        qsort(scratch, n, sizeof(float), cmp_float);
-        double q1 = percentile(scratch, n, 25), q3 = percentile(scratch, n, 75);
+        double q1 = percentile(scratch, n, 0, 25);
+        double q3 = percentile(scratch, n, (size_t) floor((double) (n - 1) * 0.25), 75);
         double iqr = q3 - q1;
         float lower = (float) (q1 - 1.5 * iqr), upper = (float) (q3 + 1.5 * iqr);
         float mn = INFINITY, mx = -INFINITY;
@@ -45,7 +87,7 @@ static void trimmed_range(const float *v, size_t n, float *scratch, double *lo, 
                 }
         /* the quartiles themselves always pass, so something is left; guard anyway */
         if (mn > mx)
-                mn = mx = scratch[n / 2];
+                mn = mx = (float) q1;
         *lo = mn;
         *hi = mx;
 }

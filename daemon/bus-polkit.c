@@ -171,7 +171,7 @@ static int polkit_read_reply(sd_bus_message *reply, const bus_auth_query *q, cha
         if (r >= 0)
                 r = sd_bus_message_read(reply, "bb", &authorized, &challenge);
         if (r < 0) {
-                snprintf(why, size, "polkit's answer about '%s' could not be read: %s", q->action,
+                snprintf(why, size, "polkit's answer about '%s' could not be read: %s.", q->action,
                          strerror(-r));
                 return r;
         }

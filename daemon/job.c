@@ -273,7 +273,9 @@ static void cancel_now(cancel_ctx *c) {
 
 static void cancel_authorized(void *userdata, int result, uid_t uid, const char *why) {
         cancel_ctx *c = userdata;
-        if (result <= 0)
+        if (result < 0) /* not a refusal: the question could not be answered (ENOMEM) */
+                (void) sd_bus_reply_method_errnof(c->call, result, "%s", why);
+        else if (result == 0)
                 (void) bus_reply_access_denied(
                         c->call, "Cancelling another user's job needs root or the polkit "
                                  "action org.p3sam.manage.");

@@ -441,9 +441,12 @@ static void on_authorized(void *userdata, int result, uid_t uid, const char *why
         job *j = NULL;
         int r;
 
-        if (result <= 0) {
+        if (result < 0) /* not a refusal: the question could not be answered (ENOMEM) */
+                (void) sd_bus_reply_method_errnof(q->call, result, "%s", why);
+        if (result == 0)
                 reply_denied(q->call, "Segmenting needs root, membership in the group named by "
                                       "AllowGroup=, or the polkit action org.p3sam.segment.");
+        if (result <= 0) {
                 request_free(q);
                 return;
         }
@@ -536,7 +539,9 @@ static void manage_run(manage_req *q) {
 
 static void on_manage_authorized(void *userdata, int result, uid_t uid, const char *why) {
         manage_req *q = userdata;
-        if (result <= 0)
+        if (result < 0) /* not a refusal: the question could not be answered (ENOMEM) */
+                (void) sd_bus_reply_method_errnof(q->call, result, "%s", why);
+        else if (result == 0)
                 reply_denied(q->call, manage_denied[q->verb]);
         else
                 manage_run(q);

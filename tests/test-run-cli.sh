@@ -123,6 +123,55 @@ if "$run" --help | grep -q segment; then
                 --ply "$tmp/a.ply" --points 1000 --prompts 4 --quiet
         [ -s "$tmp/a.glb" ] && [ -s "$tmp/a.json" ] && [ -s "$tmp/a.ply" ] || { echo "FAIL: outputs missing"; fails=$((fails + 1)); }
         grep -q '"synthetic_weights":true' "$tmp/a.json" || { echo "FAIL: report does not say the weights are synthetic"; fails=$((fails + 1)); }
+        # several outputs, each in the format its name (or --format) says
+        mkdir "$tmp/multi"
+        expect 0 "segment with every format" -- "$run" segment --weights "$tmp/w.safetensors" \
+                --config "$data/tiny_config.json" "$m/alien.glb" -o "$tmp/multi/x.glb" \
+                -o "$tmp/multi/x.ply" -o "$tmp/multi/x.json" -o "$tmp/multi/x.png" \
+                -o "$tmp/multi/x_face_ids.npy" -o "$tmp/multi/x_aabb.npy" -o "$tmp/multi/x_aabb.glb" \
+                --png-size 128 --points 1000 --prompts 4 --quiet
+        [ "$(ls "$tmp/multi" | tr '\n' ' ')" = "x.glb x.json x.ply x.png x_aabb.glb x_aabb.npy x_face_ids.npy " ] ||
+                { echo "FAIL: not the seven outputs:"; ls -A "$tmp/multi"; fails=$((fails + 1)); }
+        head -c 4 "$tmp/multi/x_aabb.glb" | grep -q glTF && head -c 4 "$tmp/multi/x.glb" | grep -q glTF &&
+                head -c 6 "$tmp/multi/x_aabb.npy" | grep -q NUMPY && head -c 8 "$tmp/multi/x.png" | grep -q PNG &&
+                head -c 3 "$tmp/multi/x.ply" | grep -q ply && head -c 1 "$tmp/multi/x.json" | grep -q '{' ||
+                { echo "FAIL: an output is not in the format its name says"; fails=$((fails + 1)); }
+        # x_aabb.glb is upstream's boxes (the longer suffix first), x.glb the plain mesh
+        grep -aq '"box_' "$tmp/multi/x_aabb.glb" && ! grep -aq '"box_' "$tmp/multi/x.glb" ||
+                { echo "FAIL: x_aabb.glb was not taken for the boxes GLB"; fails=$((fails + 1)); }
+        # the PNG's width and height (IHDR) as asked
+        [ "$(od -An -tu1 -j16 -N8 "$tmp/multi/x.png" | tr -s ' ')" = " 0 0 0 128 0 0 0 128" ] ||
+                { echo "FAIL: the PNG is not 128 x 128"; fails=$((fails + 1)); }
+        mkdir "$tmp/up"
+        expect 0 "segment --upstream-files" -- "$run" segment --weights "$tmp/w.safetensors" \
+                --config "$data/tiny_config.json" "$m/alien.glb" -o "$tmp/up/x.glb" --upstream-files \
+                --points 1000 --prompts 4 --quiet
+        [ "$(ls -A "$tmp/up" | tr '\n' ' ')" = "x.glb x.ply x_aabb.glb x_aabb.npy x_face_ids.npy " ] ||
+                { echo "FAIL: --upstream-files did not give upstream's five names:"; ls -A "$tmp/up"; fails=$((fails + 1)); }
+        cmp -s "$tmp/up/x_face_ids.npy" "$tmp/multi/x_face_ids.npy" ||
+                { echo "FAIL: the same job gave other face ids"; fails=$((fails + 1)); }
+        mkdir "$tmp/fmt"
+        expect 0 "segment --format per -o" -- "$run" segment --weights "$tmp/w.safetensors" \
+                --config "$data/tiny_config.json" "$m/alien.glb" -o "$tmp/fmt/a" -o "$tmp/fmt/b" \
+                --format aabb --format ply --points 1000 --prompts 4 --quiet
+        head -c 6 "$tmp/fmt/a" | grep -q NUMPY && head -c 3 "$tmp/fmt/b" | grep -q ply ||
+                { echo "FAIL: --format was not taken in order"; fails=$((fails + 1)); }
+        expect 2 "segment with one --format for two -o" -- "$run" segment --weights w "$m/alien.glb" \
+                -o "$tmp/fmt/c.glb" -o "$tmp/fmt/d.ply" --format glb
+        one_line_error "1 --format for 2 -o"
+        expect 2 "segment with an unknown --format" -- "$run" segment --weights w "$m/alien.glb" \
+                -o "$tmp/fmt/c" --format obj
+        expect 2 "segment -o without a known extension" -- "$run" segment --weights w "$m/alien.glb" \
+                -o "$tmp/fmt/c.txt"
+        one_line_error "cannot tell the format of .*c.txt"
+        expect 2 "segment with one name twice" -- "$run" segment --weights w "$m/alien.glb" \
+                -o "$tmp/fmt/c.glb" -o "$tmp/fmt/c.glb"
+        one_line_error "named twice"
+        expect 1 "segment of a broken mesh with several outputs" -- "$run" segment \
+                --weights "$tmp/w.safetensors" --config "$data/tiny_config.json" "$(ls "$m"/bad/* | head -n 1)" \
+                -o "$tmp/fmt/e.glb" --upstream-files --quiet
+        [ "$(ls -A "$tmp/fmt" | tr '\n' ' ')" = "a b " ] ||
+                { echo "FAIL: a failed or refused job left files:"; ls -A "$tmp/fmt"; fails=$((fails + 1)); }
         expect 2 "predict without --prompt" -- "$run" predict --weights "$tmp/w.safetensors" "$m/alien.glb" --json "$tmp/p.json"
         expect 2 "predict with a malformed --prompt" -- "$run" predict --weights w "$m/alien.glb" --json p.json --prompt 1,2
         expect 0 "predict on alien.glb" -- "$run" predict --weights "$tmp/w.safetensors" \

@@ -35,7 +35,8 @@ static void check_glb(const char *name, const p3_segment_result *r) {
         int fd = memfd_create("glb", MFD_CLOEXEC);
         CHECK(fd >= 0);
         p3_segmentation s = { .mesh = &r->mesh, .face_ids = r->face_ids, .n_parts = r->n_parts,
-                              .part_labels = r->part_labels, .aabb = r->aabb };
+                              .part_labels = r->part_labels, .aabb = r->aabb,
+                              .colours = r->colours };
         p3_err err = {};
         int k = p3_export_glb(&s, fd, &err);
         EXPECT(k >= 0, "%s: GLB export failed: %s", name, p3_err_msg(&err, k));
@@ -150,7 +151,8 @@ static char *glb_bytes(const p3_segment_result *r, size_t *len) {
         int fd = memfd_create("glb", MFD_CLOEXEC);
         CHECK(fd >= 0);
         p3_segmentation s = { .mesh = &r->mesh, .face_ids = r->face_ids, .n_parts = r->n_parts,
-                              .part_labels = r->part_labels, .aabb = r->aabb };
+                              .part_labels = r->part_labels, .aabb = r->aabb,
+                              .colours = r->colours };
         p3_err err = {};
         CHECK_OK(p3_export_glb(&s, fd, &err));
         *len = (size_t) lseek(fd, 0, SEEK_END);

@@ -8,13 +8,25 @@
 #include <unistd.h>
 
 #include "export.h"
+#include "export_format.h"
 #include "mesh_import.h"
 #include "pipeline.h"
 #include "run-output.h"
 #include "run.h"
 
+#define MAX_OUTPUTS 32
+
 typedef struct seg_args {
-        const char *weights, *config, *mesh, *glb, *json, *ply;
+        const char *weights, *config, *mesh, *json;
+        /* segment: -o, --json and --ply in order, each with its --format or NULL */
+        const char *paths[MAX_OUTPUTS], *formats[MAX_OUTPUTS];
+        int n_paths, n_o, n_format;
+        int o_index[MAX_OUTPUTS]; /* paths[] of the i-th -o, for the i-th --format */
+        const char *format_args[MAX_OUTPUTS];
+        bool upstream;
+        p3_out_spec *specs; /* what the above resolve to */
+        int n_specs;
+        p3_render_opts png;
         p3_pipeline_params p;
         long long threads;
         p3_precision precision;
@@ -34,12 +46,21 @@ static void usage(FILE *f, bool predict) {
                       f);
         else
                 fputs("Usage: p3sam-run segment --weights W [--config C.json] MESH -o OUT.glb\n"
+                      "                         [-o OUT ...] [--format F ...] [--upstream-files]\n"
                       "                         [--json OUT.json] [--ply OUT.ply] [--points N]\n"
                       "                         [--prompts K] [--batch B] [--seed S] [--post-process]\n"
                       "                         [--threshold T] [--threads T] [--quiet]\n"
+                      "                         [--png-size N] [--png-boxes]\n"
                       "                         [--precision auto|fp32|bf16|fp16]\n"
                       "Segment MESH (glb, gltf, obj, ply, stl, off) into parts. CPU defaults: 20000\n"
-                      "points, 64 prompts (upstream: 100000 and 400), batch 32, seed 42.\n",
+                      "points, 64 prompts (upstream: 100000 and 400), batch 32, seed 42.\n"
+                      "Each -o is written in the format its name says (*.glb, *.ply, *.json,\n"
+                      "*.png, *_face_ids.npy, *_aabb.npy, *_aabb.glb) or, with --format once\n"
+                      "per -o in order, in glb, ply, json, png, face-ids, aabb or aabb-glb.\n"
+                      "--upstream-files also writes upstream's NAME.glb, NAME.ply, NAME_aabb.glb,\n"
+                      "NAME_aabb.npy and NAME_face_ids.npy, NAME being the first -o without its\n"
+                      "extension. The PNG is N x N pixels (default 1024), boxes outlined with\n"
+                      "--png-boxes.\n",
                       f);
 }
 
@@ -85,20 +106,53 @@ static int parse_args(int argc, char **argv, bool predict, seg_args *a) {
                 { "quiet", no_argument, NULL, 'q' },
                 { "help", no_argument, NULL, 'h' },
                 { "precision", required_argument, NULL, 'X' },
+                { "format", required_argument, NULL, 'F' },
+                { "upstream-files", no_argument, NULL, 'U' },
+                { "png-size", required_argument, NULL, 'Z' },
+                { "png-boxes", no_argument, NULL, 'B' },
                 {},
         };
         long long v;
         int c;
         p3_pipeline_params_cpu(&a->p);
         a->precision = P3_PRECISION_FP32; /* a reference tool */
+        p3_render_opts_default(&a->png);
         optind = 0;
         while ((c = getopt_long(argc, argv, "w:c:o:j:y:n:k:b:s:PT:t:p:qhX:", opts, NULL)) >= 0) {
+                if (strchr("ojyF", c) && a->n_paths >= MAX_OUTPUTS) {
+                        fprintf(stderr, "p3sam-run: at most %d outputs.\n", MAX_OUTPUTS);
+                        return 2;
+                }
                 switch (c) {
                 case 'w': a->weights = optarg; break;
                 case 'c': a->config = optarg; break;
-                case 'o': a->glb = optarg; break;
-                case 'j': a->json = optarg; break;
-                case 'y': a->ply = optarg; break;
+                case 'o':
+                        a->o_index[a->n_o++] = a->n_paths;
+                        a->paths[a->n_paths++] = optarg;
+                        break;
+                case 'j':
+                        a->json = optarg;
+                        if (!predict) {
+                                a->formats[a->n_paths] = "json";
+                                a->paths[a->n_paths++] = optarg;
+                        }
+                        break;
+                case 'y':
+                        a->formats[a->n_paths] = "ply";
+                        a->paths[a->n_paths++] = optarg;
+                        break;
+                case 'F':
+                        if (p3_out_format_from_name(optarg) == P3_OUT_INVALID)
+                                return bad_value("--format", optarg, predict);
+                        a->format_args[a->n_format++] = optarg;
+                        break;
+                case 'U': a->upstream = true; break;
+                case 'B': a->png.boxes = true; break;
+                case 'Z':
+                        if (!run_parse_int(optarg, P3_RENDER_MIN_SIZE, P3_RENDER_MAX_SIZE, &v))
+                                return bad_value("--png-size", optarg, predict);
+                        a->png.size = (int) v;
+                        break;
                 case 'P': a->p.post_process = true; break;
                 case 'q': a->quiet = true; break;
                 case 'n':
@@ -150,12 +204,19 @@ static int parse_args(int argc, char **argv, bool predict, seg_args *a) {
                 return 2;
         }
         a->mesh = argv[optind];
-        if (predict ? (!a->json || a->k == 0) : !a->glb) {
+        if (predict ? (!a->json || a->k == 0) : !a->n_o) {
                 fprintf(stderr, predict ? "p3sam-run: predict needs --json and at least one --prompt.\n"
                                         : "p3sam-run: segment needs -o OUT.glb.\n");
                 usage(stderr, predict);
                 return 2;
         }
+        if (a->n_format && a->n_format != a->n_o) {
+                fprintf(stderr, "p3sam-run: %d --format for %d -o: give one per -o, in order, "
+                        "or none to go by the names.\n", a->n_format, a->n_o);
+                return 2;
+        }
+        for (int i = 0; i < a->n_format; i++)
+                a->formats[a->o_index[i]] = a->format_args[i];
         return -1;
 }
 
@@ -167,7 +228,7 @@ static void on_progress(void *userdata, const char *stage, double fraction) {
 }
 
 typedef struct outputs {
-        run_output o[3];
+        run_output o[MAX_OUTPUTS + P3_UPSTREAM_FILES];
         int n;
 } outputs;
 
@@ -181,7 +242,7 @@ static int write_segmentation(const seg_args *a, const run_model *rm, const p3_s
         _cleanup_(outputs_abort) outputs out = {};
         p3_segmentation s = { .mesh = &res->mesh, .face_ids = res->face_ids,
                               .n_parts = res->n_parts, .part_labels = res->part_labels,
-                              .aabb = res->aabb };
+                              .aabb = res->aabb, .colours = res->colours };
         p3_report rep = {
                 .input = a->mesh, .points = a->p.points, .prompts = a->p.prompts,
                 .prompt_batch = a->p.prompt_batch, .seed = (int64_t) a->p.seed,
@@ -190,17 +251,12 @@ static int write_segmentation(const seg_args *a, const run_model *rm, const p3_s
                 .weights_synthetic = run_model_synthetic(rm),
                 .timings = res->timings, .n_timings = res->n_timings,
         };
-        const char *paths[3] = { a->glb, a->json, a->ply };
         int r = 0;
-        for (int i = 0; r >= 0 && i < 3; i++) {
-                if (!paths[i])
-                        continue;
+        for (int i = 0; r >= 0 && i < a->n_specs; i++) {
                 run_output *o = &out.o[out.n++];
-                r = run_output_open(o, paths[i], err);
+                r = run_output_open(o, a->specs[i].path, err);
                 if (r >= 0)
-                        r = i == 0   ? p3_export_glb(&s, o->fd, err)
-                            : i == 1 ? p3_export_json(&s, &rep, o->fd, err)
-                                     : p3_export_ply(&s, o->fd, false, err);
+                        r = p3_export_format(&s, &rep, &a->png, a->specs[i].format, o->fd, err);
         }
         for (int i = 0; r >= 0 && i < out.n; i++)
                 r = run_output_commit(&out.o[i], err);
@@ -252,13 +308,21 @@ static int segment(seg_args *a, p3_err *err) {
 
 static int run(int argc, char **argv, bool predict) {
         seg_args a = {};
-        int r = parse_args(argc, argv, predict, &a);
-        if (r < 0) {
-                p3_err err = {};
+        int r = parse_args(argc, argv, predict, &a), q = 0;
+        p3_err err = {};
+        /* before the model runs: a name that says no format is a usage error */
+        if (r < 0 && !predict)
+                q = p3_out_resolve(a.paths, a.n_paths, a.formats, a.upstream, &a.specs,
+                                   &a.n_specs, &err);
+        if (q < 0) {
+                fprintf(stderr, "p3sam-run: %s.\n", p3_err_msg(&err, q));
+                r = 2;
+        } else if (r < 0) {
                 r = segment(&a, &err);
                 if (r < 0)
                         r = run_fail("%s.", p3_err_msg(&err, r));
         }
+        p3_out_specs_free(a.specs, a.n_specs);
         free(a.prompts);
         return r;
 }

@@ -279,8 +279,9 @@ static char *send_task(task *t, instance *in) {
         t->report_fd = memfd_create("p3samctl-report", MFD_CLOEXEC);
         if (t->report_fd < 0)
                 return sentence("Cannot make room for the report: %s.", strerror(errno));
-        e = ctl_build_request(r->bus, in->name, r->args, t->mesh_fd, mesh_format, t->out.fd,
-                              r->format, t->report_fd, &call);
+        ctl_output out = { .fd = t->out.fd, .format = r->format };
+        e = ctl_build_request(r->bus, in->name, r->args, t->mesh_fd, mesh_format, &out, 1,
+                              t->report_fd, &call);
         if (e >= 0)
                 e = sd_bus_call_async(r->bus, &t->call, call, on_reply, t, CTL_SLOW_CALL_USEC);
         if (e < 0)
@@ -618,6 +619,17 @@ static int check_usage(const seg_args *a) {
                 return ctl_fail(CTL_EXIT_USAGE, "%s names one mesh's output; with many meshes "
                                                 "use --output-dir (and --summary).",
                                 a->output ? "-o" : a->report ? "--json" : "--no-wait");
+        /* one output per mesh, named after it: a set of names per mesh is not worth it */
+        if (a->upstream_files || a->n_formats > 1)
+                return ctl_fail(CTL_EXIT_USAGE, "%s names several outputs of one mesh; with "
+                                                "many meshes each gets one output, in one "
+                                                "--format (glb, ply, json or png).",
+                                a->upstream_files ? "--upstream-files" : "A second --format");
+        if (a->format && strcmp(a->format, "glb") != 0 && strcmp(a->format, "ply") != 0 &&
+            strcmp(a->format, "json") != 0 && strcmp(a->format, "png") != 0)
+                return ctl_fail(CTL_EXIT_USAGE, "With many meshes --format takes glb, ply, json "
+                                                "or png (NAME.parts.FORMAT), not \"%s\".",
+                                a->format);
         if (a->n_meshes == 0 && !a->from)
                 return ctl_fail(CTL_EXIT_USAGE, "Name the meshes: p3samctl segment MESH... "
                                                 "(files or directories), or --from LIST.");

@@ -4,6 +4,7 @@
  * (or temporary files beside their final names), named only when the job succeeds, so that a
  * failed or cancelled job never leaves a half-written file under the name the user asked for,
  * nor, with unnamed files, anything else. */
+#include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <float.h>
@@ -25,6 +26,7 @@
 #include "ctl-bus.h"
 #include "ctl-progress.h"
 #include "ctl-segment.h"
+#include "export_format.h"
 #include "parse-util.h"
 
 #define MAX_PROMPT_POINTS 4096
@@ -34,8 +36,16 @@
 static void help_segment(void) {
         printf("Usage: p3samctl segment MESH... [OPTIONS]\n"
                "Segment MESH into parts with p3samd and write the result.\n\n"
-               "  -o, --output FILE     where to write (default: beside MESH, NAME.parts.glb)\n"
-               "      --format FMT      glb, ply or json (default: from the output's name)\n"
+               "  -o, --output FILE     where to write (default: beside MESH, NAME.parts.glb);\n"
+               "                        repeatable, each in the format its name says: .glb,\n"
+               "                        .ply, .json, .png, _face_ids.npy, _aabb.npy, _aabb.glb\n"
+               "      --format FMT      glb, ply, json, png, face-ids, aabb or aabb-glb, once\n"
+               "                        per -o in order (default: from the output's name)\n"
+               "      --upstream-files  also write upstream's NAME.glb, NAME.ply, NAME_aabb.glb,\n"
+               "                        NAME_aabb.npy, NAME_face_ids.npy (NAME: the first -o\n"
+               "                        without its extension), for X-Part\n"
+               "      --png-size N      the picture's width and height (default 1024)\n"
+               "      --png-boxes       outline each part's box in the picture\n"
                "      --json FILE       also write the JSON report to FILE\n"
                "      --points N        points sampled on the surface\n"
                "      --prompts K       prompt points\n"
@@ -97,6 +107,9 @@ enum {
         ARG_INSTANCES,
         ARG_SHARD,
         ARG_SHARD_COUNT,
+        ARG_UPSTREAM,
+        ARG_PNG_SIZE,
+        ARG_PNG_BOXES,
 };
 
 static int parse_count(const char *opt, const char *s, uint64_t *ret) {
@@ -174,22 +187,59 @@ static int parse_batch_option(int c, seg_args *a) {
         }
 }
 
+/* Appends s to the list *v of *n. */
+static int push(const char ***v, int *n, const char *s) {
+        const char **p = realloc(*v, sizeof(*p) * (size_t) (*n + 1));
+        if (!p)
+                return ctl_fail(CTL_EXIT_FAILURE, "Out of memory.");
+        p[(*n)++] = s;
+        *v = p;
+        return -1;
+}
+
+/* The options of the outputs; -1 to go on, -2 for another option, else an exit code. */
+static int parse_output_option(int c, seg_args *a) {
+        uint64_t v;
+        switch (c) {
+        case 'o':
+                if (a->predict && a->output)
+                        return ctl_fail(CTL_EXIT_USAGE, "predict writes one output; give -o "
+                                                        "once.");
+                a->output = a->output ?: optarg;
+                return push(&a->outputs, &a->n_outputs, optarg);
+        case ARG_FORMAT:
+                if (p3_out_format_from_name(optarg) == P3_OUT_INVALID)
+                        return ctl_fail(CTL_EXIT_USAGE, "--format takes glb, ply, json, png, "
+                                                        "face-ids, aabb or aabb-glb, not "
+                                                        "\"%s\".", optarg);
+                a->format = a->format ?: optarg;
+                return push(&a->formats, &a->n_formats, optarg);
+        case ARG_UPSTREAM:
+                a->upstream_files = true;
+                return -1;
+        case ARG_PNG_SIZE:
+                if (parse_u64_range(optarg, P3_RENDER_MIN_SIZE, P3_RENDER_MAX_SIZE, &v) < 0)
+                        return ctl_fail(CTL_EXIT_USAGE, "--png-size takes a size in pixels from "
+                                                        "%d to %d, not \"%s\".",
+                                        P3_RENDER_MIN_SIZE, P3_RENDER_MAX_SIZE, optarg);
+                a->png_size = (uint32_t) v;
+                return -1;
+        case ARG_PNG_BOXES:
+                a->png_boxes = 1;
+                return -1;
+        default:
+                return -2;
+        }
+}
+
 /* One option; -1 to go on, else an exit code. */
 static int parse_option(int c, seg_args *a, char **argv) {
         int r = parse_batch_option(c, a);
+        if (r == -2)
+                r = parse_output_option(c, a);
         if (r != -2)
                 return r;
         switch (c) {
-        case 'o':
-                a->output = optarg;
-                return -1;
-        case ARG_FORMAT:
-                if (strcmp(optarg, "glb") != 0 && strcmp(optarg, "ply") != 0 &&
-                    strcmp(optarg, "json") != 0)
-                        return ctl_fail(CTL_EXIT_USAGE,
-                                        "--format takes glb, ply or json, not \"%s\".", optarg);
-                a->format = optarg;
-                return -1;
         case ARG_JSON:
                 a->report = optarg;
                 return -1;
@@ -254,6 +304,9 @@ static int parse_args(int argc, char **argv, seg_args *a) {
                 { "instances", required_argument, NULL, ARG_INSTANCES },
                 { "shard", required_argument, NULL, ARG_SHARD },
                 { "shard-count", required_argument, NULL, ARG_SHARD_COUNT },
+                { "upstream-files", no_argument, NULL, ARG_UPSTREAM },
+                { "png-size", required_argument, NULL, ARG_PNG_SIZE },
+                { "png-boxes", no_argument, NULL, ARG_PNG_BOXES },
                 CTL_GLOBAL_OPTIONS,
                 {},
         };
@@ -301,17 +354,6 @@ static const char *extension(const char *path) {
         const char *slash = strrchr(path, '/'), *dot = strrchr(path, '.');
         return dot && (!slash || dot > slash) && dot[1] ? dot + 1 : NULL;
 }
-
-/* The name of a known format from the path's extension (any case), or NULL. */
-static const char *format_from_name(const char *path, const char *const *known) {
-        const char *ext = extension(path);
-        for (; ext && *known; known++)
-                if (strcasecmp(ext, *known) == 0)
-                        return *known;
-        return NULL;
-}
-
-static const char *const output_formats[] = { "glb", "ply", "json", NULL };
 
 /* A .gltf's buffers must be inside it (data: URIs): only the one descriptor travels, so the
  * daemon cannot open a .bin beside it. Checked here, where the cure can be named. */
@@ -511,8 +553,31 @@ void ctl_out_done(out_file *o) {
 
 /* ---- the request ---- */
 
-static int append_options(sd_bus_message *m, const seg_args *a, int report_fd) {
+/* "outputs": the outputs after the first, as (descriptor, format). */
+static int append_outputs(sd_bus_message *m, const ctl_output *outs, int n_outs) {
+        int r = sd_bus_message_open_container(m, 'e', "sv");
+        if (r >= 0)
+                r = sd_bus_message_append(m, "s", "outputs");
+        if (r >= 0)
+                r = sd_bus_message_open_container(m, 'v', "a(hs)");
+        if (r >= 0)
+                r = sd_bus_message_open_container(m, 'a', "(hs)");
+        for (int i = 1; r >= 0 && i < n_outs; i++)
+                r = sd_bus_message_append(m, "(hs)", outs[i].fd, outs[i].format);
+        for (int i = 0; r >= 0 && i < 3; i++)
+                r = sd_bus_message_close_container(m);
+        return r;
+}
+
+static int append_options(sd_bus_message *m, const seg_args *a, const ctl_output *outs,
+                          int n_outs, int report_fd) {
         int r = sd_bus_message_open_container(m, 'a', "{sv}");
+        if (r >= 0 && n_outs > 1)
+                r = append_outputs(m, outs, n_outs);
+        if (r >= 0 && a->png_size)
+                r = sd_bus_message_append(m, "{sv}", "png_size", "u", a->png_size);
+        if (r >= 0 && a->png_boxes >= 0)
+                r = sd_bus_message_append(m, "{sv}", "png_boxes", "b", a->png_boxes);
         if (r >= 0 && a->points)
                 r = sd_bus_message_append(m, "{sv}", "points", "u", (uint32_t) a->points);
         if (r >= 0 && a->prompts)
@@ -535,7 +600,7 @@ static int append_options(sd_bus_message *m, const seg_args *a, int report_fd) {
 }
 
 int ctl_build_request(sd_bus *bus, const char *dest, const seg_args *a, int mesh_fd,
-                      const char *mesh_format, int out_fd, const char *out_format, int report_fd,
+                      const char *mesh_format, const ctl_output *outs, int n_outs, int report_fd,
                       sd_bus_message **ret) {
         _cleanup_(sd_bus_message_unrefp) sd_bus_message *m = NULL;
         int r = sd_bus_message_new_method_call(bus, &m, dest, CTL_BUS_PATH,
@@ -551,11 +616,11 @@ int ctl_build_request(sd_bus *bus, const char *dest, const seg_args *a, int mesh
                         r = sd_bus_message_close_container(m);
         }
         if (r >= 0)
-                r = sd_bus_message_append(m, "h", out_fd);
+                r = sd_bus_message_append(m, "h", outs[0].fd);
         if (r >= 0 && !a->predict)
-                r = sd_bus_message_append(m, "s", out_format);
+                r = sd_bus_message_append(m, "s", outs[0].format);
         if (r >= 0)
-                r = append_options(m, a, report_fd);
+                r = append_options(m, a, outs, n_outs, report_fd);
         if (r < 0)
                 return r;
         *ret = TAKE_PTR(m);
@@ -782,42 +847,111 @@ static void watch_done(watch *w) {
 typedef struct request {
         seg_args args;
         int mesh_fd;
-        const char *mesh_format, *out_format;
+        const char *mesh_format;
         char *default_output; /* MESH.parts.glb, MESH.masks.json */
-        out_file out, report;
+        p3_out_spec *specs;   /* every output: -o, --format, --upstream-files */
+        int n_specs;
+        out_file *outs;       /* [n_specs] */
+        out_file report;
 } request;
 
 static void request_done(request *q) {
         if (q->mesh_fd >= 0)
                 close(q->mesh_fd);
-        ctl_out_done(&q->out);
+        for (int i = 0; q->outs && i < q->n_specs; i++)
+                ctl_out_done(&q->outs[i]);
+        free(q->outs);
+        p3_out_specs_free(q->specs, q->n_specs);
         ctl_out_done(&q->report);
         free(q->default_output);
         free(q->args.xyz);
+        free(q->args.outputs);
+        free(q->args.formats);
 }
 
 /* The default output: beside the mesh, named after it without its extension (chair.glb →
- * chair.parts.glb); a name without a known mesh extension is kept whole. */
+ * chair.parts.glb, chair.parts_aabb.npy with --format aabb); a name without a known mesh
+ * extension is kept whole. */
 static int default_output(request *q) {
         const char *mesh = q->args.mesh, *ext = extension(mesh);
         int stem = (int) strlen(mesh);
+        _cleanup_free_ char *parts = NULL;
         if (ext && batch_mesh_format(mesh))
                 stem = (int) (ext - 1 - mesh);
+        p3_out_format f = p3_out_format_from_name(q->args.format ?: "glb");
         int r = q->args.predict ? asprintf(&q->default_output, "%.*s.masks.json", stem, mesh)
-                                : asprintf(&q->default_output, "%.*s.parts.%s", stem, mesh,
-                                           q->args.format ?: "glb");
+                                : asprintf(&parts, "%.*s.parts", stem, mesh);
+        if (r >= 0 && !q->args.predict)
+                r = (q->default_output = p3_out_format_path(parts, f)) ? 0 : -1;
         if (r < 0) {
                 q->default_output = NULL;
                 return ctl_fail(CTL_EXIT_FAILURE, "Out of memory.");
         }
         q->args.output = q->default_output;
-        return 0;
+        return push(&q->args.outputs, &q->args.n_outputs, q->default_output) == -1
+                       ? 0 : CTL_EXIT_FAILURE;
 }
 
 static int same_file(int fd, const char *path) {
         struct stat a, b;
         return fstat(fd, &a) == 0 && stat(path, &b) == 0 && a.st_dev == b.st_dev &&
                a.st_ino == b.st_ino;
+}
+
+/* Every output with its format; refused before anything is opened: two outputs with one name,
+ * a name that says no format, more descriptors than the bus passes. */
+static int resolve_outputs(request *q) {
+        seg_args *a = &q->args;
+        p3_err err = {};
+        if (a->predict) {
+                q->specs = calloc(1, sizeof(*q->specs));
+                if (!q->specs || !(q->specs[0].path = strdup(a->output)))
+                        return ctl_fail(CTL_EXIT_FAILURE, "Out of memory.");
+                q->specs[0].format = P3_OUT_JSON;
+                q->n_specs = 1;
+        } else if (a->n_formats && a->n_formats != a->n_outputs)
+                return ctl_fail(CTL_EXIT_USAGE, "%d --format for %d -o: give one per -o, in "
+                                                "order, or none to go by the names.",
+                                a->n_formats, a->n_outputs);
+        int r = a->predict ? 0 : p3_out_resolve(a->outputs, a->n_outputs,
+                                                 a->n_formats ? a->formats : NULL,
+                                                 a->upstream_files, &q->specs, &q->n_specs, &err);
+        if (r == -ENOMEM)
+                return ctl_fail(CTL_EXIT_FAILURE, "Out of memory.");
+        if (r < 0) /* the engine's sentence, capitalised */
+                return ctl_fail(CTL_EXIT_USAGE, "%c%s.", toupper(*p3_err_msg(&err, r)),
+                                p3_err_msg(&err, r) + 1);
+        int fds = 1 + q->n_specs + !!a->report;
+        if (fds > CTL_MAX_FDS)
+                return ctl_fail(CTL_EXIT_USAGE, "That is %d descriptors (the mesh, %d outputs%s), "
+                                                "but the system bus passes at most %d in one "
+                                                "message; segment again for the rest.",
+                                fds, q->n_specs, a->report ? ", the report" : "", CTL_MAX_FDS);
+        q->outs = calloc((size_t) q->n_specs, sizeof(*q->outs));
+        if (!q->outs)
+                return ctl_fail(CTL_EXIT_FAILURE, "Out of memory.");
+        for (int i = 0; i < q->n_specs; i++)
+                q->outs[i] = OUT_FILE_NULL;
+        return 0;
+}
+
+/* Neither an output nor the report may be the mesh, nor the report an output. */
+static int check_names(request *q) {
+        const seg_args *a = &q->args;
+        if (a->report && same_file(q->mesh_fd, a->report))
+                return ctl_fail(CTL_EXIT_USAGE, "The report would overwrite the mesh %s; name "
+                                                "another file with --json.", a->mesh);
+        for (int i = 0; i < q->n_specs; i++) {
+                const char *path = q->specs[i].path;
+                if (same_file(q->mesh_fd, path))
+                        return ctl_fail(CTL_EXIT_USAGE, "The output %s would overwrite the mesh "
+                                                        "%s; name another file with -o.",
+                                        path, a->mesh);
+                if (a->report && strcmp(a->report, path) == 0)
+                        return ctl_fail(CTL_EXIT_USAGE, "The report and an output cannot both "
+                                                        "be %s.", path);
+        }
+        return 0;
 }
 
 /* Everything that needs no daemon: the input, the formats, the outputs. */
@@ -835,19 +969,10 @@ static int prepare(request *q) {
                 return ctl_fail(CTL_EXIT_FAILURE, "%s is not a regular file.", a->mesh);
         if (!a->output && (r = default_output(q)))
                 return r;
-        q->out_format = a->predict ? "json" : a->format ?: format_from_name(a->output, output_formats);
-        if (!q->out_format)
-                return ctl_fail(CTL_EXIT_USAGE,
-                                "Cannot tell the output format from the name %s: end it in .glb, "
-                                ".ply or .json, or give --format.",
-                                a->output);
-        if (same_file(q->mesh_fd, a->output) || (a->report && same_file(q->mesh_fd, a->report)))
-                return ctl_fail(CTL_EXIT_USAGE, "The output would overwrite the mesh %s; name "
-                                                "another file with -o.", a->mesh);
-        if (a->report && strcmp(a->report, a->output) == 0)
-                return ctl_fail(CTL_EXIT_USAGE, "The report and the output cannot both be %s.",
-                                a->output);
-        r = out_file_open(&q->out, a->output, a->no_wait);
+        if ((r = resolve_outputs(q)) || (r = check_names(q)))
+                return r;
+        for (int i = 0; r == 0 && i < q->n_specs; i++)
+                r = out_file_open(&q->outs[i], q->specs[i].path, a->no_wait);
         if (r == 0 && a->report)
                 r = out_file_open(&q->report, a->report, a->no_wait);
         return r;
@@ -885,12 +1010,15 @@ static int job_outcome(request *q, watch *w) {
                 return CTL_EXIT_CANCELLED;
         }
         if (done) {
-                int r = out_file_commit(&q->out);
+                int r = 0;
+                for (int i = 0; r == 0 && i < q->n_specs; i++)
+                        r = out_file_commit(&q->outs[i]);
                 if (r == 0)
                         r = out_file_commit(&q->report);
                 if (r)
                         return r;
-                printf("%s\n", q->out.final);
+                for (int i = 0; i < q->n_specs; i++)
+                        printf("%s\n", q->outs[i].final);
                 if (q->report.final)
                         printf("%s\n", q->report.final);
                 return CTL_EXIT_OK;
@@ -902,7 +1030,9 @@ static int job_outcome(request *q, watch *w) {
 
 static void print_detached(const request *q, const watch *w) {
         printf("Job %s submitted: %s\n", strrchr(w->path, '/') + 1, w->path);
-        printf("%s fills when the job is done (p3samctl jobs shows it).\n", q->out.final);
+        for (int i = 0; i < q->n_specs; i++)
+                printf("%s fills when the job is done (p3samctl jobs shows it).\n",
+                       q->outs[i].final);
 }
 
 /* Submit, then follow the job until it ends (or just submit, with --no-wait). */
@@ -914,8 +1044,12 @@ static int run(request *q, const sigset_t *signals) {
         if (r < 0)
                 return ctl_bus_fail(NULL, r, "connect to the bus");
         (void) sd_bus_set_allow_interactive_authorization(w.bus, isatty(STDIN_FILENO));
-        r = ctl_build_request(w.bus, ctl_bus_name(), &q->args, q->mesh_fd, q->mesh_format,
-                              q->out.fd, q->out_format, q->report.fd, &call);
+        ctl_output outs[CTL_MAX_FDS];
+        for (int i = 0; i < q->n_specs; i++)
+                outs[i] = (ctl_output) { .fd = q->outs[i].fd,
+                                         .format = p3_out_format_name(q->specs[i].format) };
+        r = ctl_build_request(w.bus, ctl_bus_name(), &q->args, q->mesh_fd, q->mesh_format, outs,
+                              q->n_specs, q->report.fd, &call);
         if (r >= 0 && !q->args.no_wait)
                 r = subscribe(&w);
         if (r >= 0)
@@ -938,9 +1072,8 @@ static int run(request *q, const sigset_t *signals) {
 }
 
 static int verb_submit(int argc, char **argv, bool predict) {
-        request q = { .args = { .predict = predict, .post_process = -1 },
+        request q = { .args = { .predict = predict, .post_process = -1, .png_boxes = -1 },
                       .mesh_fd = -1,
-                      .out = OUT_FILE_NULL,
                       .report = OUT_FILE_NULL };
         sigset_t signals;
         int r = parse_args(argc, argv, &q.args);

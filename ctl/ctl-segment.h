@@ -10,7 +10,12 @@
 
 typedef struct seg_args {
         bool predict;
-        const char *mesh, *output, *format, *report;
+        const char *mesh, *output, *format, *report; /* output, format: the first -o, --format */
+        const char **outputs, **formats; /* every -o, every --format, in order */
+        int n_outputs, n_formats;
+        bool upstream_files;
+        uint32_t png_size; /* 0: the daemon's default */
+        int png_boxes;     /* -1: the daemon's default */
         uint64_t points, prompts, batch, seed; /* 0 (seed: !have_seed): the daemon's default */
         bool have_seed, no_wait;
         int post_process; /* -1: the daemon's default */
@@ -49,9 +54,20 @@ void ctl_out_done(out_file *o);
  * descriptor: the sentence that says so and names the cure, else NULL. */
 char *ctl_gltf_unfit(const char *path);
 
-/* Segment(h s h s a{sv}) or Predict(h s a(ddd) h a{sv}) to the daemon dest. */
+/* One output of a job: its descriptor and format name. */
+typedef struct ctl_output {
+        int fd;
+        const char *format;
+} ctl_output;
+
+/* The system bus passes at most this many descriptors in one message (the mesh, the outputs,
+ * the report): dbus-daemon's max_message_unix_fds there. */
+#define CTL_MAX_FDS 16
+
+/* Segment(h s h s a{sv}) or Predict(h s a(ddd) h a{sv}) to the daemon dest: outs[0] is the
+ * positional output, the others go in the option "outputs" (a(hs)). */
 int ctl_build_request(sd_bus *bus, const char *dest, const seg_args *a, int mesh_fd,
-                      const char *mesh_format, int out_fd, const char *out_format, int report_fd,
+                      const char *mesh_format, const ctl_output *outs, int n_outs, int report_fd,
                       sd_bus_message **ret);
 
 /* "Job 7 failed: chair.glb: truncated." from the daemon's message ("mesh: X" names the

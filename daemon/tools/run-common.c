@@ -69,11 +69,16 @@ bool run_parse_int(const char *s, long long lo, long long hi, long long *ret) {
 }
 
 int run_fail(const char *fmt, ...) {
+        char msg[1024];
         va_list ap;
-        fputs("p3sam-run: ", stderr);
         va_start(ap, fmt);
-        vfprintf(stderr, fmt, ap);
+        int n = vsnprintf(msg, sizeof(msg), fmt, ap);
         va_end(ap);
-        fputs("\n", stderr);
+        n = n < 0 ? 0 : MIN(n, (int) sizeof(msg) - 1);
+        msg[n] = 0;
+        /* "%s." after an engine sentence that ends with its own period: one is enough */
+        if (n >= 2 && msg[n - 1] == '.' && msg[n - 2] == '.' && (n < 3 || msg[n - 3] != '.'))
+                msg[n - 1] = 0;
+        fprintf(stderr, "p3sam-run: %s\n", msg);
         return 1;
 }

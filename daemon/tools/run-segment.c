@@ -314,7 +314,9 @@ static int run(int argc, char **argv, bool predict) {
         if (r < 0 && !predict)
                 q = p3_out_resolve(a.paths, a.n_paths, a.formats, a.upstream, &a.specs,
                                    &a.n_specs, &err);
-        if (q < 0) {
+        if (q == -ENOMEM) { /* not the command line's fault */
+                r = run_fail("%s.", p3_err_msg(&err, q));
+        } else if (q < 0) {
                 fprintf(stderr, "p3sam-run: %s.\n", p3_err_msg(&err, q));
                 r = 2;
         } else if (r < 0) {

@@ -32,6 +32,8 @@
 #define PROMPTS_LIMIT P3_PROMPTS_MAX
 #define PROMPT_BATCH_LIMIT P3_PROMPT_BATCH_MAX
 #define GPU_MEMORY_MIN (UINT64_C(64) << 20)
+/* Below this the helper cannot even start its C++ runtime and assimp. */
+#define IMPORT_MEMORY_MIN (UINT64_C(64) << 20)
 
 _Static_assert(sizeof(daemon_backend) == sizeof(int), "enums are stored as int");
 _Static_assert(sizeof(daemon_precision) == sizeof(int), "enums are stored as int");
@@ -78,6 +80,7 @@ void daemon_conf_init(daemon_conf *c) {
                 .allow_group = strdup(DAEMON_CONF_ALLOW_GROUP),
                 .job_linger_usec = 60 * USEC_PER_SEC,
                 .max_mesh_bytes = UINT64_C(512) << 20,
+                .import_timeout_usec = 2 * 60 * USEC_PER_SEC,
                 .gpu = seg,
                 .cpu = seg,
                 .max_points = 200000,
@@ -92,6 +95,15 @@ void daemon_conf_done(daemon_conf *c) {
         free(c->model_config);
         free(c->allow_group);
         c->model_path = c->model_config = c->allow_group = NULL;
+}
+
+uint64_t daemon_conf_import_memory_max(const daemon_conf *c) {
+        if (c->import_memory_max)
+                return c->import_memory_max;
+        if (c->max_mesh_bytes >= DAEMON_IMPORT_MEMORY_AUTO_MAX / DAEMON_IMPORT_MEMORY_PER_BYTE)
+                return DAEMON_IMPORT_MEMORY_AUTO_MAX;
+        return MIN(c->max_mesh_bytes * DAEMON_IMPORT_MEMORY_PER_BYTE + DAEMON_IMPORT_MEMORY_BASE,
+                   DAEMON_IMPORT_MEMORY_AUTO_MAX);
 }
 
 void daemon_conf_segment_defaults(const daemon_conf *c, bool cpu, daemon_segment_defaults *ret) {
@@ -118,6 +130,8 @@ typedef enum conf_key_id {
         KEY_ALLOW_GROUP,
         KEY_JOB_LINGER,
         KEY_MAX_MESH_SIZE,
+        KEY_IMPORT_TIMEOUT,
+        KEY_IMPORT_MEMORY_MAX,
         KEY_POINT_NUM,
         KEY_PROMPT_NUM,
         KEY_PROMPT_BATCH,
@@ -205,6 +219,19 @@ static int conf_parse_size(const conf_key *k, const char *value, void *ret, char
         }
         store_integer(ret, k->size, v);
         return 0;
+}
+
+/* A size, or "auto" (stored as 0) for one derived from another key. */
+static int conf_parse_size_auto(const conf_key *k, const char *value, void *ret, char *why,
+                                size_t why_len) {
+        if (strcmp(value, "auto") == 0) {
+                store_integer(ret, k->size, 0);
+                return 0;
+        }
+        int r = conf_parse_size(k, value, ret, why, why_len);
+        if (r < 0)
+                snprintf(why + strlen(why), why_len - strlen(why), ", or auto");
+        return r;
 }
 
 static int conf_parse_timespan(const conf_key *k, const char *value, void *ret, char *why,
@@ -351,6 +378,11 @@ static const conf_key conf_keys[_KEY_MAX] = {
                              FIELD(job_linger_usec) },
         [KEY_MAX_MESH_SIZE] = { "Daemon", "MaxMeshSize", conf_parse_size, FIELD(max_mesh_bytes),
                                 RANGE(1, UINT64_MAX) },
+        [KEY_IMPORT_TIMEOUT] = { "Daemon", "ImportTimeoutSec", conf_parse_timespan,
+                                 FIELD(import_timeout_usec) },
+        [KEY_IMPORT_MEMORY_MAX] = { "Daemon", "ImportMemoryMax", conf_parse_size_auto,
+                                    FIELD(import_memory_max),
+                                    RANGE(IMPORT_MEMORY_MIN, UINT64_MAX) },
 
         [KEY_POINT_NUM] = { "Segment", "PointNum", conf_parse_integer, FIELD(gpu.points),
                             FLAG(points_set), RANGE(POINTS_MIN, POINTS_LIMIT) },

@@ -57,6 +57,10 @@ typedef struct daemon_conf {
         char *allow_group;           /* AllowGroup=, DAEMON_CONF_ALLOW_GROUP */
         uint64_t job_linger_usec;    /* JobLingerSec=, 60s */
         uint64_t max_mesh_bytes;     /* MaxMeshSize=, 512 MiB, UINT64_MAX: no cap */
+        uint64_t import_timeout_usec; /* ImportTimeoutSec=, 2min; 0 or infinity: none */
+        uint64_t import_memory_max;  /* ImportMemoryMax=, 0 ("auto"): from MaxMeshSize=;
+                                      * UINT64_MAX: no cap. Read it through
+                                      * daemon_conf_import_memory_max(). */
 
         /* [Segment]. PromptBatch=, Seed=, PostProcess=, Threshold= set both sets alike;
          * PointNum=/PromptNum= set gpu's and, explicitly given, apply to both backends;
@@ -96,6 +100,16 @@ int daemon_conf_apply_env(daemon_conf *c, const char *(*get)(const char *name), 
 /* The resolved defaults for a backend: gpu's set, or (cpu) cpu's set with gpu's point and
  * prompt numbers where PointNum=/PromptNum= or the environment set them explicitly. */
 void daemon_conf_segment_defaults(const daemon_conf *c, bool cpu, daemon_segment_defaults *ret);
+
+/* The importer's memory cap in bytes (UINT64_MAX: none): ImportMemoryMax=, or for "auto"
+ * DAEMON_IMPORT_MEMORY_PER_BYTE times MaxMeshSize= plus DAEMON_IMPORT_MEMORY_BASE, at most
+ * DAEMON_IMPORT_MEMORY_AUTO_MAX. Measured (address space, p3sam-import): an ASCII OBJ holds
+ * 8.2 to 8.4 times its size, a binary PLY 7 times; the face and vertex limits bound any file
+ * (an OBJ at the limits: 107 MB, 0.9 GB), hence the ceiling. */
+#define DAEMON_IMPORT_MEMORY_PER_BYTE 8
+#define DAEMON_IMPORT_MEMORY_BASE (UINT64_C(512) << 20)
+#define DAEMON_IMPORT_MEMORY_AUTO_MAX (UINT64_C(4) << 30)
+uint64_t daemon_conf_import_memory_max(const daemon_conf *c);
 
 const char *daemon_backend_to_string(daemon_backend b);
 const char *daemon_precision_to_string(daemon_precision p);

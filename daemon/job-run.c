@@ -8,8 +8,8 @@
 #include <unistd.h>
 
 #include "export.h"
+#include "import-spawn.h"
 #include "job-run.h"
-#include "mesh_import.h"
 
 typedef struct run_ctx {
         job *j;
@@ -146,16 +146,21 @@ static int run_predict(residency *res, job *j, const p3_mesh *mesh, run_ctx *c, 
 
 int job_run(residency *res, job *j, job_progress_fn progress, void *userdata, p3_err *err) {
         run_ctx c = { .j = j, .progress = progress, .userdata = userdata };
-        p3_mesh_limits lim;
+        import_request req = {
+                .mesh_fd = j->mesh_fd,
+                .format = j->mesh_format,
+                .timeout_usec = j->import_timeout_usec,
+                .memory_max = j->import_memory_max,
+                .cancel = &j->cancel,
+        };
         p3_mesh mesh = {};
-        p3_mesh_limits_default(&lim);
+        p3_mesh_limits_default(&req.lim);
+        /* MaxMeshSize=infinity: the helper's own size_t bound */
         if (j->max_mesh_bytes)
-                lim.max_bytes = j->max_mesh_bytes;
+                req.lim.max_bytes = (size_t) MIN(j->max_mesh_bytes, (uint64_t) SIZE_MAX);
         on_progress(&c, "reading", 0);
-        if (lseek(j->mesh_fd, 0, SEEK_SET) < 0 && errno != ESPIPE)
-                return p3_errf(err, -errno, "cannot read the mesh: %m");
-        int r = p3_mesh_import_fd(j->mesh_fd, j->mesh_format[0] ? j->mesh_format : NULL, "mesh",
-                                  &lim, &mesh, err);
+        /* In a helper process: assimp's crashes, hangs and leaks stay out of the daemon. */
+        int r = import_mesh(&req, &mesh, err);
         /* Outputs are emptied only once the mesh is in memory: whatever the caller passed,
          * nothing it gave us is destroyed before it was read. */
         if (r >= 0) {

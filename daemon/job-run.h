@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: MIT */
-/* Running one job on the worker thread: read the mesh from the caller's descriptor, run the
- * pipeline, write the result to the output descriptor only on success (a failed job leaves
- * the output truncated to 0 bytes, but never before the mesh has been read). */
+/* Running one job on the worker thread: import the mesh from the caller's descriptor (in a
+ * p3sam-import helper process, import-spawn.h), run the pipeline, write the result to the
+ * output descriptor only on success (a failed job leaves the output truncated to 0 bytes,
+ * but never before the mesh has been read). */
 #pragma once
 
 #include "error.h"

@@ -44,6 +44,8 @@ typedef struct job {
         bool has_precision;     /* option "precision": the model runs at it for this job */
         p3_precision precision;
         uint64_t max_mesh_bytes; /* MaxMeshSize= when the job was submitted */
+        uint64_t import_timeout_usec, import_memory_max; /* ImportTimeoutSec=, ImportMemoryMax=
+                                                          * (resolved: bytes or UINT64_MAX) */
         double *prompts; /* predict: [k, 3] object coordinates */
         int k;
 

@@ -310,6 +310,8 @@ static job *job_alloc(manager *m, job_kind kind, sd_bus_message *call) {
         j->mesh_fd = j->out_fd = j->report_fd = -1;
         j->sender = strdup(sd_bus_message_get_sender(call) ? sd_bus_message_get_sender(call) : "");
         j->max_mesh_bytes = m->conf.max_mesh_bytes;
+        j->import_timeout_usec = m->conf.import_timeout_usec;
+        j->import_memory_max = daemon_conf_import_memory_max(&m->conf);
         daemon_segment_defaults d;
         daemon_conf_segment_defaults(&m->conf, strcmp(m->status.backend, "cuda") != 0, &d);
         j->params = (p3_pipeline_params) {

@@ -11,7 +11,7 @@ set -eu
 
 # What p3samd, p3samctl and the units need at run time: the shared libraries they link (oneDNN
 # for the matrix products), the system bus, polkit, systemd's busctl.
-RUNTIME="libjson-c5 libsystemd0 libuv1 libassimp5 libinih1 libcurl4 libssl3
+RUNTIME="libjson-c5 libsystemd0 libuv1 libassimp5 libseccomp2 libinih1 libcurl4 libssl3
 libgomp1 libdnnl2 dbus polkitd systemd"
 
 # Building and testing; systemd-container and debootstrap boot the real-systemd test,
@@ -21,7 +21,7 @@ libgomp1 libdnnl2 dbus polkitd systemd"
 # the fuzz targets (-Dfuzz=true, scripts/fuzz.sh).
 BUILD="meson ninja-build pkg-config gcc libc6-dev clang libclang-rt-14-dev
 libjson-c-dev libssl-dev
-libsystemd-dev libuv1-dev libassimp-dev libinih-dev libcurl4-openssl-dev libdnnl-dev
+libsystemd-dev libuv1-dev libassimp-dev libseccomp-dev libinih-dev libcurl4-openssl-dev libdnnl-dev
 scdoc util-linux systemd-container debootstrap slurm-wlm munge"
 
 if [ "${1:-}" = "--runtime-list" ]; then

@@ -662,8 +662,7 @@ int p3_mesh_import_buffer(const void *buf, size_t size, const char *format, cons
         return import_checked(buf, size, fmt, name, lim, -1, ret, err);
 }
 
-/* The whole of a regular file or memfd, refused before reading if it is over the limit. */
-static int read_fd(int fd, const char *name, size_t max_bytes, void **ret, size_t *ret_size, p3_err *err) {
+int p3_mesh_read_fd(int fd, const char *name, size_t max_bytes, void **ret, size_t *ret_size, p3_err *err) {
         struct stat st;
         int r;
 
@@ -705,7 +704,7 @@ int p3_mesh_import_fd(int fd, const char *format, const char *name, const p3_mes
 
         name = name ?: "mesh file";
         lim = limits_or_default(lim, &lbuf);
-        r = read_fd(fd, name, lim->max_bytes, &buf, &size, err);
+        r = p3_mesh_read_fd(fd, name, lim->max_bytes, &buf, &size, err);
         if (r < 0)
                 return r;
         return p3_mesh_import_buffer(buf, size, format, name, lim, ret, err);
@@ -741,7 +740,7 @@ int p3_mesh_import_file(const char *path, const char *format, const p3_mesh_limi
                 r = -errno;
                 return p3_errf(err, r, "%s: cannot open: %s", path, p3_strerror(r));
         }
-        r = read_fd(fd, path, lim->max_bytes, &buf, &size, err);
+        r = p3_mesh_read_fd(fd, path, lim->max_bytes, &buf, &size, err);
         if (r < 0)
                 return r;
 

@@ -50,6 +50,12 @@ int p3_mesh_import_buffer(const void *buf, size_t size, const char *format, cons
 int p3_mesh_import_fd(int fd, const char *format, const char *name, const p3_mesh_limits *lim,
                       p3_mesh *ret, p3_err *err);
 
+/* The whole content of fd as p3_mesh_import_fd reads it (pread from offset 0), refused before
+ * reading when it is no regular file or memfd or larger than max_bytes; *ret is malloc'd. For
+ * a reader that imports later, elsewhere (p3sam-import reads, then locks itself in). */
+int p3_mesh_read_fd(int fd, const char *name, size_t max_bytes, void **ret, size_t *ret_size,
+                    p3_err *err);
+
 /* A file by path; format NULL: from the extension, else detected from the content. The only
  * variant that loads a .gltf with external buffers (relative URIs beside the file). */
 int p3_mesh_import_file(const char *path, const char *format, const p3_mesh_limits *lim,

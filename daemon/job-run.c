@@ -2,6 +2,7 @@
 #define _GNU_SOURCE /* O_PATH */
 #include <fcntl.h>
 #include <linux/magic.h>
+#include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/vfs.h>
@@ -75,6 +76,35 @@ int job_check_same_file(int mesh_fd, int out_fd, int report_fd, p3_err *err) {
         return 0;
 }
 
+int job_check_outputs_same_file(const job *j, p3_err *err) {
+        for (int i = 0; i < j->n_outputs; i++) {
+                int fd = j->outputs[i].fd;
+                const char *f = p3_out_format_name(j->outputs[i].format);
+                if (same_file(j->mesh_fd, fd))
+                        return p3_errf(err, -EINVAL, "the mesh and output %d (%s) are the same "
+                                       "file; the output would overwrite the mesh", i + 2, f);
+                if (same_file(j->out_fd, fd) || same_file(j->report_fd, fd))
+                        return p3_errf(err, -EINVAL, "output %d (%s) is the same file as the %s",
+                                       i + 2, f, same_file(j->out_fd, fd) ? "output" : "report");
+                for (int k = 0; k < i; k++)
+                        if (same_file(j->outputs[k].fd, fd))
+                                return p3_errf(err, -EINVAL, "outputs %d and %d are the same "
+                                               "file", k + 2, i + 2);
+        }
+        return 0;
+}
+
+int job_check_outputs_fds(const job *j, p3_err *err) {
+        char what[32];
+        int r = 0;
+        for (int i = 0; r >= 0 && i < j->n_outputs; i++) {
+                snprintf(what, sizeof(what), "output %d (%s)", i + 2,
+                         p3_out_format_name(j->outputs[i].format));
+                r = check_fd(j->outputs[i].fd, true, what, err);
+        }
+        return r;
+}
+
 int job_check_fds(int mesh_fd, int out_fd, int report_fd, uint64_t max_bytes, p3_err *err) {
         int r = check_fd(mesh_fd, false, "mesh", err);
         if (r >= 0)
@@ -96,17 +126,17 @@ static void truncate_fd(int fd) {
         }
 }
 
+static void truncate_outputs(job *j) {
+        truncate_fd(j->out_fd);
+        truncate_fd(j->report_fd);
+        for (int i = 0; i < j->n_outputs; i++)
+                truncate_fd(j->outputs[i].fd);
+}
+
 static int write_segment(residency *res, job *j, const p3_segment_result *sr, p3_err *err) {
         p3_segmentation s = { .mesh = &sr->mesh, .face_ids = sr->face_ids,
                               .n_parts = sr->n_parts, .part_labels = sr->part_labels,
-                              .aabb = sr->aabb };
-        int r;
-        if (strcmp(j->out_format, "ply") == 0)
-                r = p3_export_ply(&s, j->out_fd, false, err);
-        else if (strcmp(j->out_format, "json") == 0)
-                r = 0; /* written below as the report */
-        else
-                r = p3_export_glb(&s, j->out_fd, err);
+                              .aabb = sr->aabb, .colours = sr->colours };
         p3_report rep = {
                 .input = "mesh", .points = j->params.points, .prompts = j->params.prompts,
                 .prompt_batch = j->params.prompt_batch, .seed = (int64_t) j->params.seed,
@@ -115,8 +145,12 @@ static int write_segment(residency *res, job *j, const p3_segment_result *sr, p3
                 .weights_synthetic = p3_weights_synthetic(res->w), .timings = sr->timings,
                 .n_timings = sr->n_timings,
         };
-        if (r >= 0 && strcmp(j->out_format, "json") == 0)
-                r = p3_export_json(&s, &rep, j->out_fd, err);
+        /* checked when the call came in */
+        int r = p3_export_format(&s, &rep, &j->png, p3_out_format_from_name(j->out_format),
+                                 j->out_fd, err);
+        for (int i = 0; r >= 0 && i < j->n_outputs; i++)
+                r = p3_export_format(&s, &rep, &j->png, j->outputs[i].format, j->outputs[i].fd,
+                                     err);
         if (r >= 0 && j->report_fd >= 0)
                 r = p3_export_json(&s, &rep, j->report_fd, err);
         return r;
@@ -163,17 +197,13 @@ int job_run(residency *res, job *j, job_progress_fn progress, void *userdata, p3
         int r = import_mesh(&req, &mesh, err);
         /* Outputs are emptied only once the mesh is in memory: whatever the caller passed,
          * nothing it gave us is destroyed before it was read. */
-        if (r >= 0) {
-                truncate_fd(j->out_fd);
-                truncate_fd(j->report_fd);
-        }
+        if (r >= 0)
+                truncate_outputs(j);
         if (r >= 0)
                 r = j->kind == JOB_PREDICT ? run_predict(res, j, &mesh, &c, err)
                                            : run_segment(res, j, &mesh, &c, err);
         p3_mesh_done(&mesh);
-        if (r < 0) {
-                truncate_fd(j->out_fd);
-                truncate_fd(j->report_fd);
-        }
+        if (r < 0)
+                truncate_outputs(j);
         return r;
 }

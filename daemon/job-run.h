@@ -20,3 +20,8 @@ int job_check_fds(int mesh_fd, int out_fd, int report_fd, uint64_t max_bytes, p3
 /* -EINVAL when two of the descriptors (report_fd may be -1) are the same file (device and
  * inode), whatever names or links led to them: writing the output would wipe the mesh. */
 int job_check_same_file(int mesh_fd, int out_fd, int report_fd, p3_err *err);
+/* The same for each of the option "outputs": not the mesh, the output, the report or another
+ * of them (refused with the call). */
+int job_check_outputs_same_file(const job *j, p3_err *err);
+/* job_check_fds for each of the option "outputs" (fails the job at once). */
+int job_check_outputs_fds(const job *j, p3_err *err);

@@ -31,6 +31,8 @@ static void job_release_memory(job *j) {
         close_fd(&j->mesh_fd);
         close_fd(&j->out_fd);
         close_fd(&j->report_fd);
+        for (int i = 0; i < j->n_outputs; i++)
+                close_fd(&j->outputs[i].fd);
         sd_bus_track_unref(j->track);
         sd_bus_slot_unref(j->slot);
         free(j->prompts);
@@ -156,6 +158,8 @@ void job_finish(job *j, job_state state, const char *error) {
         close_fd(&j->mesh_fd);
         close_fd(&j->out_fd);
         close_fd(&j->report_fd);
+        for (int i = 0; i < j->n_outputs; i++)
+                close_fd(&j->outputs[i].fd);
         j->track = sd_bus_track_unref(j->track);
         uv_timer_stop(&j->timer);
         log_end(j);

@@ -13,6 +13,7 @@
 #include <systemd/sd-bus.h>
 #include <uv.h>
 
+#include "export_format.h"
 #include "pipeline.h"
 
 typedef struct manager manager;
@@ -21,6 +22,15 @@ typedef enum job_kind {
         JOB_SEGMENT,
         JOB_PREDICT,
 } job_kind;
+
+/* The system bus passes at most 16 descriptors a message (mesh, output, report, outputs). */
+#define JOB_MAX_FDS 16
+
+/* One more output of a Segment job (option "outputs"). */
+typedef struct job_output {
+        int fd;
+        p3_out_format format;
+} job_output;
 
 typedef enum job_state {
         JOB_QUEUED,
@@ -39,7 +49,10 @@ typedef struct job {
         /* the request (read by the worker) */
         int mesh_fd, out_fd, report_fd; /* report_fd -1 if none */
         char mesh_format[8];            /* "" = detect */
-        char out_format[8];             /* glb, ply, json */
+        char out_format[16];            /* glb, ply, json, png, face-ids, aabb, aabb-glb */
+        job_output outputs[JOB_MAX_FDS - 2]; /* option "outputs" */
+        int n_outputs;
+        p3_render_opts png;                  /* options "png_size", "png_boxes" */
         p3_pipeline_params params;
         bool has_precision;     /* option "precision": the model runs at it for this job */
         p3_precision precision;

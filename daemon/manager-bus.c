@@ -158,13 +158,38 @@ static const struct {
         { "points", "u" }, { "prompts", "u" },      { "prompt_batch", "u" },
         { "seed", "t" },   { "post_process", "b" }, { "threshold", "d" },
         { "report", "h" }, { "detach", "b" },      { "precision", "s" },
+        { "outputs", "a(hs)" }, { "png_size", "u" }, { "png_boxes", "b" },
 };
+
+/* "outputs": more outputs of the job, each a descriptor and a format name. Descriptors past
+ * what the bus could pass are counted, not kept: the call is refused for them anyway. */
+static int read_outputs(sd_bus_message *call, job *j, int *given, sd_bus_error *error) {
+        int r = sd_bus_message_enter_container(call, 'a', "(hs)");
+        int fd;
+        const char *format;
+        while (r >= 0 && (r = sd_bus_message_read(call, "(hs)", &fd, &format)) > 0) {
+                p3_out_format f = p3_out_format_from_name(format);
+                if (f == P3_OUT_INVALID)
+                        return invalid(error, "Unknown format \"%s\" in option \"outputs\": use "
+                                              "glb, ply, json, png, face-ids, aabb or aabb-glb.",
+                                       format);
+                if ((*given)++ >= (int) ELEMENTSOF(j->outputs))
+                        continue;
+                job_output *o = &j->outputs[j->n_outputs];
+                o->format = f;
+                o->fd = dup_fd(fd);
+                if (o->fd < 0)
+                        return -errno;
+                j->n_outputs++;
+        }
+        return r < 0 ? r : sd_bus_message_exit_container(call);
+}
 
 /* One option of the a{sv} dictionary, type-checked against the expected signature. seen: a
  * bit per known option, so that a key given twice is refused (a second "report" would
  * otherwise replace the first descriptor). */
 static int read_option(sd_bus_message *call, job *j, const daemon_conf *c, unsigned *seen,
-                       sd_bus_error *error) {
+                       int *outputs, sd_bus_error *error) {
         const char *key, *contents;
         char type;
         int r = sd_bus_message_read(call, "s", &key);
@@ -204,6 +229,12 @@ static int read_option(sd_bus_message *call, job *j, const daemon_conf *c, unsig
                                 return invalid(error, "Option \"points\" must be between %d and %lld.",
                                                P3_POINTS_MIN, (long long) c->max_points);
                         p->points = u;
+                } else if (strcmp(key, "png_size") == 0) {
+                        if (u < P3_RENDER_MIN_SIZE || u > P3_RENDER_MAX_SIZE)
+                                return invalid(error, "Option \"png_size\" must be between %d "
+                                                      "and %d.", P3_RENDER_MIN_SIZE,
+                                               P3_RENDER_MAX_SIZE);
+                        j->png.size = (int) u;
                 } else if (strcmp(key, "prompts") == 0) {
                         if (u < 1 || u > (uint32_t) c->max_prompts)
                                 return invalid(error, "Option \"prompts\" must be between 1 and %d.",
@@ -233,6 +264,8 @@ static int read_option(sd_bus_message *call, job *j, const daemon_conf *c, unsig
                 r = sd_bus_message_read(call, "b", &b);
                 if (strcmp(key, "detach") == 0)
                         j->detached = b;
+                else if (strcmp(key, "png_boxes") == 0)
+                        j->png.boxes = b;
                 else
                         p->post_process = b;
                 break;
@@ -241,6 +274,9 @@ static int read_option(sd_bus_message *call, job *j, const daemon_conf *c, unsig
                 if (r >= 0 && !(d > 0 && d <= 1))
                         return invalid(error, "Option \"threshold\" must be in (0, 1].");
                 p->threshold = d;
+                break;
+        case 'a':
+                r = read_outputs(call, j, outputs, error);
                 break;
         case 'h':
                 r = sd_bus_message_read(call, "h", &fd);
@@ -256,13 +292,14 @@ static int read_option(sd_bus_message *call, job *j, const daemon_conf *c, unsig
         return sd_bus_message_exit_container(call);
 }
 
-static int read_options(sd_bus_message *call, job *j, const daemon_conf *c, sd_bus_error *error) {
+static int read_options(sd_bus_message *call, job *j, const daemon_conf *c, int *outputs,
+                        sd_bus_error *error) {
         int r = sd_bus_message_enter_container(call, 'a', "{sv}");
         if (r < 0)
                 return r;
         unsigned seen = 0;
         while ((r = sd_bus_message_enter_container(call, 'e', "sv")) > 0) {
-                r = read_option(call, j, c, &seen, error);
+                r = read_option(call, j, c, &seen, outputs, error);
                 if (r < 0)
                         return r;
                 r = sd_bus_message_exit_container(call);
@@ -310,6 +347,7 @@ static job *job_alloc(manager *m, job_kind kind, sd_bus_message *call) {
         j->mesh_fd = j->out_fd = j->report_fd = -1;
         j->sender = strdup(sd_bus_message_get_sender(call) ? sd_bus_message_get_sender(call) : "");
         j->max_mesh_bytes = m->conf.max_mesh_bytes;
+        p3_render_opts_default(&j->png);
         j->import_timeout_usec = m->conf.import_timeout_usec;
         j->import_memory_max = daemon_conf_import_memory_max(&m->conf);
         daemon_segment_defaults d;
@@ -333,7 +371,7 @@ static int parse_request(manager *m, sd_bus_message *call, job_kind kind, job **
                 job_free(j);
                 return -ENOMEM;
         }
-        int mesh_fd, out_fd, r;
+        int mesh_fd, out_fd, r, outputs = 0;
         const char *mesh_format, *out_format = "json";
         r = sd_bus_message_read(call, "hs", &mesh_fd, &mesh_format);
         if (r >= 0 && kind == JOB_PREDICT)
@@ -343,16 +381,25 @@ static int parse_request(manager *m, sd_bus_message *call, job_kind kind, job **
         if (r >= 0 && kind == JOB_SEGMENT)
                 r = sd_bus_message_read(call, "s", &out_format);
         if (r >= 0)
-                r = read_options(call, j, &m->conf, error);
+                r = read_options(call, j, &m->conf, &outputs, error);
         static const char *const mesh_formats[] = { "", "glb", "gltf", "obj", "ply", "stl",
                                                     "off", NULL };
-        static const char *const out_formats[] = { "glb", "ply", "json", NULL };
         if (r >= 0 && !format_known(mesh_format, mesh_formats))
                 r = invalid(error, "Unknown mesh format \"%s\": use glb, gltf, obj, ply, stl, "
                                    "off, or an empty string to detect it.", mesh_format);
-        if (r >= 0 && !format_known(out_format, out_formats))
-                r = invalid(error, "Unknown output format \"%s\": use glb, ply or json.",
-                            out_format);
+        if (r >= 0 && p3_out_format_from_name(out_format) == P3_OUT_INVALID)
+                r = invalid(error, "Unknown output format \"%s\": use glb, ply, json, png, "
+                                   "face-ids, aabb or aabb-glb.", out_format);
+        if (r >= 0 && outputs && kind == JOB_PREDICT)
+                r = invalid(error, "Predict writes one output; option \"outputs\" is for "
+                                   "Segment.");
+        int fds = 2 + outputs + (j->report_fd >= 0);
+        if (r >= 0 && fds > JOB_MAX_FDS)
+                r = invalid(error, "The call passes %d descriptors (the mesh, %d outputs%s), "
+                                   "but at most %d are taken in one call, as many as the system "
+                                   "bus passes in one message; segment again for the rest.",
+                            fds, 1 + outputs, j->report_fd >= 0 ? ", the report" : "",
+                            JOB_MAX_FDS);
         if (r >= 0 && (j->params.prompts > j->params.points))
                 r = invalid(error, "There cannot be more prompts (%d) than points (%lld).",
                             j->params.prompts, (long long) j->params.points);
@@ -366,7 +413,8 @@ static int parse_request(manager *m, sd_bus_message *call, job_kind kind, job **
         }
         if (r >= 0) {
                 p3_err err = {};
-                if (job_check_same_file(j->mesh_fd, j->out_fd, j->report_fd, &err) < 0)
+                if (job_check_same_file(j->mesh_fd, j->out_fd, j->report_fd, &err) < 0 ||
+                    job_check_outputs_same_file(j, &err) < 0)
                         r = invalid(error, "%s.", err.msg);
         }
         if (r < 0) {
@@ -415,6 +463,8 @@ static void admit(manager *m, sd_bus_message *call, job *j) {
                 log_warning_errno(r, "job %" PRIu32 ": cannot reply to the caller", j->id);
         p3_err err = {};
         r = job_check_fds(j->mesh_fd, j->out_fd, j->report_fd, m->conf.max_mesh_bytes, &err);
+        if (r >= 0)
+                r = job_check_outputs_fds(j, &err);
         if (r < 0) {
                 /* The caller gets the job, which fails at once with the reason: the daemon's
                  * view of a bad descriptor is the job's Error, like any other bad input. */

@@ -39,7 +39,8 @@ static void get_bytes(reader *r, void *dst, size_t n) {
 /* A string: one of the words the decoder knows, or up to 15 bytes of input. */
 static void get_string(reader *r, char buf[16]) {
         static const char *const words[] = { "", "glb", "gltf", "obj", "ply", "stl", "off",
-                                             "json", "fp32", "fp16", "bf16", "auto", "GLB" };
+                                             "json", "fp32", "fp16", "bf16", "auto", "GLB",
+                                             "png", "face-ids", "aabb", "aabb-glb" };
         uint8_t b = get_u8(r);
         if (b < 2 * ELEMENTSOF(words)) {
                 snprintf(buf, 16, "%s", words[b % ELEMENTSOF(words)]);
@@ -51,6 +52,24 @@ static void get_string(reader *r, char buf[16]) {
 }
 
 static int fds[3] = { -1, -1, -1 }; /* two memfds, and the first again under another number */
+
+/* a(hs): descriptors (distinct, or the mesh again) with format names. */
+static int append_outputs(sd_bus_message *m, reader *r) {
+        uint8_t b = get_u8(r);
+        int n = b == 255 ? 17 : b % 4;
+        char s[16];
+        int r_ = sd_bus_message_open_container(m, 'v', "a(hs)");
+        if (r_ >= 0)
+                r_ = sd_bus_message_open_container(m, 'a', "(hs)");
+        for (int i = 0; r_ >= 0 && i < n; i++) {
+                int fd = fds[get_u8(r) % 3];
+                get_string(r, s);
+                r_ = sd_bus_message_append(m, "(hs)", fd, s);
+        }
+        if (r_ >= 0)
+                r_ = sd_bus_message_close_container(m);
+        return r_ < 0 ? r_ : sd_bus_message_close_container(m);
+}
 
 static int append_value(sd_bus_message *m, reader *r, char type) {
         uint64_t t;
@@ -73,6 +92,8 @@ static int append_value(sd_bus_message *m, reader *r, char type) {
         case 'i':
                 get_bytes(r, &t, 4);
                 return sd_bus_message_append(m, "v", "i", (int32_t) t);
+        case 'a': /* "outputs": now and then past the 16 descriptors of a message */
+                return append_outputs(m, r);
         default:
                 get_string(r, s);
                 return sd_bus_message_append(m, "v", "s", s);
@@ -80,7 +101,7 @@ static int append_value(sd_bus_message *m, reader *r, char type) {
 }
 
 static int append_options(sd_bus_message *m, reader *r) {
-        static const char types[] = "utbdhis";
+        static const char types[] = "utbdhisa";
         int r_ = sd_bus_message_open_container(m, 'a', "{sv}");
         for (int n = get_u8(r) % 12; r_ >= 0 && n > 0; n--) {
                 uint8_t k = get_u8(r);
@@ -165,6 +186,13 @@ static void check_job(const manager *m, const job *j) {
                 if (!isfinite(j->prompts[i]))
                         abort();
         if (j->mesh_fd < 0 || j->out_fd < 0)
+                abort();
+        if (j->n_outputs < 0 || 2 + j->n_outputs + (j->report_fd >= 0) > JOB_MAX_FDS)
+                abort();
+        for (int i = 0; i < j->n_outputs; i++)
+                if (j->outputs[i].fd < 0 || !p3_out_format_name(j->outputs[i].format))
+                        abort();
+        if (!p3_out_format_name(p3_out_format_from_name(j->out_format)))
                 abort();
 }
 

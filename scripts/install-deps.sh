@@ -19,11 +19,11 @@ libgomp1 libdnnl2 dbus polkitd systemd"
 # own ports and configuration; the packages' services are not used). clang and
 # libclang-rt-14-dev (libFuzzer, ASan and UBSan runtimes; plain clang only recommends it) build
 # the fuzz targets (-Dfuzz=true, scripts/fuzz.sh). python3-numpy loads the .npy outputs the
-# way X-Part's users will.
+# way X-Part's users will; python3-dbus passes descriptors in D-Bus calls (busctl cannot).
 BUILD="meson ninja-build pkg-config gcc libc6-dev clang libclang-rt-14-dev
 libjson-c-dev libssl-dev libsystemd-dev libuv1-dev libassimp-dev libseccomp-dev libpng-dev
 libinih-dev libcurl4-openssl-dev libdnnl-dev
-scdoc util-linux systemd-container debootstrap slurm-wlm munge python3-numpy"
+scdoc util-linux systemd-container debootstrap slurm-wlm munge python3-numpy python3-dbus"
 
 if [ "${1:-}" = "--runtime-list" ]; then
     for p in $RUNTIME; do echo "$p"; done

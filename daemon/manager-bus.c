@@ -664,6 +664,9 @@ const sd_bus_vtable manager_vtable[] = {
         SD_BUS_PROPERTY("ModelSynthetic", "b", property_get_model_synthetic, 0,
                         SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
         SD_BUS_PROPERTY("Version", "s", property_get_version, 0, SD_BUS_VTABLE_PROPERTY_CONST),
+        /* MaxMeshSize=, for clients that refuse a larger mesh before sending it (p3sam-httpd's
+         * 413); a Reload may change it, and it is read when wanted, so no signal. */
+        SD_BUS_PROPERTY("MaxMeshSize", "t", NULL, offsetof(manager, conf.max_mesh_bytes), 0),
         SD_BUS_METHOD_WITH_NAMES("Segment", "hshsa{sv}",
                                  SD_BUS_PARAM(mesh) SD_BUS_PARAM(mesh_format) SD_BUS_PARAM(output)
                                          SD_BUS_PARAM(output_format) SD_BUS_PARAM(options),

@@ -9,21 +9,23 @@
 #                                           installs them with the rest)
 set -eu
 
-# What p3samd, p3samctl and the units need at run time: the shared libraries they link (oneDNN
-# for the matrix products), the system bus, polkit, systemd's busctl.
+# What p3samd, p3samctl, p3sam-httpd and the units need at run time: the shared libraries they
+# link (oneDNN for the matrix products, libmicrohttpd for the HTTP gateway), the system bus,
+# polkit, systemd's busctl.
 RUNTIME="libjson-c5 libsystemd0 libuv1 libassimp5 libseccomp2 libpng16-16 libinih1 libcurl4 libssl3
-libgomp1 libdnnl2 dbus polkitd systemd"
+libgomp1 libdnnl2 libmicrohttpd12 dbus polkitd systemd"
 
 # Building and testing; systemd-container and debootstrap boot the real-systemd test,
 # slurm-wlm and munge the one-node Slurm cluster of the slurm test (its own daemons on their
 # own ports and configuration; the packages' services are not used). clang and
 # libclang-rt-14-dev (libFuzzer, ASan and UBSan runtimes; plain clang only recommends it) build
 # the fuzz targets (-Dfuzz=true, scripts/fuzz.sh). python3-numpy loads the .npy outputs the
-# way X-Part's users will; python3-dbus passes descriptors in D-Bus calls (busctl cannot).
+# way X-Part's users will; python3-dbus passes descriptors in D-Bus calls (busctl cannot); curl
+# and jq are the HTTP gateway test's client.
 BUILD="meson ninja-build pkg-config gcc libc6-dev clang libclang-rt-14-dev
 libjson-c-dev libssl-dev libsystemd-dev libuv1-dev libassimp-dev libseccomp-dev libpng-dev
-libinih-dev libcurl4-openssl-dev libdnnl-dev
-scdoc util-linux systemd-container debootstrap slurm-wlm munge python3-numpy python3-dbus"
+libinih-dev libcurl4-openssl-dev libdnnl-dev libmicrohttpd-dev
+scdoc util-linux systemd-container debootstrap slurm-wlm munge python3-numpy python3-dbus curl jq"
 
 if [ "${1:-}" = "--runtime-list" ]; then
     for p in $RUNTIME; do echo "$p"; done

@@ -254,11 +254,11 @@ static int pool(forward *f, int s, p3_err *err) {
         lv->cluster = malloc(sizeof(int32_t) * parent->n);
         if (!lv->cluster)
                 return -ENOMEM;
+        f->nlv = s + 1; /* from here forward_done() frees the level, when pooling fails too */
         int r = p3_grid_pool(parent->grid, parent->n, f->m->cfg.stride[s - 1], &lv->grid, &lv->n,
                              lv->cluster);
         if (r < 0)
                 return p3_errf(err, r, "grid pooling failed: %s", p3_strerror(r));
-        f->nlv = s + 1;
         p3_tensor y = {};
         int32_t *cl = NULL;
         r = p3_tensor_alloc(be, parent->n, f->m->cfg.channels[s], &y);

@@ -14,6 +14,10 @@
  *                             serves a whole sweep, armed once it serves
  *   FAULT_MALLOC_PROG=NAME    act only in the program of that name, not in the children it
  *                             starts (the daemon's import helper inherits the environment)
+ *   FAULT_MALLOC_LEAKS=FILE   at exit, and when the ARM file says "GEN dump", write the
+ *                             allocations of our sites still live, one "OFFSET COUNT" line per
+ *                             site: a run that failed on purpose and leaves more than a good run
+ *                             does leaks on its error path
  *
  * It calls glibc's __libc_* allocators, so it needs no dlsym (which allocates) to find them. */
 #define _GNU_SOURCE
@@ -26,6 +30,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -34,6 +39,7 @@ extern void *__libc_malloc(size_t size);
 extern void *__libc_calloc(size_t n, size_t size);
 extern void *__libc_realloc(void *p, size_t size);
 extern void *__libc_memalign(size_t alignment, size_t size);
+extern void __libc_free(void *p);
 
 /* The project builds with -fvisibility=hidden: what we interpose must be exported. */
 #define EXPORT __attribute__((visibility("default")))
@@ -50,6 +56,87 @@ static uintptr_t seen[MAX_SITES];
 static size_t n_seen;
 static struct timespec arm_checked;
 static __thread bool busy; /* our own bookkeeping must not recurse */
+
+/* Live allocations of our sites (FAULT_MALLOC_LEAKS): open addressing on the pointer; p 0 is
+ * an empty slot, 1 a deleted one. */
+#define LIVE_SLOTS (1u << 21)
+typedef struct live_slot {
+        uintptr_t p, site;
+} live_slot;
+static live_slot *live;
+static const char *leaks_path;
+
+static size_t slot_of(uintptr_t p) {
+        return (size_t) (((uint64_t) p >> 4) * 0x9E3779B97F4A7C15ull >> 43);
+}
+
+static void live_add(void *ptr, uintptr_t site) {
+        uintptr_t p = (uintptr_t) ptr;
+        pthread_mutex_lock(&lock);
+        for (size_t i = slot_of(p), n = 0; n < LIVE_SLOTS; i = (i + 1) % LIVE_SLOTS, n++)
+                if (live[i].p <= 1) {
+                        live[i] = (live_slot) { p, site };
+                        break;
+                }
+        pthread_mutex_unlock(&lock);
+}
+
+static void live_del(void *ptr) {
+        uintptr_t p = (uintptr_t) ptr;
+        pthread_mutex_lock(&lock);
+        for (size_t i = slot_of(p), n = 0; n < LIVE_SLOTS && live[i].p; i = (i + 1) % LIVE_SLOTS, n++)
+                if (live[i].p == p) {
+                        live[i].p = 1;
+                        break;
+                }
+        pthread_mutex_unlock(&lock);
+}
+
+static void *track(void *p, uintptr_t site) {
+        if (p && site && live)
+                live_add(p, site);
+        return p;
+}
+
+/* The live allocations by site into FILE; with the lock held, and nothing here allocates. */
+static void dump_live_locked(const char *path) {
+        static uintptr_t sites[MAX_SITES];
+        static size_t counts[MAX_SITES];
+        size_t n = 0;
+        for (size_t i = 0; i < LIVE_SLOTS; i++) {
+                if (live[i].p <= 1)
+                        continue;
+                size_t k = 0;
+                while (k < n && sites[k] != live[i].site)
+                        k++;
+                if (k == n && n < MAX_SITES) {
+                        sites[n++] = live[i].site;
+                        counts[k] = 0;
+                }
+                if (k < n)
+                        counts[k]++;
+        }
+        int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+        for (size_t k = 0; fd >= 0 && k < n; k++) {
+                char line[48];
+                int len = snprintf(line, sizeof(line), "%#lx %zu\n", (unsigned long) sites[k],
+                                   counts[k]);
+                if (write(fd, line, len) != len)
+                        break;
+        }
+        if (fd >= 0)
+                close(fd);
+}
+
+/* Runs after the program's own exit handlers: the preloaded library was initialised first. */
+__attribute__((destructor)) static void dump_live(void) {
+        if (!live)
+                return;
+        pthread_mutex_lock(&lock);
+        dump_live_locked(leaks_path);
+        live = NULL; /* whatever runs after us frees untracked */
+        pthread_mutex_unlock(&lock);
+}
 
 static int find_exe(struct dl_phdr_info *info, size_t size, void *data) {
         (void)size;
@@ -80,12 +167,20 @@ static void init_locked(void) {
         if (f)
                 fail_site = strtoull(f, NULL, 16);
         record_on = record_path != NULL && !arm_path;
+        leaks_path = getenv("FAULT_MALLOC_LEAKS");
+        if (leaks_path) {
+                live = mmap(NULL, LIVE_SLOTS * sizeof(*live), PROT_READ | PROT_WRITE,
+                            MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+                if (live == MAP_FAILED)
+                        live = NULL;
+        }
         const char *prog = getenv("FAULT_MALLOC_PROG");
         if (prog && strcmp(prog, program_invocation_short_name) != 0) {
                 exe_lo = exe_hi = 0; /* nothing is ours */
                 record_on = false;
                 fail_site = 0;
                 arm_path = NULL;
+                live = NULL; /* nor its leaks file */
         }
 }
 
@@ -123,14 +218,19 @@ static void poll_arm_locked(void) {
         memcpy(last, buf, sizeof(last));
         const char *what = strchr(buf, ' ');
         what = what ? what + 1 : "";
+        if (strncmp(what, "dump", 4) == 0 && live) {
+                dump_live_locked(leaks_path);
+                what = "off";
+        }
         record_on = strncmp(what, "record", 6) == 0 && record_path;
         fail_site = record_on ? 0 : strtoull(what, NULL, 16);
         fired = false;
 }
 
-/* Whether the call from return address RA must fail. */
-static bool should_fail(void *ra) {
+/* Whether the call from return address RA must fail; *site: its offset if it is ours, else 0. */
+static bool should_fail(void *ra, uintptr_t *site) {
         uintptr_t a = (uintptr_t)ra;
+        *site = 0;
         if (busy)
                 return false;
         if (inited && (a < exe_lo || a >= exe_hi))
@@ -145,6 +245,7 @@ static bool should_fail(void *ra) {
         if (arm_path)
                 poll_arm_locked();
         uintptr_t off = a - exe_base;
+        *site = off;
         if (record_on) {
                 bool known = false;
                 for (size_t i = 0; i < n_seen && !known; i++)
@@ -168,76 +269,95 @@ out:
         return fail;
 }
 
+#define SITE_FAILS(site) should_fail(__builtin_return_address(0), &(site))
+
 EXPORT void *malloc(size_t size) {
-        if (should_fail(__builtin_return_address(0))) {
+        uintptr_t site;
+        if (SITE_FAILS(site)) {
                 errno = ENOMEM;
                 return NULL;
         }
-        return __libc_malloc(size);
+        return track(__libc_malloc(size), site);
 }
 
 EXPORT void *calloc(size_t n, size_t size) {
-        if (should_fail(__builtin_return_address(0))) {
+        uintptr_t site;
+        if (SITE_FAILS(site)) {
                 errno = ENOMEM;
                 return NULL;
         }
-        return __libc_calloc(n, size);
+        return track(__libc_calloc(n, size), site);
 }
 
 EXPORT void *realloc(void *p, size_t size) {
-        if (should_fail(__builtin_return_address(0))) {
+        uintptr_t site;
+        if (SITE_FAILS(site)) {
                 errno = ENOMEM;
                 return NULL;
         }
-        return __libc_realloc(p, size);
+        void *q = __libc_realloc(p, size);
+        if (live && p && (q || size == 0))
+                live_del(p);
+        return track(q, site);
+}
+
+EXPORT void free(void *p) {
+        if (live && p)
+                live_del(p);
+        __libc_free(p);
 }
 
 EXPORT int posix_memalign(void **out, size_t alignment, size_t size) {
-        if (should_fail(__builtin_return_address(0)))
+        uintptr_t site;
+        if (SITE_FAILS(site))
                 return ENOMEM;
         if (alignment % sizeof(void *) || (alignment & (alignment - 1)))
                 return EINVAL;
         void *p = __libc_memalign(alignment, size);
         if (!p)
                 return ENOMEM;
-        *out = p;
+        *out = track(p, site);
         return 0;
 }
 
 EXPORT void *aligned_alloc(size_t alignment, size_t size) {
-        if (should_fail(__builtin_return_address(0))) {
+        uintptr_t site;
+        if (SITE_FAILS(site)) {
                 errno = ENOMEM;
                 return NULL;
         }
-        return __libc_memalign(alignment, size);
+        return track(__libc_memalign(alignment, size), site);
 }
 
 EXPORT void *memalign(size_t alignment, size_t size) {
-        if (should_fail(__builtin_return_address(0))) {
+        uintptr_t site;
+        if (SITE_FAILS(site)) {
                 errno = ENOMEM;
                 return NULL;
         }
-        return __libc_memalign(alignment, size);
+        return track(__libc_memalign(alignment, size), site);
 }
 
 /* strdup and strndup allocate inside libc, where the caller's site would be lost. */
 EXPORT char *strdup(const char *s) {
-        if (should_fail(__builtin_return_address(0))) {
+        uintptr_t site;
+        if (SITE_FAILS(site)) {
                 errno = ENOMEM;
                 return NULL;
         }
         size_t n = strlen(s) + 1;
-        char *p = __libc_malloc(n);
+        char *p = track(__libc_malloc(n), site);
         return p ? memcpy(p, s, n) : NULL;
 }
 
 EXPORT char *strndup(const char *s, size_t max) {
-        if (should_fail(__builtin_return_address(0))) {
+        uintptr_t site;
+        if (SITE_FAILS(site)) {
                 errno = ENOMEM;
                 return NULL;
         }
         size_t n = strnlen(s, max);
-        char *p = __libc_malloc(n + 1);
+        char *p = track(__libc_malloc(n + 1), site);
         if (!p)
                 return NULL;
         memcpy(p, s, n);

@@ -4,10 +4,13 @@
 # site in turn. Every run must end with a clear error (exit status 1 and one "PROGRAM: "
 # sentence; no crash, no abort, no hang) and leave no output nor temporary file, or, where the
 # code has a fallback (the heads halve their prompt batch on ENOMEM), succeed with the
-# reference's output exactly.
-#   - the engine, in process: p3sam-run segment, every site;
+# reference's output exactly; and leak nothing (the interposer counts each site's live
+# allocations).
+#   - the engine, in process: p3sam-run segment, every site, its live allocations at exit
+#     against the good run's;
 #   - p3samd, a job through p3samctl, armed once the daemon serves, every site: after each
-#     failure the next job must succeed on the same daemon.
+#     failure the next job must succeed on the same daemon; at the end, the daemon's live
+#     allocations, site by site, against those before the sweep.
 set -u
 : "${P3SAMD:?}" "${P3SAMCTL:?}" "${P3SAM_RUN:?}" "${P3_TEST_DATA:?}" "${P3_FAULT_MALLOC:?}"
 . "$(dirname "$0")/../lib-test.sh"
@@ -48,11 +51,18 @@ engine() { # engine DIR [FAULT_MALLOC_... assignments]
         shift
         rm -rf "$d"
         mkdir -p "$d"
-        env "$@" LD_PRELOAD="$P3_FAULT_MALLOC" timeout 120 "$P3SAM_RUN" segment \
+        # FAULT_MALLOC_PROG: p3sam-run's sites, not those of timeout(1), which is preloaded too
+        env "$@" FAULT_MALLOC_PROG="$(basename "$P3SAM_RUN")" LD_PRELOAD="$P3_FAULT_MALLOC" \
+                timeout 120 "$P3SAM_RUN" segment \
                 --weights "$tmp/w.safetensors" --config "$cfg" "$mesh" -o "$d/o.glb" \
                 --json "$d/o.json" --ply "$d/o.ply" "${job_opts[@]}" --quiet \
                 >"$d/out" 2>"$d/err"
         echo $? >"$d/rc"
+}
+# leaked BEFORE AFTER: "COUNT×SITE" for each site with more live allocations after than before
+leaked() {
+        awk 'NR == FNR { n[$1] = $2; next } $2 > n[$1] + 0 { printf "%d×%s ", $2 - n[$1], $1 }' \
+                "$1" "$2"
 }
 # judge DIR REF PREFIX: the verdict on one run, one line in DIR/verdict
 judge() {
@@ -77,11 +87,15 @@ judge() {
         else
                 v="error"
         fi
+        if [ -e "$d/leaks" ] && [[ $v != FAIL* ]] && [ -n "$(leaked "$ref/leaks" "$d/leaks")" ]; then
+                v="FAIL: leaks $(leaked "$ref/leaks" "$d/leaks")"
+        fi
         echo "$v" >"$d/verdict"
 }
 
 t0=$SECONDS
-engine "$tmp/eref" FAULT_MALLOC_RECORD="$tmp/eref/sites"
+engine "$tmp/eref" FAULT_MALLOC_RECORD="$tmp/eref/sites" FAULT_MALLOC_LEAKS="$tmp/eref.leaks"
+mv "$tmp/eref.leaks" "$tmp/eref/leaks"
 [ "$(cat "$tmp/eref/rc")" = 0 ] || { cat "$tmp/eref/err"; echo "the reference run failed"; exit 1; }
 mapfile -t esites <"$tmp/eref/sites"
 echo "   the engine's job reaches ${#esites[@]} allocation sites"
@@ -89,8 +103,10 @@ check "the interposer sees the engine's allocation sites" -- [ ${#esites[@]} -ge
 for i in "${!esites[@]}"; do
         (
                 d=$tmp/e$i
-                engine "$d" FAULT_MALLOC_FAIL="${esites[$i]}" FAULT_MALLOC_FIRED="$tmp/e$i.fired"
+                engine "$d" FAULT_MALLOC_FAIL="${esites[$i]}" FAULT_MALLOC_FIRED="$tmp/e$i.fired" \
+                        FAULT_MALLOC_LEAKS="$tmp/e$i.leaks"
                 mv "$tmp/e$i.fired" "$d/fired" 2>/dev/null
+                mv "$tmp/e$i.leaks" "$d/leaks" 2>/dev/null
                 judge "$d" "$tmp/eref" p3sam-run
         ) &
         [ "$(jobs -rp | wc -l)" -ge $jobs_max ] && wait -n
@@ -154,6 +170,7 @@ gen=0
 arm() { gen=$((gen + 1)); echo "$gen $1" >"$tmp/arm"; sleep 0.03; } # the interposer reads every 20 ms
 dstart() {
         FAULT_MALLOC_ARM=$tmp/arm FAULT_MALLOC_RECORD=$tmp/dsites FAULT_MALLOC_FIRED=$tmp/dfired \
+                FAULT_MALLOC_LEAKS=$tmp/dlive \
                 FAULT_MALLOC_PROG=$(basename "$P3SAMD") LD_PRELOAD=$P3_FAULT_MALLOC \
                 "$P3SAMD" --config "$tmp/p3samd.conf" --keep-user >>"$tmp/daemon.log" 2>&1 &
         daemon_pid=$!
@@ -180,8 +197,18 @@ check "the interposer sees the daemon's allocation sites" -- [ ${#dsites[@]} -ge
 unset count
 declare -A count=()
 fds() { ls "/proc/$daemon_pid/fd" | wc -l; }
-rss() { awk '/^VmRSS/ { print $2 }' "/proc/$daemon_pid/status"; }
-fd0=$(fds) rss0=$(rss)
+fd0=$(fds)
+# dump_live FILE: the daemon's live allocations by site, as a request comes in (the
+# interposer reads its orders when our code allocates: a Segment call does, first thing)
+: >"$tmp/empty.glb"
+dump_live() {
+        rm -f "$tmp/dlive"
+        arm dump
+        "$P3SAMCTL" segment "$tmp/empty.glb" -o "$tmp/empty.parts.glb" >/dev/null 2>&1
+        [ -s "$tmp/dlive" ] && mv "$tmp/dlive" "$1"
+}
+sleep 2 # JobLingerSec=1: the reference job is gone
+check "the daemon's live allocations can be counted" -- dump_live "$tmp/dlive0"
 restarts=0
 for i in "${!dsites[@]}"; do
         s=${dsites[$i]}
@@ -217,9 +244,13 @@ check "every daemon site fails the job with a sentence, no output, and the next 
 check "the daemon never died" -- [ $restarts = 0 ]
 if [ $restarts = 0 ]; then
         sleep 2 # JobLingerSec=1: the finished jobs go, with whatever they held
-        echo "   daemon descriptors: $fd0 before the sweep, $(fds) after;" \
-                "RSS $rss0 kB before, $(rss) kB after"
+        echo "   daemon descriptors: $fd0 before the sweep, $(fds) after"
         check "the failed jobs leaked no descriptor" -- [ "$(fds)" -le "$fd0" ]
+        dump_live "$tmp/dlive1"
+        grown=$(leaked "$tmp/dlive0" "$tmp/dlive1")
+        for s in $grown; do echo "      grew: ${s%%×*} × $(site_name "$P3SAMD" "${s#*×}")"; done
+        check "... nor memory: no site of ours holds more live allocations than before the sweep" -- \
+                [ -z "$grown" ]
 fi
 echo "   the daemon's sentences, as p3samctl prints them, by count:"
 sentences "$tmp/d" "$P3SAMD" "${dsites[@]}"

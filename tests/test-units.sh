@@ -63,12 +63,21 @@ units() {
                 "$unitdir/p3samd-gpu-setup.service" "$P3_SYSUSERSDIR/p3samd.conf" \
                 "$P3_TMPFILESDIR/p3samd.conf" "$P3_DBUSPOLICYDIR/org.p3sam.Segmenter1.conf" \
                 "$P3_DBUSSERVICEDIR/org.p3sam.Segmenter1.service" \
-                "$P3_POLKITDIR/org.p3sam.policy" "$P3_CONF_PATH"; do
+                "$P3_POLKITDIR/org.p3sam.policy" "$P3_CONF_PATH" \
+                "$unitdir/p3sam-httpd.service" "$unitdir/p3sam-httpd.socket"; do
                 check "installed $f" -- test -s "$root$f"
         done
         check "ExecStart= is the installed p3samd" -- \
                 grep -qE "^ExecStart=$sbin/p3samd( |\$)" "$root$unitdir/p3samd.service"
         check "p3samd installed where ExecStart= says" -- test -x "$root$sbin/p3samd"
+        check "p3sam-httpd.service's ExecStart= is the installed gateway" -- \
+                eval 'grep -qx "ExecStart=$sbin/p3sam-httpd" "$root$unitdir/p3sam-httpd.service" &&
+                      test -x "$root$sbin/p3sam-httpd"'
+        check "p3sam-httpd.socket listens on loopback port 5000 only" -- \
+                eval '[ "$(grep ^ListenStream= "$root$unitdir/p3sam-httpd.socket")" = ListenStream=127.0.0.1:5000 ]'
+        check "the gateway's polkit rule ships as an example only (not in a rules.d)" -- \
+                eval '[ -n "$(find "$root" -name p3sam-httpd-manage.rules -path "*/doc/*")" ] &&
+                      [ -z "$(find "$root" -path "*rules.d*" -name "*p3sam*")" ]'
         check "the mesh importer p3sam-import installed in libexecdir" -- \
                 test -n "$(find "$root" -path '*/libexec/p3sam-import' -type f -perm -u+x)"
 
@@ -96,7 +105,8 @@ units() {
                 fi
                 MANPATH=${mandir%/man8} systemd-analyze verify --root="$root" "$man_opt" \
                         "$unitdir/p3samd.service" "$unitdir/p3samd-gpu-setup.service" \
-                        p3samd@0.service p3samd@1.service >"$tmp/verify.log" 2>&1
+                        p3samd@0.service p3samd@1.service "$unitdir/p3sam-httpd.socket" \
+                        "$unitdir/p3sam-httpd.service" >"$tmp/verify.log" 2>&1
                 local rc=$?
                 cat "$tmp/verify.log"
                 check "systemd-analyze verify: exit 0" -- test "$rc" -eq 0
@@ -104,7 +114,7 @@ units() {
 
                 # The figure for the notes; what each point is for is in the unit's comments.
                 local u
-                for u in p3samd.service p3samd@0.service; do
+                for u in p3samd.service p3samd@0.service p3sam-httpd.service; do
                         if systemd-analyze security --offline=true --root="$root" "$u" \
                                 >"$tmp/security.log" 2>&1; then
                                 grep -E '^[^✓]' "$tmp/security.log" | grep -v '^NAME' | sed 's/ \{2,\}/  /g'
@@ -132,7 +142,8 @@ units() {
                 /^$/ || /^\[/ { explained = 0; next }
                 /^@INSTANCE_SETTINGS@$/ { next }
                 /=/ && !explained { print FILENAME ":" FNR ": " $0 }
-        ' "$src/systemd/p3samd.service.in" "$src/systemd/p3samd-gpu-setup.service")
+        ' "$src/systemd/p3samd.service.in" "$src/systemd/p3samd-gpu-setup.service" \
+                "$src/systemd/p3sam-httpd.service.in" "$src/systemd/p3sam-httpd.socket")
         check "every unit setting has a comment${bare:+ (not: $bare)}" -- test -z "$bare"
 
         # -- the unit and the daemon agree --
@@ -181,6 +192,11 @@ units() {
                         grep -qE '^p3sam:x:[0-9]+:[0-9]+:P3-SAM segmentation daemon:/var/lib/p3sam:/usr/sbin/nologin$' \
                         "$root/etc/passwd"
                 check "sysusers: group p3sam" -- grep -qE '^p3sam:x:[0-9]+:' "$root/etc/group"
+                local gid
+                gid=$(awk -F: '$1 == "p3sam" { print $3 }' "$root/etc/group")
+                check "sysusers: user p3sam-httpd (the gateway) in group p3sam, no login" -- \
+                        grep -qE "^p3sam-httpd:x:[0-9]+:$gid:P3-SAM HTTP gateway:/:/usr/sbin/nologin\$" \
+                        "$root/etc/passwd"
                 systemd-tmpfiles --root="$root" --create "$root$P3_TMPFILESDIR/p3samd.conf" >/dev/null 2>&1
                 local uid
                 uid=$(awk -F: '$1 == "p3sam" { print $3 }' "$root/etc/passwd")
@@ -330,7 +346,7 @@ man_pages() {
                 echo "SKIP: the man pages were not built (no scdoc)"
                 exit 77
         fi
-        for page in p3samd.8 p3samctl.1 p3samd.conf.5 org.p3sam.Segmenter1.5; do
+        for page in p3samd.8 p3samctl.1 p3samd.conf.5 org.p3sam.Segmenter1.5 p3sam-httpd.8; do
                 check "$page built" -- test -s "$dir/$page"
                 check "$page has EXAMPLES" -- grep -q '^\.SH EXAMPLES' "$dir/$page"
                 if command -v groff >/dev/null; then
@@ -375,6 +391,21 @@ man_pages() {
         done
         check "p3samd(8) documents every option of p3samd --help${missing:+ (missing:$missing)}" -- \
                 test -z "$missing"
+
+        # p3sam-httpd(8): every long option of --help, every endpoint of the code.
+        if [ -x "${P3SAM_HTTPD:-}" ]; then
+                missing=""
+                for opt in $("$P3SAM_HTTPD" --help | grep -oE -- '--[a-z-]+' | sort -u); do
+                        grep -q -- "\*$opt\*" "$src/man/p3sam-httpd.8.scd" || missing="$missing $opt"
+                done
+                check "p3sam-httpd(8) documents every option of p3sam-httpd --help${missing:+ (missing:$missing)}" -- \
+                        test -z "$missing"
+        fi
+        missing=""
+        for key in $(grep -oE '"/api/[a-z_/]+"' "$src/daemon/httpd/httpd-request.c" | tr -d '"'); do
+                grep -qE "^\*(GET|POST) $key\*" "$src/man/p3sam-httpd.8.scd" || missing="$missing $key"
+        done
+        check "p3sam-httpd(8) documents every endpoint${missing:+ (missing:$missing)}" -- test -z "$missing"
 
         # p3samd.conf(5): every key of daemon-conf.c.
         local section key

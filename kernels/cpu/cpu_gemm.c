@@ -4,6 +4,7 @@
  * the number of threads), and an exact-erf GELU that vectorizes. The product follows the
  * weight's storage, FP32 or BF16; both go through oneDNN (cpu_dnnl.c). */
 #include <math.h>
+#include <pthread.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -30,6 +31,17 @@ int cpu_sgemm_nt(int64_t m, int64_t n, int64_t k, const float *a, int64_t lda, c
         return cpu_dnnl_sgemm(true, m, n, k, 1.0f, a, lda, b, ldb, c, ldc, accumulate);
 }
 
+/* The scratch of bf16_rows() is freed by this key's destructor when its thread ends: the
+ * daemon's worker thread and OpenMP's threads end at shutdown (or a worker's restart), and
+ * their thread-local pointer goes with them. */
+static pthread_key_t scratch_key;
+static pthread_once_t scratch_once = PTHREAD_ONCE_INIT;
+static int scratch_key_err;
+
+static void scratch_key_make(void) {
+        scratch_key_err = pthread_key_create(&scratch_key, free);
+}
+
 /* A's rows rounded to BF16, in this thread's scratch (grown as needed, kept for the thread's
  * life: the shapes repeat). */
 static uint16_t *bf16_rows(const float *a, int64_t m, int64_t k, int64_t lda) {
@@ -37,11 +49,18 @@ static uint16_t *bf16_rows(const float *a, int64_t m, int64_t k, int64_t lda) {
         static __thread size_t cap;
         size_t need = (size_t) m * (size_t) k;
         if (need > cap) {
+                if (pthread_once(&scratch_once, scratch_key_make) != 0 || scratch_key_err != 0)
+                        return NULL;
                 uint16_t *p = realloc(buf, MAX(need, (size_t) 1) * sizeof(uint16_t));
                 if (!p)
                         return NULL;
                 buf = p;
                 cap = need;
+                if (pthread_setspecific(scratch_key, p) != 0) {
+                        free(TAKE_PTR(buf));
+                        cap = 0;
+                        return NULL;
+                }
         }
         for (int64_t i = 0; i < m; i++)
                 cpu_f32_to_bf16(a + i * lda, buf + i * k, k);

@@ -16,7 +16,17 @@ cleanup_extra() { [ -n "${daemon_pid:-}" ] && kill -9 "$daemon_pid" 2>/dev/null;
 start_bus "$tmp/address"
 export DBUS_SYSTEM_BUS_ADDRESS=$bus
 A=$bus
-CLIENTS=32 PER_CLIENT=4 RSS_MARGIN_KB=${P3_LOAD_RSS_MARGIN_KB:-8192}
+CLIENTS=32 PER_CLIENT=4 RSS_MARGIN_KB=${P3_LOAD_RSS_MARGIN_KB:-8192} IN_A_ROW=50
+# Under ASan+UBSan (scripts/test-sanitize.sh) a job is about 15 times slower and freed memory
+# waits in ASan's quarantine: fewer jobs, and the RSS bounds are skipped (descriptors still count).
+if [ -n "${P3_SANITIZE:-}" ]; then
+        PER_CLIENT=1 IN_A_ROW=5
+        echo "skip: P3_SANITIZE: the RSS bounds (ASan's quarantine holds freed memory);" \
+                "32 clients x 1 job, then 5 in a row"
+fi
+check_rss() { # as check, skipped under the sanitizers
+        if [ -n "${P3_SANITIZE:-}" ]; then echo "skip: $1"; else check "$@"; fi
+}
 
 "$P3SAM_RUN" synth --config "$P3_TEST_DATA/tiny_config.json" --out "$tmp/w.safetensors" || exit 1
 # The idle timeout far away: an offload in the middle would move the RSS on its own.
@@ -116,22 +126,24 @@ check "the daemon is alive and serves" -- one_job
 settle
 rss1=$(rss) fd1=$(fds)
 check "descriptors back to the baseline exactly ($fd0 → $fd1)" -- [ "$fd1" = "$fd0" ]
-check "RSS back within ${RSS_MARGIN_KB} kB of the baseline ($rss0 → $rss1 kB)" -- \
+check_rss "RSS back within ${RSS_MARGIN_KB} kB of the baseline ($rss0 → $rss1 kB)" -- \
         [ $((rss1 - rss0)) -le "$RSS_MARGIN_KB" ]
 
-# ---- 50 jobs in a row ----
+# ---- 50 jobs in a row ($IN_A_ROW under the sanitizers) ----
 one_job
 settle
 rss_first=$(rss)
 ok=1
-for i in $(seq 2 50); do one_job || { ok=0; fail "job $i of 50: $(tail -n1 "$tmp/one.log")"; }; done
+for i in $(seq 2 "$IN_A_ROW"); do
+        one_job || { ok=0; fail "job $i of $IN_A_ROW: $(tail -n1 "$tmp/one.log")"; }
+done
 settle
 rss_last=$(rss)
-echo "   50 sequential jobs: VmRSS $rss_first kB after the 1st, $rss_last kB after the 50th"
-check "all 50 jobs succeed" -- [ $ok = 1 ]
-check "RSS after the 50th within 5 % of after the 1st" -- \
+echo "   $IN_A_ROW sequential jobs: VmRSS $rss_first kB after the 1st, $rss_last kB after the last"
+check "all $IN_A_ROW jobs succeed" -- [ $ok = 1 ]
+check_rss "RSS after the 50th within 5 % of after the 1st" -- \
         [ $((rss_last * 100)) -le $((rss_first * 105)) ]
-check "descriptors after 50 jobs as at the baseline" -- [ "$(fds)" = "$fd0" ]
+check "descriptors after $IN_A_ROW jobs as at the baseline" -- [ "$(fds)" = "$fd0" ]
 
 kill -TERM "$daemon_pid"
 wait "$daemon_pid"

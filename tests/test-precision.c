@@ -243,6 +243,11 @@ static void test_golden_full(p3_model *ref, p3_model *bf) {
 
 int main(void) {
         setvbuf(stdout, NULL, _IOLBF, 0); /* the figures as they come, under meson too */
+        if (getenv("P3_SANITIZE")) { /* scripts/test-sanitize.sh */
+                printf("SKIP: the full-size model takes over 20 min under ASan+UBSan on 2 cores; "
+                       "golden-tiny, segment and cpu-ops run the same code at tiny size\n");
+                return 77;
+        }
         char why[128];
         if (p3_cpu_auto_precision(why, sizeof(why)) != P3_PRECISION_BF16) {
                 printf("SKIP: no BF16 on this CPU backend (%s)\n", why);

@@ -53,7 +53,9 @@ nobody_call() { # nobody_call PATH IFACE.METHOD
         as_nobody dbus-send --bus="$A" --print-reply --dest=org.p3sam.Segmenter1 "$@" 2>&1
 }
 wait_prop_job() { # wait_prop_job PATH STATE: the job's State as root sees it, within 20 s
-        for _ in $(seq 200); do
+        local n=200
+        [ -n "${P3_SANITIZE:-}" ] && n=3000 # 300 s: a job is ~15 times slower under ASan+UBSan
+        for _ in $(seq $n); do
                 [ "$(prop State "$1" org.p3sam.Segmenter1.Job)" = "$2" ] && return 0
                 sleep 0.1
         done

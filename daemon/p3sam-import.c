@@ -143,6 +143,11 @@ static const char *const allowed_calls[] = {
         "exit", "exit_group",
 };
 
+/* libseccomp's SCMP_A0() leaves fields to positional initialisers, which clang -Werror refuses. */
+static struct scmp_arg_cmp arg0_eq(scmp_datum_t v) {
+        return (struct scmp_arg_cmp) { .arg = 0, .op = SCMP_CMP_EQ, .datum_a = v };
+}
+
 typedef struct rule {
         const char *name;
         uint32_t action;
@@ -167,13 +172,14 @@ static int install_filter(p3_err *err) {
                 return p3_errf(err, -ENOMEM, "the importer cannot build its filter");
         const scmp_datum_t pid = (scmp_datum_t) getpid();
         /* fd as the kernel sees an int -1: compared on its low 32 bits */
-        const struct scmp_arg_cmp anonymous = SCMP_A4(SCMP_CMP_MASKED_EQ, 0xffffffff, 0xffffffff);
+        const struct scmp_arg_cmp anonymous = { .arg = 4, .op = SCMP_CMP_MASKED_EQ,
+                                                 .datum_a = 0xffffffff, .datum_b = 0xffffffff };
         const rule rules[] = {
-                { "write", SCMP_ACT_ALLOW, 1, SCMP_A0(SCMP_CMP_EQ, 1) },
-                { "write", SCMP_ACT_ALLOW, 1, SCMP_A0(SCMP_CMP_EQ, 2) },
-                { "writev", SCMP_ACT_ALLOW, 1, SCMP_A0(SCMP_CMP_EQ, 2) }, /* glibc's messages */
+                { "write", SCMP_ACT_ALLOW, 1, arg0_eq(1) },
+                { "write", SCMP_ACT_ALLOW, 1, arg0_eq(2) },
+                { "writev", SCMP_ACT_ALLOW, 1, arg0_eq(2) }, /* glibc's messages */
                 { "mmap", SCMP_ACT_ALLOW, 1, anonymous },                   /* no file, ever */
-                { "tgkill", SCMP_ACT_ALLOW, 1, SCMP_A0(SCMP_CMP_EQ, pid) }, /* raise(), itself */
+                { "tgkill", SCMP_ACT_ALLOW, 1, arg0_eq(pid) }, /* raise(), itself */
                 /* refused rather than fatal: a library probing for a file carries on */
                 { "open", SCMP_ACT_ERRNO(EACCES), 0, {} },
                 { "openat", SCMP_ACT_ERRNO(EACCES), 0, {} },

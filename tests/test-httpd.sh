@@ -167,14 +167,18 @@ curl -s -o /dev/null --max-time 300 -H 'Content-Type: model/gltf-binary' --data-
         "$url/api/mesh/segment?points=20000&prompts=64" &
 curl_pid=$!
 job=
-for _ in $(seq 100); do
-        job=$(busctl --address="$A" tree --list org.p3sam.Segmenter1 | grep /job/ | sort -t/ -k5 -n | tail -n1)
-        [ "$(busctl --address="$A" tree --list org.p3sam.Segmenter1 | grep -c /job/)" -gt "$jobs_before" ] && break
+# The newest job (/org/p3sam/Segmenter1/job/N: N is the sixth field), once there is one more.
+for _ in $(seq 300); do
+        if [ "$(busctl --address="$A" tree --list org.p3sam.Segmenter1 | grep -c /job/)" -gt "$jobs_before" ]; then
+                job=$(busctl --address="$A" tree --list org.p3sam.Segmenter1 | grep /job/ |
+                        sort -t/ -k6 -n | tail -n1)
+                break
+        fi
         sleep 0.1
 done
 kill "$curl_pid"; wait "$curl_pid" 2>/dev/null
 job_state() { prop State "$job" org.p3sam.Segmenter1.Job; }
-for _ in $(seq 100); do [ "$(job_state)" = cancelled ] && break; sleep 0.1; done
+for _ in $(seq 300); do [ "$(job_state)" = cancelled ] && break; sleep 0.1; done
 echo "   $job after the client left: $(job_state) ($(prop Error "$job" org.p3sam.Segmenter1.Job))"
 check "a client that hangs up mid-job: its job is cancelled" -- [ "$(job_state)" = cancelled ]
 

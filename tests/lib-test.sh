@@ -65,3 +65,12 @@ start_daemon() {
         done
         echo "p3samd ($1) did not come up:"; cat "$2"; exit 1
 }
+
+# tiny_model_conf CONF: the tiny synthetic model in $tmp/w.safetensors and a p3samd.conf at
+# CONF whose [Model] section serves it on the CPU; the caller appends its own sections.
+tiny_model_conf() {
+        "$P3SAM_RUN" synth --config "$P3_TEST_DATA/tiny_config.json" \
+                --out "$tmp/w.safetensors" >/dev/null || exit 1
+        printf '[Model]\nPath=%s\nConfig=%s\nBackend=cpu\nThreads=2\n' \
+                "$tmp/w.safetensors" "$P3_TEST_DATA/tiny_config.json" >"$1"
+}

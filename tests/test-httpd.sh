@@ -17,15 +17,10 @@ start_bus "$tmp/address"
 export DBUS_SYSTEM_BUS_ADDRESS=$bus
 A=$bus
 
-"$P3SAM_RUN" synth --config "$P3_TEST_DATA/tiny_config.json" --out "$tmp/w.safetensors" || exit 1
+tiny_model_conf "$tmp/p3samd.conf"
 # QueuePerUserMax=3: every HTTP job reaches p3samd as the gateway's one user, so 8 requests
 # at once only succeed if the gateway holds the rest in its own queue.
-cat >"$tmp/p3samd.conf" <<EOF2
-[Model]
-Path=$tmp/w.safetensors
-Config=$P3_TEST_DATA/tiny_config.json
-Backend=cpu
-Threads=2
+cat >>"$tmp/p3samd.conf" <<EOF2
 [Daemon]
 IdleTimeoutSec=1h
 QueueMax=16

@@ -31,13 +31,8 @@ for _ in $(seq 50); do [ -s "$tmp/address" ] && break; sleep 0.1; done
 A=$(head -n1 "$tmp/address")
 export DBUS_SYSTEM_BUS_ADDRESS=$A
 
-"$P3SAM_RUN" synth --config "$P3_TEST_DATA/tiny_config.json" --out "$tmp/w.safetensors" || exit 1
-cat >"$tmp/p3samd.conf" <<EOF
-[Model]
-Path=$tmp/w.safetensors
-Config=$P3_TEST_DATA/tiny_config.json
-Backend=cpu
-Threads=2
+tiny_model_conf "$tmp/p3samd.conf"
+cat >>"$tmp/p3samd.conf" <<EOF
 [Daemon]
 IdleTimeoutSec=1h
 JobLingerSec=120

@@ -474,10 +474,15 @@ static void admit(manager *m, sd_bus_message *call, job *j) {
         manager_job_submitted(m, j);
 }
 
-/* A refusal: the sentence, and on a user bus who else may (its owner, bus-polkit.h). */
-static void reply_denied(sd_bus_message *call, const char *sentence) {
+/* A refusal: the sentence, and on a user bus who else may (its owner, bus-polkit.h). The
+ * caller gets the rule; the journal gets why this caller did not pass it (polkit's answer or
+ * its error), which is what an administrator setting up a polkit rule needs to see. */
+static void reply_denied(sd_bus_message *call, uid_t uid, const char *why, const char *sentence) {
         char buf[512];
         uid_t owner;
+
+        log_info("%s refused for uid %u: %s", sd_bus_message_get_member(call), (unsigned) uid,
+                 why);
 
         if (bus_user_bus_owner(sd_bus_message_get_bus(call), &owner) >= 0) {
                 snprintf(buf, sizeof(buf), "%s On this user bus its owner, uid %u, may too.",
@@ -496,8 +501,9 @@ static void on_authorized(void *userdata, int result, uid_t uid, const char *why
         if (result < 0) /* not a refusal: the question could not be answered (ENOMEM) */
                 (void) sd_bus_reply_method_errnof(q->call, result, "%s", why);
         if (result == 0)
-                reply_denied(q->call, "Segmenting needs root, membership in the group named by "
-                                      "AllowGroup=, or the polkit action org.p3sam.segment.");
+                reply_denied(q->call, uid, why,
+                             "Segmenting needs root, membership in the group named by "
+                             "AllowGroup=, or the polkit action org.p3sam.segment.");
         if (result <= 0) {
                 request_free(q);
                 return;
@@ -594,7 +600,7 @@ static void on_manage_authorized(void *userdata, int result, uid_t uid, const ch
         if (result < 0) /* not a refusal: the question could not be answered (ENOMEM) */
                 (void) sd_bus_reply_method_errnof(q->call, result, "%s", why);
         else if (result == 0)
-                reply_denied(q->call, manage_denied[q->verb]);
+                reply_denied(q->call, uid, why, manage_denied[q->verb]);
         else
                 manage_run(q);
         sd_bus_message_unref(q->call);

@@ -93,6 +93,17 @@ out=$(as plain p3samctl segment "$mesh" -o plain.glb 2>&1)
 rc=$?
 note "plain user: exit $rc: $out"
 check "p3samctl segment as a plain user: exit 4" -- [ $rc -eq 4 ]
+# polkit: a local rule lets the plain user segment (p3samd, not root, asks polkit about
+# another user's process: it must own the action, org.p3sam.policy's owner annotation).
+cat >/etc/polkit-1/rules.d/50-plain.rules <<'EOF'
+polkit.addRule(function(action, subject) {
+        if (action.id == "org.p3sam.segment" && subject.user == "plain")
+                return polkit.Result.YES;
+});
+EOF
+plain_segments() { as plain p3samctl segment "$mesh" -o plain-polkit.glb; }
+check "... with a polkit rule for org.p3sam.segment it may (exit 0)" -- wait_for 10 plain_segments
+rm /etc/polkit-1/rules.d/50-plain.rules
 out=$(as plain p3samctl clear-gpu 2>&1)
 rc=$?
 check "p3samctl clear-gpu as a plain user: exit 4" -- [ $rc -eq 4 ]
@@ -173,7 +184,64 @@ check "... p3samctl --instance 0 segments on it" -- \
 check "... and p3samd still serves" -- bus_ok org.p3sam.Segmenter1
 systemctl stop p3samd@0
 
+# ---- the HTTP gateway: shipped off, started by its socket, exits when idle, started again ----
+# No curl in the container: bash's /dev/tcp speaks HTTP/1.1 with "Connection: close".
+http() { # http METHOD PATH [BODY_FILE CONTENT_TYPE]: the whole answer, status line and headers too
+        local len=0
+        [ $# -ge 3 ] && len=$(stat -c %s "$3")
+        exec 3<>/dev/tcp/127.0.0.1/5000 || return 1
+        {
+                printf '%s %s HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n' "$1" "$2"
+                printf 'Content-Length: %s\r\n' "$len"
+                [ $# -ge 4 ] && printf 'Content-Type: %s\r\n' "$4"
+                printf '\r\n'
+                [ $# -ge 3 ] && cat "$3"
+        } >&3
+        timeout 120 cat <&3
+        exec 3<&-
+}
+code_of() { head -n1 "$1" | cut -d' ' -f2; }
+gw_active() { systemctl is-active -q p3sam-httpd.service; }
+gw_inactive() { ! gw_active; }
+clear_ok() { http POST /api/mesh/clear_gpu_memory >/results/http-clear2 && [ "$(code_of /results/http-clear2)" = 200 ]; }
+check "p3sam-httpd.socket is shipped disabled" -- [ "$(systemctl is-enabled p3sam-httpd.socket)" = disabled ]
+check "... and nothing listens on 127.0.0.1:5000" -- bash -c "! (exec 3<>/dev/tcp/127.0.0.1/5000) 2>/dev/null"
+check "systemctl start p3sam-httpd.socket" -- systemctl start p3sam-httpd.socket
+check "... starts the socket only, not the gateway" -- gw_inactive
+http GET /api/status >/results/http-status 2>>/results/commands.log
+note "GET /api/status: $(head -n1 /results/http-status | tr -d '\r')"
+check "the first request (GET /api/status) starts the gateway: 200" -- [ "$(code_of /results/http-status)" = 200 ]
+check "... with p3samd's state in it" -- grep -q '"state"' /results/http-status
+check "... p3sam-httpd.service is active" -- gw_active
+gpid=$(main_pid p3sam-httpd.service)
+check "... and runs as the user p3sam-httpd" -- [ "$(stat -c %U "/proc/$gpid")" = p3sam-httpd ]
+http POST /api/mesh/segment "$mesh" model/gltf-binary >/results/http-segment 2>>/results/commands.log
+note "POST /api/mesh/segment: $(head -n1 /results/http-segment | tr -d '\r')"
+check "POST /api/mesh/segment: 200 with a GLB" -- \
+        bash -c '[ "$(head -n1 /results/http-segment | cut -d" " -f2)" = 200 ] && grep -qa "^glTF" /results/http-segment'
+http POST /api/mesh/clear_gpu_memory >/results/http-clear 2>>/results/commands.log
+check "POST clear_gpu_memory without the polkit rule: 403" -- [ "$(code_of /results/http-clear)" = 403 ]
+cp /usr/share/doc/p3samd/p3sam-httpd-manage.rules /etc/polkit-1/rules.d/50-p3sam-httpd.rules
+# polkitd rereads its rules when the directory changes: a few tries.
+check "... with the shipped example rule installed: 200" -- wait_for 10 clear_ok
+note "clear_gpu_memory with the rule: $(tr -d '\r' </results/http-clear2 | sed -n '1p;$p' | tr '\n' ' ')"
+journalctl --no-pager -o cat -u polkit -u p3samd -n 15 >>/results/commands.log 2>&1
+ls -l /etc/polkit-1/rules.d >>/results/commands.log 2>&1
+check "... and p3samd offloads" -- wait_for 10 state_is offloaded
+rm /etc/polkit-1/rules.d/50-p3sam-httpd.rules
+check "idle 3 s (--idle-exit in the test's drop-in): the gateway exits by itself" -- wait_for 20 gw_inactive
+check "... cleanly (Result=success)" -- [ "$(systemctl show -p Result --value p3sam-httpd.service)" = success ]
+check "... and the socket still listens" -- systemctl is-active -q p3sam-httpd.socket
+http GET /api/status >/results/http-status2 2>>/results/commands.log
+check "the next request starts it again through the socket: 200" -- [ "$(code_of /results/http-status2)" = 200 ]
+gpid2=$(main_pid p3sam-httpd.service)
+note "gateway processes: $gpid, then $gpid2"
+check "... in a new process" -- bash -c "[ '$gpid2' != 0 ] && [ '$gpid2' != '$gpid' ]"
+systemctl stop p3sam-httpd.socket p3sam-httpd.service
+
 # ---- the sandbox, as the live system sees it ----
 exposure=$(systemd-analyze security p3samd.service 2>/dev/null | tail -n1)
 note "systemd-analyze security p3samd.service: $exposure"
 check "systemd-analyze security gives an exposure figure" -- grep -q 'Overall exposure level' <<<"$exposure"
+exposure=$(systemd-analyze security p3sam-httpd.service 2>/dev/null | tail -n1)
+note "systemd-analyze security p3sam-httpd.service: $exposure"

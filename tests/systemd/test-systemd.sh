@@ -61,6 +61,7 @@ DESTDIR=$work meson install -C "$P3_BUILD_ROOT" --no-rebuild --quiet >"$results/
 # The model and the meshes; the test's configuration and unit drop-ins; the checks.
 mkdir -p "$work/usr/share/p3sam-test" "$work/etc/p3sam/p3samd.conf.d" \
         "$work/etc/systemd/system/p3samd.service.d" "$work/etc/systemd/system/p3samd@.service.d" \
+        "$work/etc/systemd/system/p3sam-httpd.service.d" \
         "$work/usr/local/lib/p3sam-systemtest"
 "$P3SAM_RUN" synth --config "$P3_TEST_DATA/tiny_config.json" \
         --out "$work/usr/share/p3sam-test/tiny.safetensors" >/dev/null || exit 1
@@ -70,6 +71,7 @@ cp "$P3_TEST_DATA/tiny_config.json" "$P3_TEST_DATA/meshes/alien.glb" \
 cp "$here/p3samd-test-conf.conf" "$work/etc/p3sam/p3samd.conf.d/50-test.conf"
 cp "$here/p3samd-test.conf" "$work/etc/systemd/system/p3samd.service.d/50-test.conf"
 cp "$here/p3samd-test.conf" "$work/etc/systemd/system/p3samd@.service.d/50-test.conf"
+cp "$here/p3sam-httpd-test.conf" "$work/etc/systemd/system/p3sam-httpd.service.d/50-test.conf"
 cp "$here/p3sam-systemtest.service" "$here/p3sam-systemtest.target" "$work/etc/systemd/system/"
 install -m 755 "$here/checks.sh" "$work/usr/local/lib/p3sam-systemtest/checks.sh"
 echo "root prepared in $(($(date +%s) - t0)) s"

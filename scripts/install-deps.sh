@@ -21,11 +21,11 @@ libgomp1 libdnnl2 libmicrohttpd12 dbus polkitd systemd"
 # libclang-rt-14-dev (libFuzzer, ASan and UBSan runtimes; plain clang only recommends it) build
 # the fuzz targets (-Dfuzz=true, scripts/fuzz.sh). python3-numpy loads the .npy outputs the
 # way X-Part's users will; python3-dbus passes descriptors in D-Bus calls (busctl cannot); curl
-# and jq are the HTTP gateway test's client.
+# and jq are the HTTP gateway test's client; valgrind checks one whole segmentation.
 BUILD="meson ninja-build pkg-config gcc libc6-dev clang libclang-rt-14-dev libomp-dev
 libjson-c-dev libssl-dev libsystemd-dev libuv1-dev libassimp-dev libseccomp-dev libpng-dev
 libinih-dev libcurl4-openssl-dev libdnnl-dev libmicrohttpd-dev
-scdoc util-linux systemd-container debootstrap slurm-wlm munge python3-numpy python3-dbus curl jq"
+scdoc util-linux systemd-container debootstrap slurm-wlm munge python3-numpy python3-dbus curl jq valgrind"
 
 if [ "${1:-}" = "--runtime-list" ]; then
     for p in $RUNTIME; do echo "$p"; done

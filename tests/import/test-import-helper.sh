@@ -5,7 +5,8 @@
 #    the daemon; the helper is a child with only descriptors 0, 1 and 2; killed mid-import
 #    (SIGKILL) or cancelled mid-import, the job fails with a sentence, leaves no output, no
 #    zombie, and the next job succeeds; 50 malformed meshes in
-#    a row leave the daemon's RSS and descriptor count flat;
+#    a row leave the daemon's RSS and descriptor count flat; the meshes of crashers/ that
+#    really crash assimp (SIGSEGV, SIGABRT) fail their job, naming the signal;
 #  - the helper's sandbox self-check: open, socket, execve, fork, kill, writing or mapping
 #    the caller's mesh are each refused or kill it;
 #  - daemon B runs tests/import/fake-import.sh (ImportTimeoutSec=1): a crash, a hang, garbage,
@@ -158,6 +159,25 @@ else
 fi
 check "... and so does its descriptor count" -- test "$fds1" = "$fds0"
 check "... and no zombie is left" -- test -z "$(zombies "$dpid_a")"
+
+# -- meshes that really crash assimp (tests/import/crashers, found by fuzz-mesh) --
+if [ -n "${P3_SANITIZE:-}" ]; then
+        # The helper is instrumented too: its ASan report of assimp's crash would count.
+        echo "skip: the real assimp crashers under P3_SANITIZE"
+else
+        for f in "$here"/crashers/*.obj "$here"/crashers/*.ply; do
+                printf 'precious' >"$tmp/crash.glb"
+                out=$(client segment "$f" "$tmp/crash.glb")
+                echo "   $(basename "$f"): $(tail -n1 <<<"$out")"
+                check "$(basename "$f") crashes assimp: the job fails, naming the signal" -- \
+                        grep -qE '^failed: mesh: .*(SIGSEGV|SIGABRT)' <<<"$out"
+                check "... no output" -- test ! -s "$tmp/crash.glb"
+                out=$(client segment "$mesh" "$tmp/after-crash.glb")
+                check "... the daemon lives and the next job succeeds" -- \
+                        bash -c "kill -0 $dpid_a && grep -q '^done' <<<'$out'"
+        done
+        check "... and no zombie is left" -- test -z "$(zombies "$dpid_a")"
+fi
 
 # ==== the sandbox, self-checked =========================================================
 cp "$mesh" "$tmp/rw.glb"

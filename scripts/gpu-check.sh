@@ -103,6 +103,16 @@ grep -E '^(device|offload|load|heads|ok|FAIL|note)' "$OUT/residency.log" | sed '
 step bench 420 env P3_BENCH_BACKEND=cuda "$build/tests/bench-engine" D C
 sed -n '/== Summary/,$p' "$OUT/bench.log" >>"$report"
 
+# -- attention: cuDNN's fused SDPA against the own kernel (the default), for correctness (the
+# self-test's ops at fp16) and speed (scenario D's features, fp16); a refusal by cuDNN is logged
+# with its reason and the own kernel runs, so the figures then compare the own kernel twice --
+step selftest-cudnn 120 env P3_CUDA_ATTENTION=cudnn "$run" selftest --backend cuda --precision fp16
+grep -E '^  |cuDNN' "$OUT/selftest-cudnn.log" | sed 's/^/      [cudnn] /' >>"$report"
+step bench-cudnn 240 env P3_CUDA_ATTENTION=cudnn P3_BENCH_BACKEND=cuda P3_BENCH_PRECISION=fp16 \
+        "$build/tests/bench-engine" D
+grep -m1 'cuDNN SDPA' "$OUT/bench-cudnn.log" | sed 's/^/      /' >>"$report"
+sed -n '/== Summary/,$p' "$OUT/bench-cudnn.log" | sed 's/^/      [cudnn] /' >>"$report"
+
 # -- compute-sanitizer on the self-test (small: a few hundred points) --
 sanitizer=$(command -v compute-sanitizer || ls /usr/local/cuda/bin/compute-sanitizer 2>/dev/null)
 if [ -n "$sanitizer" ]; then

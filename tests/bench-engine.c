@@ -532,7 +532,7 @@ int main(int argc, char **argv) {
                 precs[1] = P3_PRECISION_FP16, nprec = 2;
         if (pr) {
                 if (p3_precision_from_string(pr, &precs[0]) < 0) {
-                        fprintf(stderr, "bench-engine: P3_BENCH_PRECISION=%s: use auto, fp32, bf16\n", pr);
+                        fprintf(stderr, "bench-engine: P3_BENCH_PRECISION=%s: use auto, fp32, bf16 or fp16\n", pr);
                         return EXIT_FAILURE;
                 }
                 nprec = 1;

@@ -9,13 +9,13 @@
  * Padding: slots past n repeat points (p3_attention_pad) and count as keys exactly as on the
  * CPU; a query is computed only for slots < n, a point's first slot, the only one written.
  *
- * Why not cuDNN's fused SDPA: its engines take dense [batch, heads, seq, d] q/k/v, so the
- * windows (gathered through slot_point) would first be copied out (3·n_pad·C floats), and
- * whether any engine accepts head dim 16 on a given GPU and cuDNN version is only known from
- * its support check on that GPU (none on sm_75). With d = 16 the products are thin and this
- * kernel reads q, k and v in place.
- * TODO(cudnn-sdpa): once measured on real GPUs, try a cuDNN SDPA graph in cuda_attention()
- * where marked, keeping this kernel as the fallback when its support check fails. */
+ * cuDNN's fused SDPA is the other path (cuda_attention_cudnn.cu, P3_CUDA_ATTENTION=cudnn): its
+ * engines take dense [batch, heads, seq, d] q/k/v, so the windows (gathered through slot_point)
+ * are first copied out (3·n_pad·C values), and whether any engine accepts head dim 16 on a given
+ * GPU and cuDNN version is known only from its support check there (none on sm_75). With d = 16
+ * the products are thin and this kernel reads q, k and v in place, so it stays the default until
+ * a GPU has timed both (scripts/gpu-check.sh's attention step), and the fallback when cuDNN
+ * says -ENOTSUP. */
 #include <errno.h>
 #include <stdint.h>
 #include <stdlib.h> /* getenv, strcmp: the cudnn-sdpa hook */
@@ -159,10 +159,8 @@ int cuda_attention(p3_backend *be, const p3_tensor *qkv, const int32_t *slot_poi
         if (!slot_point || qkv->rows < n)
                 return -EINVAL;
 
-        /* TODO(cudnn-sdpa): the place to try a cuDNN fused SDPA graph (see the top comment).
-         * Hook: P3_CUDA_ATTENTION=cudnn tries cuDNN's SDPA (cuda_attention_cudnn.cu) first; on
-         * -ENOTSUP (no cuDNN, FP32, no engine for head dim 16) this kernel runs. Which is faster
-         * is decided on a GPU; until then this kernel is the default. */
+        /* P3_CUDA_ATTENTION=cudnn tries cuDNN's SDPA first; on -ENOTSUP (no cuDNN, FP32, no
+         * engine for head dim 16) this kernel runs (see the top comment). */
         if (use_cudnn()) {
                 int r = cuda_attention_cudnn(be, qkv, slot_point, n_pad, window, heads, out);
                 if (r != -ENOTSUP)

@@ -35,9 +35,21 @@ fails=0
 : >"$report"
 
 say() { echo "$*" | tee -a "$report"; }
+# The whole run stays inside P3_GPU_CHECK_BUDGET seconds (default 480, under the device tool's
+# 600 s per command and its 15 minutes in all): each step's timeout is cut to what is left, and a
+# step with under 20 s left is skipped and counted as a failure, so a hung step costs the steps
+# after it, never the figures already written.
+budget=${P3_GPU_CHECK_BUDGET:-480}
 step() { # step NAME SECONDS command...: runs it, its output kept in $OUT/NAME.log
         local name=$1 secs=$2
         shift 2
+        local left=$((budget - SECONDS))
+        if [ $left -lt 20 ]; then
+                say "FAIL: $name (skipped: ${left} s of the ${budget} s budget left)"
+                fails=$((fails + 1))
+                return 124
+        fi
+        [ "$secs" -gt "$left" ] && secs=$left
         local t0=$SECONDS
         timeout "$secs" "$@" >"$OUT/$name.log" 2>&1
         local rc=$?

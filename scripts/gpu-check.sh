@@ -46,6 +46,7 @@ step() { # step NAME SECONDS command...: runs it, its output kept in $OUT/NAME.l
         local left=$((budget - SECONDS))
         if [ $left -lt 20 ]; then
                 say "FAIL: $name (skipped: ${left} s of the ${budget} s budget left)"
+                : >"$OUT/$name.log"
                 fails=$((fails + 1))
                 return 124
         fi

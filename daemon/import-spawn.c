@@ -294,6 +294,8 @@ int import_mesh(const import_request *req, p3_mesh *ret, p3_err *err) {
         int r = start(req, &h, err);
         if (r < 0)
                 return r;
+        if (req->started)
+                *req->started = true;
         p3_err answer = {};
         p3_wire_result kind;
         p3_mesh m = {};

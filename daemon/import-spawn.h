@@ -8,6 +8,7 @@
 #pragma once
 
 #include <stdatomic.h>
+#include <stdbool.h>
 #include <stdint.h>
 
 #include "error.h"
@@ -21,6 +22,8 @@ typedef struct import_request {
         uint64_t timeout_usec;     /* ImportTimeoutSec=; 0 or UINT64_MAX: none */
         uint64_t memory_max;       /* the helper's address-space cap in bytes; UINT64_MAX: none */
         const atomic_bool *cancel; /* the job's cancel flag, polled while waiting; may be NULL */
+        bool *started;             /* may be NULL: set true once the helper runs, so a failure
+                                    * after that is the mesh's, one before it the machine's */
 } import_request;
 
 /* $P3SAM_IMPORT_HELPER when set (the tests, a development tree), else the installed

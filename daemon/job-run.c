@@ -180,12 +180,14 @@ static int run_predict(residency *res, job *j, const p3_mesh *mesh, run_ctx *c, 
 
 int job_run(residency *res, job *j, job_progress_fn progress, void *userdata, p3_err *err) {
         run_ctx c = { .j = j, .progress = progress, .userdata = userdata };
+        bool started = false;
         import_request req = {
                 .mesh_fd = j->mesh_fd,
                 .format = j->mesh_format,
                 .timeout_usec = j->import_timeout_usec,
                 .memory_max = j->import_memory_max,
                 .cancel = &j->cancel,
+                .started = &started,
         };
         p3_mesh mesh = {};
         p3_mesh_limits_default(&req.lim);
@@ -195,6 +197,8 @@ int job_run(residency *res, job *j, job_progress_fn progress, void *userdata, p3
         on_progress(&c, "reading", 0);
         /* In a helper process: assimp's crashes, hangs and leaks stay out of the daemon. */
         int r = import_mesh(&req, &mesh, err);
+        j->read_failed = r < 0 && started; /* for the job's Result, read on the loop thread
+                                            * after the worker's hand-over */
         /* Outputs are emptied only once the mesh is in memory: whatever the caller passed,
          * nothing it gave us is destroyed before it was read. */
         if (r >= 0)

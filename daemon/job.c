@@ -60,6 +60,9 @@ void job_free(job *j) {
 static int append_property(sd_bus_message *m, const job *j, const char *prop) {
         if (strcmp(prop, "State") == 0)
                 return sd_bus_message_append(m, "{sv}", prop, "s", job_state_to_string(j->state));
+        if (strcmp(prop, "Result") == 0)
+                return sd_bus_message_append(m, "{sv}", prop, "s",
+                                             job_result_to_string(j->result));
         if (strcmp(prop, "Stage") == 0)
                 return sd_bus_message_append(m, "{sv}", prop, "s", j->stage);
         if (strcmp(prop, "Progress") == 0)
@@ -136,8 +139,9 @@ static void log_end(const job *j) {
                 log_notice("job %" PRIu32 " (%s for uid %u) cancelled: %s", j->id, what,
                            (unsigned) j->uid, j->error ? j->error : "no reason given");
         else
-                log_error("job %" PRIu32 " (%s for uid %u) failed: %s", j->id, what,
-                          (unsigned) j->uid, j->error ? j->error : "no reason given");
+                log_error("job %" PRIu32 " (%s for uid %u) failed (%s): %s", j->id, what,
+                          (unsigned) j->uid, job_result_to_string(j->result),
+                          j->error ? j->error : "no reason given");
 }
 
 static void on_linger_end(uv_timer_t *t) {
@@ -145,14 +149,17 @@ static void on_linger_end(uv_timer_t *t) {
         manager_job_removed(j->manager, j);
 }
 
-void job_finish(job *j, job_state state, const char *error) {
+void job_finish(job *j, job_result result, const char *error) {
         manager *m = j->manager;
         if (job_finished(j))
                 return;
-        j->state = state;
+        j->result = result;
+        j->state = result == JOB_RESULT_DONE        ? JOB_DONE
+                   : result == JOB_RESULT_CANCELLED ? JOB_CANCELLED
+                                                    : JOB_FAILED;
         free(j->error);
         j->error = error && *error ? strdup(error) : NULL;
-        if (state == JOB_DONE)
+        if (j->state == JOB_DONE)
                 j->progress = 1.0;
         j->stage[0] = 0; /* no stage runs any more */
         close_fd(&j->mesh_fd);
@@ -163,7 +170,7 @@ void job_finish(job *j, job_state state, const char *error) {
         j->track = sd_bus_track_unref(j->track);
         uv_timer_stop(&j->timer);
         log_end(j);
-        static const char *const props[] = { "State", "Stage", "Error", "Progress", NULL };
+        static const char *const props[] = { "State", "Result", "Stage", "Error", "Progress", NULL };
         int r = emit_changed(j, props);
         if (r < 0)
                 log_warning_errno(r, "job %" PRIu32 ": cannot send PropertiesChanged", j->id);
@@ -181,7 +188,7 @@ void job_cancel(job *j, const char *reason) {
         /* Not started yet: it ends here. Running: the worker stops at the next stage or batch
          * and reports back. */
         if (j->state == JOB_QUEUED && j->manager->worker && worker_unqueue(j->manager->worker, j)) {
-                job_finish(j, JOB_CANCELLED, reason);
+                job_finish(j, JOB_RESULT_CANCELLED, reason);
                 manager_check_idle(j->manager);
         }
 }
@@ -236,6 +243,13 @@ static int property_get_state(sd_bus *bus, const char *path, const char *interfa
                               sd_bus_error *error) {
         job *j = userdata;
         return sd_bus_message_append(reply, "s", job_state_to_string(j->state));
+}
+
+static int property_get_result(sd_bus *bus, const char *path, const char *interface,
+                               const char *property, sd_bus_message *reply, void *userdata,
+                               sd_bus_error *error) {
+        job *j = userdata;
+        return sd_bus_message_append(reply, "s", job_result_to_string(j->result));
 }
 
 static int property_get_error(sd_bus *bus, const char *path, const char *interface,
@@ -334,6 +348,8 @@ const sd_bus_vtable job_vtable[] = {
         SD_BUS_PROPERTY("StartedByUID", "u", NULL, offsetof(job, uid),
                         SD_BUS_VTABLE_PROPERTY_CONST),
         SD_BUS_PROPERTY("Error", "s", property_get_error, 0,
+                        SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
+        SD_BUS_PROPERTY("Result", "s", property_get_result, 0,
                         SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
         SD_BUS_METHOD("Cancel", "", "", method_cancel, SD_BUS_VTABLE_UNPRIVILEGED),
         SD_BUS_SIGNAL_WITH_NAMES("Completed", "bs", SD_BUS_PARAM(success) SD_BUS_PARAM(message),

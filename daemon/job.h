@@ -14,6 +14,7 @@
 #include <uv.h>
 
 #include "export_format.h"
+#include "job-result.h"
 #include "pipeline.h"
 
 typedef struct manager manager;
@@ -70,6 +71,8 @@ typedef struct job {
 
         /* where it is (loop thread) */
         job_state state;
+        job_result result; /* how it ended (Result): set with the state by job_finish */
+        bool read_failed;  /* set by the worker: the importer ran and failed (the mesh's fault) */
         char stage[32];
         double progress;
         char *error;
@@ -94,8 +97,9 @@ static inline bool job_finished(const job *j) {
 int job_publish(job *j);
 /* The worker took the job: state running, the job timeout starts. */
 void job_started(job *j);
-/* Marks a job finished, emits Completed and JobRemoved, starts the linger timer. */
-void job_finish(job *j, job_state state, const char *error);
+/* Marks a job finished with result (its state follows: done, cancelled or failed), emits
+ * Completed and JobRemoved, starts the linger timer. */
+void job_finish(job *j, job_result result, const char *error);
 /* State/progress changed: emits PropertiesChanged. */
 void job_changed(job *j, const char *prop1, const char *prop2);
 /* Cancels a queued or running job (the worker notices between stages). */

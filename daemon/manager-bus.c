@@ -468,7 +468,7 @@ static void admit(manager *m, sd_bus_message *call, job *j) {
         if (r < 0) {
                 /* The caller gets the job, which fails at once with the reason: the daemon's
                  * view of a bad descriptor is the job's Error, like any other bad input. */
-                job_finish(j, JOB_FAILED, p3_err_msg(&err, r));
+                job_finish(j, JOB_RESULT_INVALID_INPUT, p3_err_msg(&err, r));
                 return;
         }
         manager_job_submitted(m, j);

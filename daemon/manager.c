@@ -98,11 +98,12 @@ static void on_progress(void *userdata, job *j, const char *stage, double fracti
 static void on_job_done(void *userdata, job *j, int r, const char *message) {
         manager *m = userdata;
         if (r == -ECANCELED || atomic_load(&j->cancel))
-                job_finish(j, JOB_CANCELLED, j->cancel_reason[0] ? j->cancel_reason : message);
+                job_finish(j, JOB_RESULT_CANCELLED,
+                           j->cancel_reason[0] ? j->cancel_reason : message);
         else if (r < 0)
-                job_finish(j, JOB_FAILED, message);
+                job_finish(j, job_result_of_failure(r, j->read_failed), message);
         else
-                job_finish(j, JOB_DONE, NULL);
+                job_finish(j, JOB_RESULT_DONE, NULL);
         if (r >= 0)
                 m->jobs_completed++;
         manager_emit_changed(m, "QueueLength", "JobsCompleted", NULL);
@@ -212,7 +213,7 @@ void manager_job_submitted(manager *m, job *j) {
         idle_disarm(m);
         int r = worker_submit(m->worker, j);
         if (r < 0) {
-                job_finish(j, JOB_FAILED, "the daemon is out of memory; try again later");
+                job_finish(j, JOB_RESULT_RESOURCES, "the daemon is out of memory; try again later");
                 return;
         }
         manager_emit_changed(m, "QueueLength", NULL);

@@ -43,6 +43,8 @@ typedef struct state {
         int done; /* 0 waiting, 1 success, 2 failure */
         char message[512];
         char result[32];
+        char result_prop[32]; /* the job's Result, as its PropertiesChanged said it */
+        bool result_before_completed; /* Result was set before Completed arrived */
 } state;
 
 static int on_completed(sd_bus_message *m, void *userdata, sd_bus_error *e) {
@@ -69,8 +71,24 @@ static int on_removed(sd_bus_message *m, void *userdata, sd_bus_error *e) {
 
 static int on_changed(sd_bus_message *m, void *userdata, sd_bus_error *e) {
         state *s = userdata;
-        if (strcmp(sd_bus_message_get_path(m), s->job) == 0)
-                s->progress_updates++;
+        const char *iface, *name, *value;
+        if (!s->job || strcmp(sd_bus_message_get_path(m), s->job) != 0)
+                return 0;
+        s->progress_updates++;
+        if (sd_bus_message_read(m, "s", &iface) < 0 ||
+            sd_bus_message_enter_container(m, 'a', "{sv}") < 0)
+                return 0;
+        while (sd_bus_message_enter_container(m, 'e', "sv") > 0) {
+                if (sd_bus_message_read(m, "s", &name) < 0)
+                        return 0;
+                if (strcmp(name, "Result") == 0 && sd_bus_message_read(m, "v", "s", &value) >= 0) {
+                        snprintf(s->result_prop, sizeof(s->result_prop), "%s", value);
+                        s->result_before_completed = !s->done && *value;
+                } else if (sd_bus_message_skip(m, "v") < 0)
+                        return 0;
+                if (sd_bus_message_exit_container(m) < 0)
+                        return 0;
+        }
         return 0;
 }
 
@@ -473,6 +491,8 @@ int main(int argc, char **argv) {
                 if (sd_bus_process(bus, NULL) == 0)
                         sd_bus_wait(bus, 100000);
         printf("progress-updates %d\n", s.progress_updates);
+        printf("result-property %s%s\n", s.result_prop[0] ? s.result_prop : "(none)",
+               s.result_before_completed ? " (before Completed)" : "");
         printf("%s%s%s\n", s.result[0] ? s.result : (s.done == 1 ? "done" : "failed"),
                s.message[0] ? ": " : "", s.message);
         free((char *) s.job);

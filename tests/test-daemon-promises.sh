@@ -104,7 +104,7 @@ out=$(as_nobody busctl --address="$A" get-property org.p3sam.Segmenter1 "$job" o
 echo "   nobody reading root's job: $out"
 check "another user cannot read the job's properties" -- bash -c "! grep -q '^s ' <<<'$out'"
 client segment "$P3_TEST_DATA/meshes/bad/Fox_truncated.glb" "$tmp/bad.glb" >/dev/null 2>&1
-check "a failed job is logged at priority err (<3>)" -- grep -q '^<3>job [0-9]* (segmentation for uid 0) failed: .*truncated' "$tmp/daemon.log"
+check "a failed job is logged at priority err (<3>)" -- grep -q '^<3>job [0-9]* (segmentation for uid 0) failed (invalid-input): .*truncated' "$tmp/daemon.log"
 call SetIdleTimeout tb 0 true
 client segment "$big" "$tmp/long.glb" glb --points 20000 --prompts 64 --detach >"$tmp/c3" 2>&1
 client segment "$mesh" "$tmp/queued.glb" --detach >"$tmp/c4" 2>&1

@@ -78,6 +78,7 @@ check "the report names the synthetic weights" -- grep -q '"synthetic_weights":t
 check "progress signals arrived" -- awk '/^progress-updates/ { exit !($2 > 0) }' "$tmp/c1"
 job=$(awk '/^job/ { print $2 }' "$tmp/c1")
 check "the finished job lingers with State done" -- [ "$(prop State "$job" org.p3sam.Segmenter1.Job)" = done ]
+check "...and Result done" -- [ "$(prop Result "$job" org.p3sam.Segmenter1.Job)" = done ]
 "$P3SAM_RUN" segment --help >/dev/null 2>&1 # (keeps p3sam-run a dependency)
 check "JobsCompleted counts it" -- [ "$(prop JobsCompleted)" = 1 ]
 
@@ -90,10 +91,14 @@ rc=$?
 check "a truncated mesh fails its job (exit 1)" -- [ $rc -eq 1 ]
 check "the job's error says what is wrong" -- grep -q "truncated" "$tmp/c3"
 check "a failed job leaves the output empty" -- [ ! -s "$tmp/bad.glb" ]
+check "its Result is invalid-input, sent before Completed (a client knows not to retry)" -- \
+        grep -qx "result-property invalid-input (before Completed)" "$tmp/c3"
 client segment "$mesh" "$tmp/out2.glb" >"$tmp/c4" 2>&1
 check "the next job succeeds" -- [ $? -eq 0 ]
+check "...with Result done" -- grep -qx "result-property done (before Completed)" "$tmp/c4"
 client segment "$mesh" /dev/null >"$tmp/c5" 2>&1
 check "an output that is not a regular file fails the job" -- grep -q "regular file" "$tmp/c5"
+check "...as invalid-input" -- grep -qx "result-property invalid-input (before Completed)" "$tmp/c5"
 busctl --address="$A" call org.p3sam.Segmenter1 /org/p3sam/Segmenter1 org.p3sam.Segmenter1 \
         ClearGpuMemory >/dev/null # (root)
 out=$(client segment "$mesh" "$tmp/x.glb" bmp 2>&1)
@@ -111,6 +116,7 @@ busctl --address="$A" call org.p3sam.Segmenter1 "$cjob" org.p3sam.Segmenter1.Job
 wait $cpid
 rc=$?
 check "Cancel ends the job as cancelled (client exit 3)" -- [ $rc -eq 3 ]
+check "...with Result cancelled" -- grep -qx "result-property cancelled (before Completed)" "$tmp/c6"
 client segment "$big" "$tmp/d.glb" glb --points 20000 --prompts 64 --disconnect >"$tmp/c7" 2>&1
 djob=$(awk '/^job/ { print $2 }' "$tmp/c7")
 for _ in $(seq 100); do

@@ -135,6 +135,10 @@ http bad -H 'Content-Type: model/gltf-binary' --data-binary @"$tmp/bad.glb" "$ur
 echo "   p3samctl: $(cat "$tmp/bad-ctl.err")"
 echo "   bad mesh: $code $(error_of bad)"
 check "a bad mesh: 422" -- [ "$code" = 422 ]
+badjob=$(busctl --address="$A" tree --list org.p3sam.Segmenter1 | grep /job/ | sort -t/ -k6 -n |
+        tail -n2 | head -n1) # the gateway's, before p3samctl's
+check "...from the job's Result, invalid-input" -- \
+        [ "$(prop Result "$badjob" org.p3sam.Segmenter1.Job)" = invalid-input ]
 sentence=$(error_of bad)
 # p3samctl names the file where the daemon says "mesh"
 check "...with the daemon's sentence (as p3samctl prints it)" -- \
@@ -178,6 +182,29 @@ job_state() { prop State "$job" org.p3sam.Segmenter1.Job; }
 for _ in $(seq 300); do [ "$(job_state)" = cancelled ] && break; sleep 0.1; done
 echo "   $job after the client left: $(job_state) ($(prop Error "$job" org.p3sam.Segmenter1.Job))"
 check "a client that hangs up mid-job: its job is cancelled" -- [ "$(job_state)" = cancelled ]
+
+# ---- a job cancelled in p3samd by someone else: 503 (come back later), not 422 ----
+jobs_before=$(busctl --address="$A" tree --list org.p3sam.Segmenter1 | grep -c /job/)
+curl -s -D "$tmp/admin.head" -o "$tmp/admin.body" -w '%{http_code}' --max-time 300 \
+        -H 'Content-Type: model/gltf-binary' --data-binary @"$big" \
+        "$url/api/mesh/segment?points=20000&prompts=64" >"$tmp/admin.code" &
+curl_pid=$!
+job=
+for _ in $(seq 300); do
+        if [ "$(busctl --address="$A" tree --list org.p3sam.Segmenter1 | grep -c /job/)" -gt "$jobs_before" ]; then
+                job=$(busctl --address="$A" tree --list org.p3sam.Segmenter1 | grep /job/ |
+                        sort -t/ -k6 -n | tail -n1)
+                break
+        fi
+        sleep 0.1
+done
+"$P3SAMCTL" cancel "${job##*/}" >/dev/null 2>&1 # root: an administrator
+wait "$curl_pid"
+echo "   cancelled by an administrator: $(cat "$tmp/admin.code") $(jq -r .error "$tmp/admin.body" 2>/dev/null)"
+check "a job an administrator cancels: 503 with Retry-After, saying so" -- \
+        eval '[ "$(cat "$tmp/admin.code")" = 503 ] && grep -qi "^Retry-After: [0-9]" "$tmp/admin.head" &&
+              jq -r .error "$tmp/admin.body" | grep -q "cancelled in p3samd"'
+check "...its Result is cancelled" -- [ "$(prop Result "$job" org.p3sam.Segmenter1.Job)" = cancelled ]
 
 # ---- 8 at once, past QueuePerUserMax=3 ----
 for i in 1 2 3 4 5 6 7 8; do

@@ -126,6 +126,41 @@ static void finish_job_output(hreq *r) {
         finish(r, MHD_HTTP_OK, resp);
 }
 
+/* Our job's Result ("" while it runs), sent in the PropertiesChanged that precedes Completed. */
+static int on_job_properties(sd_bus_message *m, void *userdata, sd_bus_error *ret_error) {
+        httpd *s = userdata;
+        hreq *r = find_job(s, sd_bus_message_get_path(m) ?: "");
+        const char *iface, *name, *value;
+        if (!r || strcmp(sd_bus_message_get_sender(m) ?: "", r->daemon_id ?: "") != 0)
+                return 0;
+        if (sd_bus_message_read(m, "s", &iface) < 0 || strcmp(iface, HTTPD_JOB_IFACE) != 0 ||
+            sd_bus_message_enter_container(m, 'a', "{sv}") < 0)
+                return 0;
+        while (sd_bus_message_enter_container(m, 'e', "sv") > 0) {
+                if (sd_bus_message_read(m, "s", &name) < 0)
+                        return 0;
+                if (strcmp(name, "Result") == 0 && sd_bus_message_read(m, "v", "s", &value) >= 0)
+                        snprintf(r->result, sizeof(r->result), "%s", value);
+                else if (sd_bus_message_skip(m, "v") < 0)
+                        return 0;
+                if (sd_bus_message_exit_container(m) < 0)
+                        return 0;
+        }
+        return 0;
+}
+
+/* The HTTP status of a failed job, from its Result: the mesh's fault (do not send it again),
+ * the machine's (come back later: 503 carries Retry-After), cancelled by someone else in
+ * p3samd (an administrator, a stopping daemon), or p3samd's own failure. A daemon that says no
+ * Result is taken at its sentence, as the mesh's fault. */
+static unsigned failed_job_status(const char *result) {
+        if (strcmp(result, "resources") == 0 || strcmp(result, "cancelled") == 0)
+                return MHD_HTTP_SERVICE_UNAVAILABLE;
+        if (strcmp(result, "failed") == 0)
+                return MHD_HTTP_INTERNAL_SERVER_ERROR;
+        return MHD_HTTP_UNPROCESSABLE_CONTENT;
+}
+
 static int on_completed(sd_bus_message *m, void *userdata, sd_bus_error *ret_error) {
         httpd *s = userdata;
         hreq *r = find_job(s, sd_bus_message_get_path(m) ?: "");
@@ -143,15 +178,18 @@ static int on_completed(sd_bus_message *m, void *userdata, sd_bus_error *ret_err
         else if (r->hung_up || r->timed_out) /* cancelled by us: 504 for the timeout */
                 finish_error(r, MHD_HTTP_BAD_REQUEST, "The client left.");
         else if (!*message)
-                finish_error(r, MHD_HTTP_UNPROCESSABLE_CONTENT, "The job failed.");
+                finish_error(r, failed_job_status(r->result), "The job failed.");
         else {
-                /* the mesh or its options could not be processed: the daemon's sentence,
-                 * ended as one */
+                /* the daemon's sentence, ended as one */
+                unsigned status = failed_job_status(r->result);
                 size_t n = strlen(message);
                 bool stop = strchr(".!?", message[n - 1]) != NULL;
-                finish(r, MHD_HTTP_UNPROCESSABLE_CONTENT,
-                       httpd_error_response(MHD_HTTP_UNPROCESSABLE_CONTENT, "%s%s", message,
-                                            stop ? "" : "."));
+                finish(r, status,
+                       httpd_error_response(status, "%s%s%s",
+                                            strcmp(r->result, "cancelled") == 0
+                                                    ? "The job was cancelled in p3samd: "
+                                                    : "",
+                                            message, stop ? "" : "."));
         }
         retry_held(s);
         return 0;
@@ -391,6 +429,12 @@ int httpd_bus_connect(httpd *s) {
         int err = sd_bus_open_system(&bus);
         if (err >= 0)
                 err = wait_ready(bus);
+        if (err >= 0)
+                err = sd_bus_add_match_async(bus, NULL,
+                                             "type='signal',interface='org.freedesktop.DBus."
+                                             "Properties',member='PropertiesChanged',arg0='"
+                                             HTTPD_JOB_IFACE "'",
+                                             on_job_properties, NULL, s);
         if (err >= 0)
                 err = sd_bus_match_signal_async(bus, NULL, NULL, NULL, HTTPD_JOB_IFACE,
                                                 "Completed", on_completed, NULL, s);

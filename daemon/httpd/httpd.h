@@ -80,6 +80,7 @@ typedef struct hreq {
         sd_bus_slot *call;
         char *job_path;
         char *daemon_id;  /* the unique name that answered: Completed must come from it */
+        char result[16];  /* the job's Result, from the PropertiesChanged before Completed */
         sd_event_source *hangup_watch, *timer;
 
         /* the answer, once known */

@@ -170,6 +170,8 @@ if mount -t tmpfs -o size=64k,nr_inodes=64 tmpfs "$tmp/full" 2>"$tmp/mount.err";
         check "output on a full tmpfs: p3samctl fails (1) with one sentence" -- \
                 eval '[ "$(rc_of out)" = 1 ] && sentence "$tmp/log/out.err"'
         check "... naming the lack of space" -- grep -qi 'no space' "$tmp/log/out.err"
+        check "... a job whose Result is resources (the journal says so)" -- \
+                grep -q 'failed (resources): .*No space' "$tmp/daemon.log"
         check "... and leaves no output nor temporary file" -- nothing_left "$tmp/full" out
         check "... nor a descriptor in the daemon" -- [ "$(fds)" -le "$n0" ]
         check "... and the next job succeeds" -- next_job_ok full-out

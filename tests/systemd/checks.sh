@@ -143,7 +143,7 @@ check "... and the old model kept serving" -- bash -c "cd /home/root && p3samctl
 
 # ---- the journal at the right priority ----
 (cd /home/root && p3samctl segment "$data/Fox_truncated.glb" -o bad.glb) >>/results/commands.log 2>&1
-line=$(journalctl -u p3samd -p err --no-pager -o cat | grep 'failed: .*truncated' | tail -n1)
+line=$(journalctl -u p3samd -p err --no-pager -o cat | grep 'failed (invalid-input): .*truncated' | tail -n1)
 note "journalctl -u p3samd -p err: $line"
 check "a bad mesh's refusal is in the journal at priority err" -- [ -n "$line" ]
 

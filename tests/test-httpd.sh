@@ -163,20 +163,26 @@ check "...and sent chunked, without a Content-Length: 413 too" -- \
         eval '[ "$code" = 413 ] && error_of bigc | grep -q "1048576 bytes"'
 
 # ---- a client that hangs up cancels its job ----
-jobs_before=$(busctl --address="$A" tree --list org.p3sam.Segmenter1 | grep -c /job/)
+job_count() { busctl --address="$A" tree --list org.p3sam.Segmenter1 | grep -c /job/; }
+# new_job COUNT-BEFORE: the newest job (/org/p3sam/Segmenter1/job/N: N is the sixth field) in
+# $job, once there are more than COUNT-BEFORE.
+new_job() {
+        job=
+        for _ in $(seq 300); do
+                if [ "$(job_count)" -gt "$1" ]; then
+                        job=$(busctl --address="$A" tree --list org.p3sam.Segmenter1 | grep /job/ |
+                                sort -t/ -k6 -n | tail -n1)
+                        return 0
+                fi
+                sleep 0.1
+        done
+        return 1
+}
+jobs_before=$(job_count)
 curl -s -o /dev/null --max-time 300 -H 'Content-Type: model/gltf-binary' --data-binary @"$big" \
         "$url/api/mesh/segment?points=20000&prompts=64" &
 curl_pid=$!
-job=
-# The newest job (/org/p3sam/Segmenter1/job/N: N is the sixth field), once there is one more.
-for _ in $(seq 300); do
-        if [ "$(busctl --address="$A" tree --list org.p3sam.Segmenter1 | grep -c /job/)" -gt "$jobs_before" ]; then
-                job=$(busctl --address="$A" tree --list org.p3sam.Segmenter1 | grep /job/ |
-                        sort -t/ -k6 -n | tail -n1)
-                break
-        fi
-        sleep 0.1
-done
+new_job "$jobs_before"
 kill "$curl_pid"; wait "$curl_pid" 2>/dev/null
 job_state() { prop State "$job" org.p3sam.Segmenter1.Job; }
 for _ in $(seq 300); do [ "$(job_state)" = cancelled ] && break; sleep 0.1; done
@@ -184,20 +190,12 @@ echo "   $job after the client left: $(job_state) ($(prop Error "$job" org.p3sam
 check "a client that hangs up mid-job: its job is cancelled" -- [ "$(job_state)" = cancelled ]
 
 # ---- a job cancelled in p3samd by someone else: 503 (come back later), not 422 ----
-jobs_before=$(busctl --address="$A" tree --list org.p3sam.Segmenter1 | grep -c /job/)
+jobs_before=$(job_count)
 curl -s -D "$tmp/admin.head" -o "$tmp/admin.body" -w '%{http_code}' --max-time 300 \
         -H 'Content-Type: model/gltf-binary' --data-binary @"$big" \
         "$url/api/mesh/segment?points=20000&prompts=64" >"$tmp/admin.code" &
 curl_pid=$!
-job=
-for _ in $(seq 300); do
-        if [ "$(busctl --address="$A" tree --list org.p3sam.Segmenter1 | grep -c /job/)" -gt "$jobs_before" ]; then
-                job=$(busctl --address="$A" tree --list org.p3sam.Segmenter1 | grep /job/ |
-                        sort -t/ -k6 -n | tail -n1)
-                break
-        fi
-        sleep 0.1
-done
+new_job "$jobs_before"
 "$P3SAMCTL" cancel "${job##*/}" >/dev/null 2>&1 # root: an administrator
 wait "$curl_pid"
 echo "   cancelled by an administrator: $(cat "$tmp/admin.code") $(jq -r .error "$tmp/admin.body" 2>/dev/null)"

@@ -130,7 +130,7 @@ static int bench_shape(int64_t m, int64_t n, int64_t k, int threads) {
                 const char *name;
                 block_fn fn;
         } kinds[] = {
-                { "fp32 oneDNN", sgemm_block },
+                { "fp32", sgemm_block }, /* oneDNN's, or the plain loops' (-Ddnnl=disabled) */
                 { "bf16 oneDNN", bf16_block },
                 { "bf16+convert", bf16_convert_block },
         };

@@ -28,6 +28,7 @@
 #include "cpu/cpu_dnnl.h"
 #include "macro.h"
 #include "serialize.h"
+#include "sgemm-check.h"
 #include "test-util.h"
 #include "omp-env.h"
 
@@ -1495,44 +1496,10 @@ static void gemm_cache(void) {
  * as [k,n] (attention's P·V), alpha, accumulation, strides, against a double-precision sum. */
 static void sgemm_case(bool b_nk, int64_t m, int64_t n, int64_t k, int64_t pad, float alpha,
                        bool acc) {
-        int64_t lda = k + pad, ldb = (b_nk ? k : n) + pad, ldc = n + pad;
-        int64_t brows = b_nk ? n : k;
-        float *a = malloc(sizeof(float) * (size_t) (m * lda));
-        float *b = malloc(sizeof(float) * (size_t) (brows * ldb));
-        float *c = malloc(sizeof(float) * (size_t) (m * ldc));
-        CHECK(a && b && c);
-        for (int64_t i = 0; i < m * lda; i++)
-                a[i] = (float) ((i * 7919) % 2001 - 1000) * 1e-3f;
-        for (int64_t i = 0; i < brows * ldb; i++)
-                b[i] = (float) ((i * 104729) % 2001 - 1000) * 1e-3f;
-        for (int64_t i = 0; i < m * ldc; i++)
-                c[i] = (float) (i % 7) - 3.0f;
-        int r = cpu_dnnl_sgemm(b_nk, m, n, k, alpha, a, lda, b, ldb, c, ldc, acc);
-        double worst = 0;
-        bool pad_kept = true;
-        for (int64_t i = 0; i < m; i++) {
-                for (int64_t j = 0; j < n; j++) {
-                        double sum = 0, mag = 0;
-                        for (int64_t p = 0; p < k; p++) {
-                                double bv = b_nk ? b[j * ldb + p] : b[p * ldb + j];
-                                sum += (double) a[i * lda + p] * bv;
-                                mag += fabs((double) a[i * lda + p] * bv);
-                        }
-                        double old = (double) ((i * ldc + j) % 7) - 3.0;
-                        double want = alpha * sum + (acc ? old : 0);
-                        double bound = (double) (k + 2) * 0x1p-24 *
-                                               (fabs(alpha) * mag + fabs(old)) +
-                                       FLT_MIN;
-                        worst = fmax(worst, fabs(c[i * ldc + j] - want) / bound);
-                }
-                for (int64_t j = n; j < ldc; j++)
-                        pad_kept &= c[i * ldc + j] == (float) ((i * ldc + j) % 7) - 3.0f;
-        }
-        expect(r == 0 && worst <= 1 && pad_kept,
-               "dnnl fp32 %s %lldx%lldx%lld%s alpha %g%s: err/bound %.3g", b_nk ? "A·Bᵀ" : "A·B",
-               (long long) m, (long long) n, (long long) k, pad ? " ld" : "", alpha,
-               acc ? " acc" : "", worst);
-        free(a), free(b), free(c);
+        double worst = sgemm_check(cpu_dnnl_sgemm, b_nk, m, n, k, pad, alpha, acc);
+        expect(worst >= 0 && worst <= 1, "%s fp32 %s %lldx%lldx%lld%s alpha %g%s: err/bound %.3g",
+               cpu_gemm_library(), b_nk ? "A·Bᵀ" : "A·B", (long long) m, (long long) n,
+               (long long) k, pad ? " ld" : "", alpha, acc ? " acc" : "", worst);
 }
 
 /* The NaN/Inf check the engine makes after each stage: a strided view, one bad value anywhere

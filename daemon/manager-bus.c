@@ -527,14 +527,17 @@ static int submit(sd_bus_message *call, manager *m, job_kind kind, sd_bus_error 
         if (m->stopping)
                 return sd_bus_error_set(error, SD_BUS_ERROR_FAILED, "The daemon is stopping.");
         request *q = calloc(1, sizeof(*q));
-        if (!q)
-                return -ENOMEM;
-        *q = (request) { .m = m, .call = sd_bus_message_ref(call), .kind = kind };
-        int r = bus_check_authorization(call, P3_ACTION_SEGMENT, m->conf.allow_group, false,
-                                        on_authorized, q, NULL);
+        int r = q ? 0 : -ENOMEM;
+        if (q) {
+                *q = (request) { .m = m, .call = sd_bus_message_ref(call), .kind = kind };
+                r = bus_check_authorization(call, P3_ACTION_SEGMENT, m->conf.allow_group, false,
+                                            on_authorized, q, NULL);
+        }
         if (r < 0) {
                 request_free(q);
-                return r;
+                /* the caller's answer to "try again?": the daemon's state, not the request */
+                return sd_bus_error_set_errnof(error, r, "Cannot take the request: %s; try again "
+                                               "later.", strerror(-r));
         }
         return 1;
 }

@@ -29,6 +29,9 @@ typedef struct p3_prepared {
 
 int p3_job_enter(p3_job *j, const char *stage, double *t, p3_err *err);
 void p3_job_leave(p3_job *j, double t);
+/* The job's failure r, with a sentence where the failing layer wrote none: for out of memory,
+ * the stage it struck and the sizes that drive it, so the caller knows what to lower. */
+int p3_job_failed(const p3_job *j, const p3_pipeline_params *p, int k, int r, p3_err *err);
 /* Clean, sample, normalize and run the backbone. */
 int p3_job_prepare(p3_job *j, p3_model *m, const p3_mesh *input, const p3_pipeline_params *p,
                    p3_mesh *mesh, p3_prepared *pr, p3_err *err);

@@ -76,6 +76,14 @@ static bool job_abort(void *userdata) {
         return j->hooks && j->hooks->abort && j->hooks->abort(j->hooks->userdata);
 }
 
+int p3_job_failed(const p3_job *j, const p3_pipeline_params *p, int k, int r, p3_err *err) {
+        if (r != -ENOMEM)
+                return r;
+        return p3_errf(err, r, "out of memory in the %s stage (%lld points, %d prompts, batches of "
+                       "%d); fewer points, prompts or a smaller prompt batch need less",
+                       j->stage ? j->stage : "setup", (long long) p->points, k, p->prompt_batch);
+}
+
 /* Enter a stage: report it, honour a cancel request. */
 int p3_job_enter(p3_job *j, const char *stage, double *t, p3_err *err) {
         j->stage = stage;
@@ -298,7 +306,7 @@ int p3_pipeline_segment(p3_model *m, const p3_mesh *input, const p3_pipeline_par
         p3_prepared_done(&pr);
         if (r < 0) {
                 p3_segment_result_done(ret);
-                return r == -ENOMEM ? p3_errf(err, r, "out of memory") : r;
+                return p3_job_failed(&j, p, k, r, err);
         }
         if (hooks && hooks->progress)
                 hooks->progress(hooks->userdata, "done", 1.0);

@@ -88,7 +88,7 @@ int p3_pipeline_predict(p3_model *m, const p3_mesh *input, const double *prompts
         p3_prepared_done(&pr);
         if (r < 0) {
                 p3_predict_result_done(ret);
-                return r == -ENOMEM ? p3_errf(err, r, "out of memory") : r;
+                return p3_job_failed(&j, p, k, r, err);
         }
         if (hooks && hooks->progress)
                 hooks->progress(hooks->userdata, "done", 1.0);

@@ -486,16 +486,11 @@ static int out_file_open(out_file *o, const char *path, bool in_place) {
         return 0;
 }
 
-/* Gives the unnamed file final's name. An existing output is replaced in one step: the file
- * is linked under a new temporary name beside it and renamed over it (linkat() cannot
- * replace); only a kill -9 between those two calls would leave that name behind. */
+/* Gives the unnamed file a temporary name beside final (linkat() through /proc: it cannot
+ * replace, so a name not taken yet); the rename over final comes after. */
 static int link_unnamed(out_file *o) {
         char proc[64];
         snprintf(proc, sizeof(proc), "/proc/self/fd/%d", o->fd);
-        if (linkat(AT_FDCWD, proc, AT_FDCWD, o->final, AT_SYMLINK_FOLLOW) == 0)
-                return 0;
-        if (errno != EEXIST)
-                return -errno;
         _cleanup_free_ char *tmp = temp_name(o->final);
         if (!tmp)
                 return -ENOMEM;
@@ -504,38 +499,64 @@ static int link_unnamed(out_file *o) {
                 random_suffix(tmp);
                 r = linkat(AT_FDCWD, proc, AT_FDCWD, tmp, AT_SYMLINK_FOLLOW) < 0 ? -errno : 0;
         }
-        if (r == 0 && rename(tmp, o->final) < 0) {
-                r = -errno;
-                (void) unlink(tmp);
-        }
-        return r;
-}
-
-/* Success: the temporary file becomes the output, whole (fsync first: a crash after the
- * rename must not leave an empty file under the new name). */
-int ctl_out_commit(out_file *o) {
-        int r = 0;
-        if (o->fd < 0 || (!o->temp && !o->unnamed))
-                return 0;
-        if (fsync(o->fd) < 0)
-                r = -errno;
-        else if (o->unnamed)
-                r = link_unnamed(o);
-        else if (rename(o->temp, o->final) < 0)
-                r = -errno;
         if (r < 0)
                 return r;
-        free(o->temp);
-        o->temp = NULL;
+        o->temp = TAKE_PTR(tmp); /* from now on ctl_out_done() removes it, unless renamed */
         o->unnamed = false;
         return 0;
 }
 
-static int out_file_commit(out_file *o) {
-        int r = ctl_out_commit(o);
-        if (r < 0)
-                return ctl_fail(CTL_EXIT_FAILURE, "Cannot move the result into place as %s: %s.",
-                                o->final, strerror(-r));
+/* The first half of moving a finished result into place, which every output of a job goes
+ * through before any of them is renamed: the data on disk (fsync: a crash after the rename
+ * must not leave an empty file under the name), a name beside final, and final checked not
+ * to be a directory (the one common reason a rename would then fail). */
+int ctl_out_stage(out_file *o) {
+        struct stat st;
+        if (o->staged || o->fd < 0 || (!o->temp && !o->unnamed))
+                return 0;
+        if (fsync(o->fd) < 0)
+                return -errno;
+        if (stat(o->final, &st) == 0 && S_ISDIR(st.st_mode))
+                return -EISDIR;
+        int r = o->unnamed ? link_unnamed(o) : 0;
+        o->staged = r == 0;
+        return r;
+}
+
+/* Success: the temporary file becomes the output, whole, in one rename (an existing file of
+ * that name is replaced in one step). */
+int ctl_out_commit(out_file *o) {
+        int r = ctl_out_stage(o);
+        if (r < 0 || !o->temp)
+                return r;
+        if (rename(o->temp, o->final) < 0)
+                return -errno;
+        free(o->temp);
+        o->temp = NULL;
+        return 0;
+}
+
+static int out_file_fail(const out_file *o, int r) {
+        return ctl_fail(CTL_EXIT_FAILURE, "Cannot move the result into place as %s: %s.",
+                        o->final, strerror(-r));
+}
+
+/* Every output (the n of outs, then report) staged first, then renamed: an output that
+ * cannot take its name leaves the others where they were (the old files, or none), not half
+ * of them replaced. */
+static int out_files_commit(out_file *outs, int n, out_file *report) {
+        for (int i = 0; i <= n; i++) {
+                out_file *o = i < n ? &outs[i] : report;
+                int r = ctl_out_stage(o);
+                if (r < 0)
+                        return out_file_fail(o, r);
+        }
+        for (int i = 0; i <= n; i++) {
+                out_file *o = i < n ? &outs[i] : report;
+                int r = ctl_out_commit(o);
+                if (r < 0)
+                        return out_file_fail(o, r);
+        }
         return 0;
 }
 
@@ -1010,11 +1031,7 @@ static int job_outcome(request *q, watch *w) {
                 return CTL_EXIT_CANCELLED;
         }
         if (done) {
-                int r = 0;
-                for (int i = 0; r == 0 && i < q->n_specs; i++)
-                        r = out_file_commit(&q->outs[i]);
-                if (r == 0)
-                        r = out_file_commit(&q->report);
+                int r = out_files_commit(q->outs, q->n_specs, &q->report);
                 if (r)
                         return r;
                 for (int i = 0; i < q->n_specs; i++)

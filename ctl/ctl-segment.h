@@ -36,6 +36,7 @@ typedef struct out_file {
         char *final;   /* the name the user asked for */
         char *temp;    /* a named temporary file beside it, until the job succeeds */
         bool unnamed;  /* an O_TMPFILE file, which gets final's name when the job succeeds */
+        bool staged;   /* synced and named beside final: only the rename is left */
         int fd;
 } out_file;
 
@@ -44,7 +45,12 @@ typedef struct out_file {
 /* Opens the temporary file for path. Returns 0 or a negative errno. */
 int ctl_out_open(out_file *o, const char *path);
 
-/* The job succeeded: the file gets its name, whole. Returns 0 or a negative errno. */
+/* The job succeeded, first half: the data synced and the file named beside its final name,
+ * which is checked not to be a directory; nothing of the user's is touched yet. Returns 0 or
+ * a negative errno. */
+int ctl_out_stage(out_file *o);
+/* The job succeeded: the file gets its name, whole (staged first if it was not). Returns 0 or
+ * a negative errno. */
 int ctl_out_commit(out_file *o);
 
 /* Drops what was not committed, closes, frees. */

@@ -183,6 +183,19 @@ run_ctl fail segment "$P3_TEST_DATA/meshes/bad/Fox_truncated.glb" -o "$tmp/fail/
 check "a broken mesh: exit 1" -- [ $rc -eq 1 ]
 check "...none of its outputs, no temporary" -- eval '[ -z "$(listing "$tmp/fail")" ]'
 
+# ---- an output that cannot take its name: none of the others takes theirs either ----
+# The job succeeds, then the last output's name is a directory: every output was given a
+# temporary name beside its own before any of them was renamed into place.
+mkdir -p "$tmp/half/x.png"
+echo old >"$tmp/half/x.json"
+run_ctl half segment "$mesh" -o "$tmp/half/x.glb" -o "$tmp/half/x.json" -o "$tmp/half/x.png"
+echo "   $(tail -n1 "$tmp/half.err")"
+check "the last output's name is a directory: exit 1, one sentence naming it" -- eval \
+        '[ $rc -eq 1 ] && tail -n1 "$tmp/half.err" | grep -q "^p3samctl: .*x\.png.*\.$" &&
+         [ "$(grep -c "^p3samctl: " "$tmp/half.err")" -eq 1 ]'
+check "...the first not created, the second still the old file, no temporary" -- eval \
+        '[ "$(listing "$tmp/half")" = "x.json x.png " ] && [ "$(cat "$tmp/half/x.json")" = old ]'
+
 # ---- a job cancelled half-way (Ctrl-C) leaves none ----
 "$P3SAMCTL" segment "$big" -o "$tmp/int/x.glb" -o "$tmp/int/x.png" --upstream-files \
         --points 20000 --prompts 64 >"$tmp/int.out" 2>"$tmp/int.err" &

@@ -300,7 +300,7 @@ int verb_status(int argc, char **argv) {
 
 typedef struct job_info {
         uint32_t id, uid;
-        char *state, *stage, *error;
+        char *state, *stage, *error, *result;
         double progress;
 } job_info;
 
@@ -308,6 +308,7 @@ static void job_info_done(job_info *j) {
         free(j->state);
         free(j->stage);
         free(j->error);
+        free(j->result);
 }
 
 static int read_string_variant(sd_bus_message *m, char **ret) {
@@ -338,6 +339,8 @@ static int read_job_props(sd_bus_message *m, job_info *j) {
                         r = read_string_variant(m, &j->stage);
                 else if (strcmp(key, "Error") == 0)
                         r = read_string_variant(m, &j->error);
+                else if (strcmp(key, "Result") == 0)
+                        r = read_string_variant(m, &j->result);
                 else
                         r = sd_bus_message_skip(m, "v");
                 if (r >= 0)
@@ -405,6 +408,7 @@ static void print_jobs_json(const job_info *jobs, size_t n) {
                 json_object_object_add(o, "progress", json_object_new_double(jobs[i].progress));
                 json_object_object_add(o, "uid", json_object_new_uint64(jobs[i].uid));
                 json_object_object_add(o, "error", json_object_new_string(jobs[i].error ?: ""));
+                json_object_object_add(o, "result", json_object_new_string(jobs[i].result ?: ""));
                 json_object_array_add(arr, o);
         }
         puts(json_object_to_json_string_ext(arr, JSON_C_TO_STRING_PLAIN));

@@ -239,6 +239,9 @@ check "jobs shows the failed job's error" -- grep -qE '^[0-9]+ +failed .*truncat
 check "jobs shows the cancelled job" -- grep -qE '^[0-9]+ +cancelled ' "$tmp/jobs.out"
 run_ctl jjson jobs --json
 check "jobs --json" -- eval '[ $rc -eq 0 ] && grep -q "\"state\":\"done\"" "$tmp/jjson.out"'
+check "...with each ended job's result (the truncated mesh: invalid-input)" -- eval \
+        'jq -e "any(.[]; .state == \"failed\" and .result == \"invalid-input\") and
+                any(.[]; .state == \"done\" and .result == \"done\")" "$tmp/jjson.out" >/dev/null'
 run_ctl nw2 segment "$big" -o "$tmp/out/c.glb" --points 20000 --prompts 64 --no-wait
 id=$(grep -o 'job/[0-9]*' "$tmp/nw2.out" | head -n1 | cut -d/ -f2)
 run_ctl cancel cancel "$id"

@@ -12,8 +12,9 @@
 # nor assimp, libsystemd or libuv; cuBLAS is loaded from the CUDA toolkit at run time. The one
 # Debian library it still links, json-c, travels in build-gpu/lib (gcc's runtime libraries
 # are where nvcc is).
-# Every step runs under its own timeout and its result goes to $OUT/gpu-check.txt; the exit
-# status is 0 only when every step passed.
+# Every step runs under its own timeout and its result goes to $OUT/gpu-check.txt, its whole
+# output to $OUT/steps.log (the device tool brings back at most 8 files from $OUT, so the logs
+# are one file); the exit status is 0 only when every step passed.
 set -u
 build=${P3_GPU_BUILD:-build-gpu}
 if [ "${1:-}" = "--prepare" ]; then
@@ -21,7 +22,8 @@ if [ "${1:-}" = "--prepare" ]; then
                 -Dgpu_archs="${P3_GPU_ARCHS:-90}" >/dev/null || exit 1
         ninja -C "$build" || exit 1
         mkdir -p "$build/lib"
-        for lib in libjson-c.so.5; do
+        # json-c is Debian's; libgomp too, in case the GPU machine's image has another GCC
+        for lib in libjson-c.so.5 libgomp.so.1; do
                 cp -L "$(ldconfig -p | awk -v l="$lib" '$1 == l { print $NF; exit }')" "$build/lib/"
         done
         du -sh "$build"
@@ -31,6 +33,8 @@ OUT=${OUT:-$(mktemp -d)}
 mkdir -p "$OUT"
 export LD_LIBRARY_PATH=$PWD/$build/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
 report=$OUT/gpu-check.txt
+logs=$(mktemp -d) # one log per step, read by the report's greps, each appended to steps.log
+: >"$OUT/steps.log"
 fails=0
 : >"$report"
 
@@ -40,25 +44,27 @@ say() { echo "$*" | tee -a "$report"; }
 # step with under 20 s left is skipped and counted as a failure, so a hung step costs the steps
 # after it, never the figures already written.
 budget=${P3_GPU_CHECK_BUDGET:-480}
-step() { # step NAME SECONDS command...: runs it, its output kept in $OUT/NAME.log
+step() { # step NAME SECONDS command...: runs it, its output in $logs/NAME.log and steps.log
         local name=$1 secs=$2
         shift 2
         local left=$((budget - SECONDS))
         if [ $left -lt 20 ]; then
                 say "FAIL: $name (skipped: ${left} s of the ${budget} s budget left)"
-                : >"$OUT/$name.log"
+                : >"$logs/$name.log"
                 fails=$((fails + 1))
                 return 124
         fi
         [ "$secs" -gt "$left" ] && secs=$left
         local t0=$SECONDS
-        timeout "$secs" "$@" >"$OUT/$name.log" 2>&1
+        timeout "$secs" "$@" >"$logs/$name.log" 2>&1
         local rc=$?
+        { echo "==== $name (exit $rc, $((SECONDS - t0)) s): $*"; cat "$logs/$name.log"; } \
+                >>"$OUT/steps.log"
         if [ $rc -eq 0 ]; then
                 say "ok:   $name ($((SECONDS - t0)) s)"
         else
-                say "FAIL: $name (exit $rc, $((SECONDS - t0)) s; see $name.log)"
-                tail -n 20 "$OUT/$name.log" | sed 's/^/      /' | tee -a "$report"
+                say "FAIL: $name (exit $rc, $((SECONDS - t0)) s; its output in steps.log)"
+                tail -n 20 "$logs/$name.log" | sed 's/^/      /' | tee -a "$report"
                 fails=$((fails + 1))
         fi
         return $rc
@@ -80,13 +86,19 @@ if [ ! -x "$build/daemon/tools/p3sam-run" ]; then
         step build 400 ninja -C "$build" || exit 1
 fi
 run=$build/daemon/tools/p3sam-run
+# A carried build made on another image may not start here (its libraries): say so first, in
+# the loader's words, rather than as one failure per step.
+if ! step starts 30 "$run" --version; then
+        say "FAIL: the carried $build does not run on this machine; move it away to build here"
+        exit 1
+fi
 tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT
+trap 'rm -rf "$tmp" "$logs"' EXIT
 
 # -- the self-test: every CUDA op against the CPU, at each precision --
 for p in fp16 bf16 fp32; do
         step "selftest-$p" 120 "$run" selftest --backend cuda --precision "$p"
-        grep -E '^  ' "$OUT/selftest-$p.log" | sed "s/^/      [$p] /" >>"$report"
+        grep -E '^  ' "$logs/selftest-$p.log" | sed "s/^/      [$p] /" >>"$report"
 done
 
 # -- ptxas: registers and spills of the attention and heads kernels, as built --
@@ -101,30 +113,30 @@ done
 for p in fp32 fp16; do
         step "golden-tiny-$p" 120 env P3_TEST_DATA="$PWD/tests/data" P3_GOLDEN_BACKEND=cuda \
                 P3_GOLDEN_PRECISION=$p "$build/tests/test-golden" tiny
-        grep -E 'FAIL|tensors compared|backend:' "$OUT/golden-tiny-$p.log" | sed "s/^/      /" \
+        grep -E 'FAIL|tensors compared|backend:' "$logs/golden-tiny-$p.log" | sed "s/^/      /" \
                 >>"$report"
 done
 
 # -- residency: offload to 0 bytes (NVML), load again with identical outputs, and a prompt
 # batch larger than the memory cap allows halved instead of failed --
 step residency 240 "$build/tests/gpu-residency" 20000 64
-grep -E '^(device|offload|load|heads|ok|FAIL|note)' "$OUT/residency.log" | sed 's/^/      /' \
+grep -E '^(device|offload|load|heads|ok|FAIL|note)' "$logs/residency.log" | sed 's/^/      /' \
         >>"$report"
 
 # -- the benchmark: the full synthetic model, 100,000 points, 4 and 400 prompts, fp32 and
 # fp16 side by side; per-stage times and the arena peak --
 step bench 420 env P3_BENCH_BACKEND=cuda "$build/tests/bench-engine" D C
-sed -n '/== Summary/,$p' "$OUT/bench.log" >>"$report"
+sed -n '/== Summary/,$p' "$logs/bench.log" >>"$report"
 
 # -- attention: cuDNN's fused SDPA against the own kernel (the default), for correctness (the
 # self-test's ops at fp16) and speed (scenario D's features, fp16); a refusal by cuDNN is logged
 # with its reason and the own kernel runs, so the figures then compare the own kernel twice --
 step selftest-cudnn 120 env P3_CUDA_ATTENTION=cudnn "$run" selftest --backend cuda --precision fp16
-grep -E '^  |cuDNN' "$OUT/selftest-cudnn.log" | sed 's/^/      [cudnn] /' >>"$report"
+grep -E '^  |cuDNN' "$logs/selftest-cudnn.log" | sed 's/^/      [cudnn] /' >>"$report"
 step bench-cudnn 240 env P3_CUDA_ATTENTION=cudnn P3_BENCH_BACKEND=cuda P3_BENCH_PRECISION=fp16 \
         "$build/tests/bench-engine" D
-grep -m1 'cuDNN SDPA' "$OUT/bench-cudnn.log" | sed 's/^/      /' >>"$report"
-sed -n '/== Summary/,$p' "$OUT/bench-cudnn.log" | sed 's/^/      [cudnn] /' >>"$report"
+grep -m1 'cuDNN SDPA' "$logs/bench-cudnn.log" | sed 's/^/      /' >>"$report"
+sed -n '/== Summary/,$p' "$logs/bench-cudnn.log" | sed 's/^/      [cudnn] /' >>"$report"
 
 # -- compute-sanitizer on the self-test (small: a few hundred points) --
 sanitizer=$(command -v compute-sanitizer || ls /usr/local/cuda/bin/compute-sanitizer 2>/dev/null)

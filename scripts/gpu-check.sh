@@ -26,11 +26,17 @@ if [ "${1:-}" = "--prepare" ]; then
         for lib in libjson-c.so.5 libgomp.so.1; do
                 cp -L "$(ldconfig -p | awk -v l="$lib" '$1 == l { print $NF; exit }')" "$build/lib/"
         done
+        # and json-c to build with there (headers and static library), should this build not
+        # run on that machine's image: -Djsonc_prefix=$build/deps
+        mkdir -p "$build/deps/include/json-c" "$build/deps/lib"
+        cp /usr/include/json-c/*.h "$build/deps/include/json-c/" &&
+                cp /usr/lib/x86_64-linux-gnu/libjson-c.a "$build/deps/lib/" || exit 1
         du -sh "$build"
         exit 0
 fi
 OUT=${OUT:-$(mktemp -d)}
 mkdir -p "$OUT"
+ld_path=${LD_LIBRARY_PATH:-}
 export LD_LIBRARY_PATH=$PWD/$build/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
 report=$OUT/gpu-check.txt
 logs=$(mktemp -d) # one log per step, read by the report's greps, each appended to steps.log
@@ -74,24 +80,31 @@ say "gpu-check: $(date -u +%FT%TZ) on $(hostname)"
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>&1 |
         sed 's/^/gpu: /' | tee -a "$report"
 
-# -- build (skipped when a carried build is complete) --
-if [ ! -x "$build/daemon/tools/p3sam-run" ]; then
+# -- build here, unless a carried build starts on this machine's image --
+# build_here DIR: the engine-only build for this GPU, with the carried json-c where there is one.
+build_here() {
+        local dir=$1 sm jsonc=()
         if ! command -v meson >/dev/null || ! command -v ninja >/dev/null; then
-                say "FAIL: no carried $build and no meson/ninja here to build one"
+                say "FAIL: no usable carried $build and no meson/ninja here to build one"
                 exit 1
         fi
+        [ -f "$build/deps/lib/libjson-c.a" ] && jsonc=(-Djsonc_prefix="$PWD/$build/deps")
         sm=$(nvidia-smi --query-gpu=compute_cap --format=csv,noheader | head -n1 | tr -d .)
-        step configure 120 meson setup "$build" -Dengine_only=true -Ddnnl=disabled \
-                -Dcuda=enabled -Dgpu_archs="${sm:-90}" || exit 1
-        step build 400 ninja -C "$build" || exit 1
+        step configure 120 meson setup --wipe "$dir" -Dengine_only=true -Ddnnl=disabled \
+                -Dcuda=enabled -Dgpu_archs="${sm:-90}" "${jsonc[@]}" || exit 1
+        step build 400 ninja -C "$dir" || exit 1
+        build=$dir
+}
+if [ ! -x "$build/daemon/tools/p3sam-run" ]; then
+        build_here "$build"
+elif ! "$build/daemon/tools/p3sam-run" --version >"$logs/starts.log" 2>&1; then
+        # made on another image, it may not start here (its libraries): build again here, with
+        # this machine's libraries and json-c linked statically
+        say "note: the carried $build does not start here: $(tail -n1 "$logs/starts.log")"
+        export LD_LIBRARY_PATH=$ld_path
+        build_here "$build-here"
 fi
 run=$build/daemon/tools/p3sam-run
-# A carried build made on another image may not start here (its libraries): say so first, in
-# the loader's words, rather than as one failure per step.
-if ! step starts 30 "$run" --version; then
-        say "FAIL: the carried $build does not run on this machine; move it away to build here"
-        exit 1
-fi
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp" "$logs"' EXIT
 

@@ -15,16 +15,9 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "check.h"
 #include "daemon-conf.h"
 #include "parse-util.h"
-
-#define CHECK(cond)                                                                            \
-        do {                                                                                   \
-                if (!(cond)) {                                                                 \
-                        fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__, #cond); \
-                        exit(EXIT_FAILURE);                                                    \
-                }                                                                              \
-        } while (0)
 
 /* The load succeeded, or the test fails with its message. */
 #define CHECK_LOAD(path, c)                                                                    \

@@ -7,17 +7,9 @@
 #include <errno.h>
 #include <stdio.h>
 
+#include "check.h" /* not test-util.h: it brings the engine, whose kernels hold oneDNN's sgemm */
 #include "cpu/cpu_dnnl.h"
 #include "sgemm-check.h"
-
-/* Not test-util.h: that brings the engine, whose kernels hold oneDNN's cpu_dnnl_sgemm. */
-#define CHECK(cond)                                                                            \
-        do {                                                                                   \
-                if (!(cond)) {                                                                 \
-                        fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__, #cond); \
-                        exit(EXIT_FAILURE);                                                    \
-                }                                                                              \
-        } while (0)
 
 static int failures, cases;
 

@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 
+#include "check.h"
 #include "safetensors.h"
 
 #ifdef __cplusplus
@@ -16,23 +17,6 @@ extern "C" {
 #endif
 
 #define EXIT_TEST_SKIP 77
-
-/* Abort the test with a message when cond is false. */
-#define CHECK(cond)                                                                            \
-        do {                                                                                   \
-                if (!(cond)) {                                                                 \
-                        fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__, #cond); \
-                        exit(EXIT_FAILURE);                                                    \
-                }                                                                              \
-        } while (0)
-#define CHECK_OK(r)                                                                            \
-        do {                                                                                   \
-                int _r = (r);                                                                  \
-                if (_r < 0) {                                                                  \
-                        fprintf(stderr, "%s:%d: %s failed: %d\n", __FILE__, __LINE__, #r, _r);  \
-                        exit(EXIT_FAILURE);                                                    \
-                }                                                                              \
-        } while (0)
 
 /* The tests' random numbers: splitmix64 stepping *state (each test its own fixed seed, so every
  * run sees the same values). */

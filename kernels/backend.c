@@ -60,16 +60,25 @@ void p3_tensor_free(p3_backend *be, p3_tensor *t) {
         t->data = NULL;
 }
 
-int p3_ibuf_upload(p3_backend *be, const int32_t *host, int64_t n, int32_t **ret) {
-        void *p = NULL;
+int p3_ibuf_alloc(p3_backend *be, int64_t n, int32_t **ret) {
         size_t bytes = (size_t) n * sizeof(int32_t);
+        void *p = NULL;
         int r = be->ops->alloc(be, bytes ? bytes : 1, &p);
         if (r < 0)
                 return r;
+        *ret = p;
+        return 0;
+}
+
+int p3_ibuf_upload(p3_backend *be, const int32_t *host, int64_t n, int32_t **ret) {
+        int32_t *p = NULL;
+        int r = p3_ibuf_alloc(be, n, &p);
+        if (r < 0)
+                return r;
         if (n > 0) {
-                r = be->ops->upload(be, p, host, bytes);
+                r = be->ops->upload(be, p, host, (size_t) n * sizeof(int32_t));
                 if (r < 0) {
-                        be->ops->free(be, p, bytes);
+                        p3_ibuf_free(be, p, n);
                         return r;
                 }
         }

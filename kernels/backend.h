@@ -161,6 +161,20 @@ typedef struct p3_backend_ops {
          * asks after each stage, so that reduced precision overflowing fails a job with a
          * sentence instead of returning garbage. */
         int (*check_finite)(p3_backend *be, const p3_tensor *x);
+
+        /* Optional: a level's integer structure built on the device (NULL: the engine builds
+         * it on the host and uploads it, as for the CPU backend). The twins of
+         * daemon/engine/serialize.c, on grid coordinates grid [n, 3] already on the device:
+         *   subm_neighbors: nbr [n, 27] as p3_subm_neighbors (-1 = absent; -ERANGE for a
+         *     coordinate outside [0, 2^21 - 1));
+         *   window_slots: slot [n_pad] = the point of rank pad(s) in the stable ascending
+         *     order of the codes of `curve` (z, z-trans, Hilbert, Hilbert-trans, numbered as
+         *     p3_order) at depth 1..16, where pad(s) = s below n and s - window from n on
+         *     (p3_attention_pad): the slot map the attention op takes.
+         * Both only queue work; errors found on the device come back as negative errno. */
+        int (*subm_neighbors)(p3_backend *be, const int32_t *grid, int64_t n, int32_t *nbr);
+        int (*window_slots)(p3_backend *be, const int32_t *grid, int64_t n, int curve, int depth,
+                            int64_t window, int64_t n_pad, int32_t *slot);
 } p3_backend_ops;
 
 struct p3_backend {
@@ -209,6 +223,7 @@ void p3_backend_free(p3_backend *be);
 /* Convenience wrappers: a device tensor of rows × cols in the backend's activation type. */
 int p3_tensor_alloc(p3_backend *be, int64_t rows, int64_t cols, p3_tensor *ret);
 void p3_tensor_free(p3_backend *be, p3_tensor *t);
+int p3_ibuf_alloc(p3_backend *be, int64_t n, int32_t **ret);
 int p3_ibuf_upload(p3_backend *be, const int32_t *host, int64_t n, int32_t **ret);
 void p3_ibuf_free(p3_backend *be, int32_t *buf, int64_t n);
 

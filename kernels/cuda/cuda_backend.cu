@@ -233,6 +233,8 @@ static const p3_backend_ops cuda_ops = {
         .to_host_f32 = cu_to_host_f32,
         .heads = cuda_heads,
         .check_finite = cu_check_finite,
+        .subm_neighbors = cuda_subm_neighbors,
+        .window_slots = cuda_window_slots,
 };
 
 /* The precision asked for on this device: AUTO and FP16 store FP16; BF16 needs sm_80. */

@@ -95,6 +95,12 @@ int cuda_gather_add(p3_backend *be, const p3_tensor *x, const int32_t *idx, p3_t
 int cuda_segment_max(p3_backend *be, const p3_tensor *x, const int32_t *cluster, p3_tensor *y);
 int cuda_heads(p3_backend *be, const p3_heads_params *hp, const p3_heads_input *in,
                p3_heads_output *out);                                         /* cuda_heads.cu */
+/* The level-structure ops, twins of daemon/engine/serialize.c rather than of a CPU op: the
+ * CPU backend leaves them to the engine's host code. */
+int cuda_subm_neighbors(p3_backend *be, const int32_t *grid, int64_t n,
+                        int32_t *nbr);                                /* cuda_neighbour_map.cu */
+int cuda_window_slots(p3_backend *be, const int32_t *grid, int64_t n, int curve, int depth,
+                      int64_t window, int64_t n_pad, int32_t *slot);     /* cuda_serialize.cu */
 
 /* FP32 → the weight type, n values on the device (FP16/BF16 round to nearest even, as
  * __float2half_rn / __float2bfloat16_rn). cuda_gemm.cu. */

@@ -112,16 +112,7 @@ __host__ __device__ static inline int32_t cu_subm_entry(cu_coord_table t, const 
         return cu_coord_lookup(t, cu_coord_pack((uint64_t) x, (uint64_t) y, (uint64_t) z));
 }
 
-#ifdef __cplusplus
-extern "C" {
-#endif
-
-/* nbr_dev [n, 27] (device, int32) = the neighbour map of the n voxels grid_coord_dev [n, 3]
- * (device, int32), on the backend's stream. 0, -EINVAL (n out of range), -ERANGE (a coordinate
- * outside [0, 2^21 - 1), as the CPU), -ENOMEM, -EIO. Synchronises the stream once, to read
- * back the range check. */
-int cuda_subm_neighbors(p3_backend *be, const int32_t *grid_coord_dev, int64_t n, int32_t *nbr_dev);
-
-#ifdef __cplusplus
-}
-#endif
+/* cuda_subm_neighbors (cuda_backend.h) runs these on the backend's stream: nbr [n, 27] of the
+ * voxels grid [n, 3], 0, -EINVAL (n out of range), -ERANGE (a coordinate outside
+ * [0, 2^21 - 1), as the CPU), -ENOMEM or -EIO; it synchronises the stream once, to read back
+ * the range check. */

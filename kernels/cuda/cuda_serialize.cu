@@ -3,7 +3,8 @@
  * then CUB's radix sort of (code, point index) pairs. CUB's radix sort is stable and the
  * indices go in ascending, so equal codes keep index order, which is what p3_argsort_u64 (a
  * stable LSD radix sort) gives on the CPU. Only the 3·depth low bits are sorted: no code has
- * bits above them. */
+ * bits above them. The backend op window_slots then gathers that order into the padded slot
+ * map the attention op takes (cu_window_rank), so a level's structure never visits the host. */
 #include <errno.h>
 
 #include <cub/device/device_radix_sort.cuh>
@@ -85,5 +86,35 @@ extern "C" int cuda_serialize_order(p3_backend *be, const int32_t *grid_coord_de
         sc.cub_bytes = cub_bytes;
         r = serial_sort(be, grid_coord_dev, (int) n, order, depth, order_dev, &sc);
         cuda_tmp_free(be, mem, bytes);
+        return r;
+}
+
+__global__ static void window_gather(const int32_t *order, int64_t n, int64_t window,
+                                     int64_t n_pad, int32_t *slot) {
+        for (int64_t s = blockIdx.x * (int64_t) blockDim.x + threadIdx.x; s < n_pad;
+             s += (int64_t) gridDim.x * blockDim.x)
+                slot[s] = order[cu_window_rank(s, n, window)];
+}
+
+extern "C" int cuda_window_slots(p3_backend *be, const int32_t *grid_coord_dev, int64_t n,
+                                 int order, int depth, int64_t window, int64_t n_pad,
+                                 int32_t *slot_dev) {
+        if (n < 0 || n > INT32_MAX || window < (n > 0) || window > n || n_pad < n ||
+            (window && (n_pad % window || n_pad - n >= window)))
+                return -EINVAL;
+        if (n == 0)
+                return 0;
+        int32_t *ord = NULL;
+        size_t bytes = sizeof(int32_t) * (size_t) n;
+        int r = cuda_tmp_alloc(be, bytes, (void **) &ord);
+        if (r < 0)
+                return r;
+        r = cuda_serialize_order(be, grid_coord_dev, n, order, depth, ord);
+        if (r >= 0) {
+                window_gather<<<cuda_grid(n_pad, BLOCK), BLOCK, 0, cuda_st(be)->stream>>>(
+                        ord, n, window, n_pad, slot_dev);
+                r = cuda_check_launch(be, "window_gather");
+        }
+        cuda_tmp_free(be, ord, bytes);
         return r;
 }

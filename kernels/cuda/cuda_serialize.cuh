@@ -112,6 +112,12 @@ __host__ __device__ static inline int cu_serial_key_bits(int depth) {
         return 3 * depth;
 }
 
+/* The rank slot s of a level's padded attention sequence holds (p3_attention_pad): its own
+ * below n, one window earlier from n on, so that the last window is the last `window` ranks. */
+__host__ __device__ static inline int64_t cu_window_rank(int64_t s, int64_t n, int64_t window) {
+        return s < n ? s : s - window;
+}
+
 #ifdef __cplusplus
 extern "C" {
 #endif

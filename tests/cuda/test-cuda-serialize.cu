@@ -10,6 +10,7 @@
  *   sort order                       the device's sort emulated (stable ascending sort of the
  *                                    codes cut to 3·depth bits, ties by index) against
  *                                    p3_serialize's order and inverse, with many ties
+ *   cu_window_rank                   the window_slots gather against p3_attention_pad
  *
  * One line per check with its mismatch count; exit 0 only when every check passes. */
 #include <errno.h>
@@ -195,6 +196,29 @@ static void check_sort(const char *name, int64_t n, int32_t range) {
         free(got);
 }
 
+/* The window_slots kernel's gather, slot[s] = order[cu_window_rank(s)], against the engine's
+ * p3_attention_windows / p3_attention_pad for sizes around the window (below, equal, just
+ * over, several windows with a partial last one). */
+static void check_window_slots(void) {
+        static const int64_t sizes[] = { 1, 5, 1023, 1024, 1025, 2500, 4096, 5000 };
+        int64_t bad = 0, total = 0;
+        for (size_t t = 0; t < sizeof(sizes) / sizeof(sizes[0]); t++) {
+                int64_t n = sizes[t], window, n_pad;
+                p3_attention_windows(n, 1024, &window, &n_pad);
+                int32_t *pad = (int32_t *) malloc(sizeof(int32_t) * n_pad);
+                if (!pad)
+                        abort();
+                p3_attention_pad(n, window, n_pad, pad);
+                for (int64_t s = 0; s < n_pad; s++) {
+                        int64_t rank = cu_window_rank(s, n, window);
+                        bad += rank != pad[s] || rank < 0 || rank >= n;
+                }
+                total += n_pad;
+                free(pad);
+        }
+        report("window slots (ranks of padded slots)", bad, total);
+}
+
 int main(void) {
         check_encoders();
         check_whole_cube();
@@ -204,6 +228,7 @@ int main(void) {
         check_sort("n 50000 in [0, 1000)^3", 50000, 1000);
         check_sort("n 30000 in [0, 65535)^3", 30000, 65535);
         check_sort("n 1", 1, 1);
+        check_window_slots();
         printf("%s\n", failures ? "FAILED" : "all ok");
         return failures ? 1 : 0;
 }

@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include "model.h"
+#include "structure-shim.h"
 #include "test-util.h"
 #include "omp-env.h"
 
@@ -17,6 +18,7 @@ typedef struct golden {
         double feat_tol; /* × max|ref| */
         double half_tol; /* on a half-precision GPU: every tensor within this × max|ref| */
         bool first256;   /* the full case stores only the first 256 rows of big tensors */
+        bool device_structure; /* the CPU given the structure ops (tests/structure-shim.c) */
         int compared, failed;
 } golden;
 
@@ -174,6 +176,8 @@ static void open_backend(golden *g, p3_backend **be) {
         const char *backend = getenv("P3_GOLDEN_BACKEND"), *prec = getenv("P3_GOLDEN_PRECISION");
         if (!backend || strcmp(backend, "cpu") == 0) {
                 CHECK_OK(p3_backend_cpu_new(NULL, be));
+                if (g->device_structure)
+                        structure_shim_install(*be, SHIM_RIGHT);
                 return;
         }
         p3_backend_options opt = { .precision = P3_PRECISION_FP16 };
@@ -195,7 +199,8 @@ int main(int argc, char **argv) {
         p3_omp_env_setup(argv);
         const char *which = argc > 1 ? argv[1] : "tiny";
         bool full = strcmp(which, "full") == 0;
-        golden g = { .feat_tol = full ? 3e-5 : 1e-5, .first256 = full };
+        golden g = { .feat_tol = full ? 3e-5 : 1e-5, .first256 = full,
+                     .device_structure = argc > 2 && strcmp(argv[2], "device-structure") == 0 };
         _cleanup_free_ char *config = NULL;
         g.f = open_case(which, &config);
 

@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "model-internal.h"
+#include "selftest.h"
 
 static int upload(p3_model *m, const p3_weights *w, const char *name, int64_t rows, int64_t cols,
                   p3_tensor *ret, p3_err *err) {
@@ -198,7 +199,7 @@ static int cuda_candidate(const p3_model_params *p, p3_backend **ret, char *why,
         if (r < 0)
                 return r;
         char test_why[200];
-        r = p3_backend_selftest(be, NULL, NULL, test_why, sizeof(test_why));
+        r = p3_engine_selftest(be, NULL, NULL, test_why, sizeof(test_why));
         if (r < 0) {
                 snprintf(why, why_len, "the CUDA self-test failed (%s)", test_why);
                 p3_backend_free(be);

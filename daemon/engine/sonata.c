@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: MIT */
 /* The Sonata / Point Transformer V3 encoder and the P3-SAM feature projector (spec §2.6, §3):
- * integer structure on the host (voxels, serializations, neighbour and window maps, pooling
- * clusters), float work through the backend ops. All state of one forward pass lives in a
+ * integer structure on the host (voxels, pooling clusters; serializations, neighbour and
+ * window maps too unless the backend builds those itself), float work through the backend
+ * ops. All state of one forward pass lives in a
  * `forward` struct with one destructor, so every error path frees everything. */
 #include <stdio.h>
 #include <string.h>
@@ -76,34 +77,24 @@ static void order_perm(forward *f, int s, int64_t *perm) {
                         perm[k] = k;
 }
 
-/* Serializations, attention slots and the SubMConv neighbour map of a level (spec §3.3–3.6). */
-static int level_structure(forward *f, int s, p3_err *err) {
+/* The slots and neighbour map built on the host (serialize.c) and uploaded: the CPU backend's
+ * way, and any backend's without the structure ops. perm gives each row's order. */
+static int level_structure_host(forward *f, level *lv, const int64_t *perm, int depth,
+                                p3_err *err) {
         const p3_config *cfg = &f->m->cfg;
         p3_backend *be = f->m->be;
-        level *lv = &f->lv[s];
-        int64_t n = lv->n, perm[P3_NUM_ORDERS_MAX];
-        order_perm(f, s, perm);
-        for (int k = 0; k < cfg->num_orders; k++)
-                if (perm[k] < 0 || perm[k] >= cfg->num_orders)
-                        return p3_errf(err, -EINVAL, "stage %d order permutation is invalid", s);
-        int depth = p3_serial_depth(lv->grid, n);
-        if (depth > 16)
-                return p3_errf(err, -EINVAL, "the point cloud is too large for the grid (depth %d)",
-                               depth);
+        int64_t n = lv->n;
         _cleanup_free_ int32_t *order = malloc(sizeof(int32_t) * cfg->num_orders * n);
         _cleanup_free_ int32_t *inverse = malloc(sizeof(int32_t) * cfg->num_orders * n);
         _cleanup_free_ int32_t *nbr = malloc(sizeof(int32_t) * 27 * n);
-        if (!order || !inverse || !nbr)
+        _cleanup_free_ int32_t *pad = malloc(sizeof(int32_t) * lv->n_pad);
+        _cleanup_free_ int32_t *slot = malloc(sizeof(int32_t) * lv->n_pad);
+        if (!order || !inverse || !nbr || !pad || !slot)
                 return -ENOMEM;
         int r = p3_serialize(lv->grid, n, cfg->orders, cfg->num_orders, perm, depth, NULL, order,
                              inverse);
         if (r < 0)
                 return p3_errf(err, r, "serialization failed: %s", p3_strerror(r));
-        p3_attention_windows(n, cfg->patch_size[s], &lv->window, &lv->n_pad);
-        _cleanup_free_ int32_t *pad = malloc(sizeof(int32_t) * lv->n_pad);
-        _cleanup_free_ int32_t *slot = malloc(sizeof(int32_t) * lv->n_pad);
-        if (!pad || !slot)
-                return -ENOMEM;
         p3_attention_pad(n, lv->window, lv->n_pad, pad);
         for (int k = 0; k < cfg->num_orders; k++) {
                 for (int64_t i = 0; i < lv->n_pad; i++)
@@ -116,6 +107,57 @@ static int level_structure(forward *f, int s, p3_err *err) {
         if (r < 0)
                 return p3_errf(err, r, "neighbour map failed: %s", p3_strerror(r));
         return p3_ibuf_upload(be, nbr, 27 * n, &lv->nbr);
+}
+
+/* The same built by the backend from the grid coordinates alone (the CUDA backend: the codes
+ * sorted with CUB, the map from a hash table on the GPU), so that only n × 3 integers cross
+ * the bus instead of (27 + orders) × n, and no host time is spent per level. */
+static int level_structure_device(forward *f, level *lv, const int64_t *perm, int depth,
+                                  p3_err *err) {
+        const p3_config *cfg = &f->m->cfg;
+        p3_backend *be = f->m->be;
+        int64_t n = lv->n;
+        int32_t *grid = NULL;
+        int r = p3_ibuf_upload(be, lv->grid, 3 * n, &grid);
+        for (int k = 0; r >= 0 && k < cfg->num_orders; k++) {
+                r = p3_ibuf_alloc(be, lv->n_pad, &lv->slots[k]);
+                if (r >= 0)
+                        r = be->ops->window_slots(be, grid, n, (int) cfg->orders[perm[k]], depth,
+                                                  lv->window, lv->n_pad, lv->slots[k]);
+                if (r < 0 && r != -ENOMEM)
+                        r = p3_errf(err, r, "serialization failed on the device: %s",
+                                    p3_strerror(r));
+        }
+        if (r >= 0)
+                r = p3_ibuf_alloc(be, 27 * n, &lv->nbr);
+        if (r >= 0) {
+                r = be->ops->subm_neighbors(be, grid, n, lv->nbr);
+                if (r < 0 && r != -ENOMEM)
+                        r = p3_errf(err, r, "neighbour map failed on the device: %s",
+                                    p3_strerror(r));
+        }
+        p3_ibuf_free(be, grid, 3 * n);
+        return r;
+}
+
+/* Serializations, attention slots and the SubMConv neighbour map of a level (spec §3.3–3.6). */
+static int level_structure(forward *f, int s, p3_err *err) {
+        const p3_config *cfg = &f->m->cfg;
+        const p3_backend_ops *op = f->m->be->ops;
+        level *lv = &f->lv[s];
+        int64_t perm[P3_NUM_ORDERS_MAX];
+        order_perm(f, s, perm);
+        for (int k = 0; k < cfg->num_orders; k++)
+                if (perm[k] < 0 || perm[k] >= cfg->num_orders)
+                        return p3_errf(err, -EINVAL, "stage %d order permutation is invalid", s);
+        int depth = p3_serial_depth(lv->grid, lv->n);
+        if (depth > 16)
+                return p3_errf(err, -EINVAL, "the point cloud is too large for the grid (depth %d)",
+                               depth);
+        p3_attention_windows(lv->n, cfg->patch_size[s], &lv->window, &lv->n_pad);
+        if (op->window_slots && op->subm_neighbors)
+                return level_structure_device(f, lv, perm, depth, err);
+        return level_structure_host(f, lv, perm, depth, err);
 }
 
 typedef struct block_tmp {

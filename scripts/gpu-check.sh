@@ -114,6 +114,11 @@ for p in fp16 bf16 fp32; do
         grep -E '^  ' "$logs/selftest-$p.log" | sed "s/^/      [$p] /" >>"$report"
 done
 
+# -- a level's structure at level-0 sizes (up to 102,000 voxels): the host's time against the
+# GPU's structure ops, whose results must equal the host's entry for entry --
+step structure 120 env P3_BENCH_BACKEND=cuda "$build/tests/bench-structure"
+grep -E 'voxels' "$logs/structure.log" | sed 's/^/      /' >>"$report"
+
 # -- ptxas: registers and spills of the attention and heads kernels, as built --
 for f in cuda_attention cuda_heads; do
         log=$build/kernels/cuda/$f.cu.ptxas.log

@@ -84,6 +84,21 @@ static void expect_failure(structure_shim kind, const char *brk, const char *wan
         p3_backend_free(be);
 }
 
+/* What the model runs at every load: the ops against the CPU, then the structure ops, whose
+ * failure fails the whole self-test with the op named. */
+static void test_engine_selftest(void) {
+        p3_backend *be = cpu_backend();
+        structure_shim_install(be, SHIM_RIGHT);
+        char why[256];
+        CHECK(p3_engine_selftest(be, NULL, NULL, why, sizeof(why)) == 0);
+        CHECK(setenv("P3_TEST_SELFTEST_BREAK", "window_slots", 1) == 0);
+        int r = p3_engine_selftest(be, NULL, NULL, why, sizeof(why));
+        CHECK(unsetenv("P3_TEST_SELFTEST_BREAK") == 0);
+        printf("engine self-test, window_slots broken: %s\n", why);
+        CHECK(r == -EPROTO && strstr(why, "window_slots (z): 1 of ") == why);
+        p3_backend_free(be);
+}
+
 int main(void) {
         test_without_ops();
         test_right();
@@ -95,6 +110,7 @@ int main(void) {
         /* A device call that fails names the op and the error. */
         expect_failure(SHIM_FAILING_NEIGHBOURS, NULL,
                        "subm_neighbors failed on the device: Input/output error");
+        test_engine_selftest();
         printf("structure self-test: %d failures\n", test_failures);
         return test_failures ? EXIT_FAILURE : EXIT_SUCCESS;
 }

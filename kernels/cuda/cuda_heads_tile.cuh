@@ -150,7 +150,7 @@ typedef struct cu_hk {
         int64_t n, p0, nb;      /* all points, the tile's first point, bytes per mask row */
         int64_t mt, mj;         /* FIRST's m, DOT's y: pair (t, j) at [(t·mt + j·mj)·3] */
         const float *x, *a, *b, *pj, *wm, *m, *q;
-        float wb;               /* DOT: the last layer's bias */
+        const float *wb;        /* DOT: the last layer's bias (device: read by the kernel) */
         const float *feat, *pts;
         const int32_t *inverse;
         int64_t ld_feat, feat_rows, ld_pts;
@@ -518,7 +518,7 @@ static int cu_heads_logit(const cu_heads_job *jb, const p3_mlp3 *mlp, int64_t np
         a.np = np, a.kc = jb->kcur, a.width = width;
         a.x = jb->b.h2, a.b = (const float *) mlp->b[1].data;
         a.w = mlp->w[2].data, a.wdtype = mlp->w[2].dtype;
-        a.wb = ((const float *) mlp->b[2].data)[0];
+        a.wb = (const float *) mlp->b[2].data;
         a.y = y, a.mt = mt, a.mj = mj, a.h = h;
         return cu_hk_go(jb, &a);
 }

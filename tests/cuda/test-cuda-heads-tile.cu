@@ -13,12 +13,16 @@
  *                                      float in [2^-26, 2^-22), specials and random values
  *   max keys                           order over special values, round trip, max of keys
  *
+ * The weights, inputs and scratch are "device" memory that the schedule's host code cannot
+ * read (each a PROT_NONE mapping but while a stand-in kernel runs), as on a GPU.
+ *
  * One line per check with its largest error; exit 0 only when every check passes. */
 #include <float.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 
 #include "cuda_heads_tile.cuh"
 #include "test-util.h"
@@ -67,6 +71,71 @@ static void expect(bool ok, const char *what) {
         failures += !ok;
 }
 
+/* ---- device memory that the host schedule cannot touch ------------------------------------ */
+
+/* On a GPU the schedule runs on the host and must never dereference device memory (weights,
+ * inputs, scratch): that reads a cudaMallocAsync pointer and crashes. Here every such buffer is
+ * a mapping of its own, PROT_NONE except while an executor function (the stand-in for a
+ * kernel, a GEMM or a copy) or the CPU reference runs, so that a host read in the schedule
+ * faults here as it would there. */
+#define GUARD_MAX 1024
+
+static struct guard_block {
+        void *p;
+        size_t len;
+} guard[GUARD_MAX];
+static int guard_open;
+
+static void guard_protect(int prot) {
+        for (int i = 0; i < GUARD_MAX; i++)
+                if (guard[i].p)
+                        CHECK(mprotect(guard[i].p, guard[i].len, prot) == 0);
+}
+
+static void guard_enter(void) {
+        if (guard_open++ == 0)
+                guard_protect(PROT_READ | PROT_WRITE);
+}
+
+static void guard_leave(void) {
+        if (--guard_open == 0)
+                guard_protect(PROT_NONE);
+}
+
+static void *guard_alloc(size_t bytes) {
+        size_t len = (bytes + 4095) & ~(size_t) 4095;
+        void *p = mmap(NULL, len ? len : 4096, guard_open ? PROT_READ | PROT_WRITE : PROT_NONE,
+                       MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        if (p == MAP_FAILED)
+                return NULL;
+        for (int i = 0; i < GUARD_MAX; i++)
+                if (!guard[i].p) {
+                        guard[i].p = p, guard[i].len = len ? len : 4096;
+                        return p;
+                }
+        CHECK(!"more guarded blocks than GUARD_MAX");
+        return NULL;
+}
+
+static void guard_free(void *p) {
+        for (int i = 0; p && i < GUARD_MAX; i++)
+                if (guard[i].p == p) {
+                        CHECK(munmap(p, guard[i].len) == 0);
+                        guard[i].p = NULL;
+                        return;
+                }
+}
+
+/* A guarded copy of host memory. */
+static void *guard_copy(const void *host, size_t bytes) {
+        void *p = guard_alloc(bytes);
+        CHECK(p);
+        guard_enter();
+        memcpy(p, host, bytes);
+        guard_leave();
+        return p;
+}
+
 /* ---- the host executor -------------------------------------------------------------------- */
 
 typedef struct host_exec {
@@ -75,10 +144,12 @@ typedef struct host_exec {
 
 static int h_alloc(void *ctx, size_t bytes, void **ret) {
         host_exec *hx = (host_exec *) ctx;
-        *ret = aligned_alloc(256, (bytes + 255) & ~(size_t) 255);
+        *ret = guard_alloc(bytes);
         if (!*ret)
                 return -ENOMEM;
+        guard_enter();
         memset(*ret, 0xff, bytes); /* NaN everywhere: a buffer read before written shows */
+        guard_leave();
         hx->live_bytes += bytes;
         hx->peak_bytes = hx->live_bytes > hx->peak_bytes ? hx->live_bytes : hx->peak_bytes;
         return 0;
@@ -86,12 +157,14 @@ static int h_alloc(void *ctx, size_t bytes, void **ret) {
 
 static void h_free(void *ctx, void *p, size_t bytes) {
         ((host_exec *) ctx)->live_bytes -= bytes;
-        free(p);
+        guard_free(p);
 }
 
 static int h_copy(void *ctx, void *dst, const void *src, size_t bytes) {
         (void) ctx;
+        guard_enter();
         memcpy(dst, src, bytes);
+        guard_leave();
         return 0;
 }
 
@@ -105,6 +178,7 @@ static int h_sync(void *ctx) {
 static int h_gemm(void *ctx, int64_t m, int64_t k, const float *a, int64_t lda,
                   const p3_tensor *w, int64_t col, float *c, int64_t ldc, bool acc) {
         (void) ctx;
+        guard_enter();
         int64_t ldw = p3_ld(w);
         float *wr = (float *) malloc(sizeof(float) * (size_t) k);
         CHECK(wr);
@@ -127,17 +201,19 @@ static int h_gemm(void *ctx, int64_t m, int64_t k, const float *a, int64_t lda,
                 }
         }
         free(wr);
+        guard_leave();
         return 0;
 }
 
 static int h_run(void *ctx, const cu_hk *a, int64_t items) {
         (void) ctx;
+        guard_enter();
         if (a->kind == CU_HK_DOT) {
                 for (int64_t r = 0; r < items; r++) {
                         float p[32];
                         for (int l = 0; l < 32; l++)
                                 p[l] = cu_hk_dot_part(a, r, l, 32);
-                        *cu_hk_dot_dst(a, r) = cu_lane_tree_sum(p) + a->wb;
+                        *cu_hk_dot_dst(a, r) = cu_lane_tree_sum(p) + a->wb[0];
                 }
         } else if (a->kind == CU_HK_BIAS_MAX) {
                 for (int64_t i = 0; i < items; i++) {
@@ -149,6 +225,7 @@ static int h_run(void *ctx, const cu_hk *a, int64_t items) {
                 for (int64_t i = 0; i < items; i++)
                         cu_hk_item(a, i);
         }
+        guard_leave();
         return 0;
 }
 
@@ -163,14 +240,22 @@ typedef struct model {
         p3_heads_params hp;
 } model;
 
+/* Random values in guarded memory (the CPU backend at FP32 references weights in place). */
+static float *guarded_rnd(int64_t n, double lo, double hi) {
+        float *h = rnd_array(n, lo, hi);
+        float *g = (float *) guard_copy(h, sizeof(float) * (size_t) (n ? n : 1));
+        free(h);
+        return g;
+}
+
 /* uniform(-1, 1)/sqrt(fan_in), the last layer × last_scale: logits of a few units, so that the
  * rank-3 columns matter and the masks are not all one sign. */
 static void mlp_make(host_mlp *m, p3_mlp3 *d, int in, int hid, int out, double last_scale) {
         int dims[4] = { in, hid, hid, out };
         for (int l = 0; l < 3; l++) {
                 double s = (l == 2 ? last_scale : 1.0) / sqrt((double) dims[l]);
-                m->w[l] = rnd_array((int64_t) dims[l + 1] * dims[l], -s, s);
-                m->b[l] = rnd_array(dims[l + 1], -s, s);
+                m->w[l] = guarded_rnd((int64_t) dims[l + 1] * dims[l], -s, s);
+                m->b[l] = guarded_rnd(dims[l + 1], -s, s);
                 CHECK_OK(be->ops->weight_upload(be, m->w[l], dims[l + 1], dims[l], &d->w[l]));
                 CHECK_OK(be->ops->weight_upload(be, m->b[l], 1, dims[l + 1], &d->b[l]));
         }
@@ -180,8 +265,8 @@ static void mlp_free(host_mlp *m, p3_mlp3 *d) {
         for (int l = 0; l < 3; l++) {
                 be->ops->weight_free(be, &d->w[l]);
                 be->ops->weight_free(be, &d->b[l]);
-                free(m->w[l]);
-                free(m->b[l]);
+                guard_free(m->w[l]);
+                guard_free(m->b[l]);
         }
 }
 
@@ -230,10 +315,10 @@ static void outs_free(outs *u) {
         free(u->iou), free(u->glob), free(u->ifeat), free(u->s1), free(u->s2), free(u->bits);
 }
 
+/* An input in guarded memory, as the device holds it. */
 static p3_tensor dev_from(const float *host, int64_t rows, int64_t cols) {
-        p3_tensor t;
-        CHECK_OK(p3_tensor_alloc(be, rows, cols, &t));
-        CHECK_OK(be->ops->upload(be, t.data, host, sizeof(float) * (size_t) (rows * cols)));
+        p3_tensor t = { .dtype = P3_F32, .rows = rows, .cols = cols };
+        t.data = guard_copy(host, sizeof(float) * (size_t) (rows * cols));
         return t;
 }
 
@@ -282,13 +367,14 @@ static void heads_case(const model *md, int64_t n, int64_t m, int k, const cu_he
         /* feat and points as column views of wider tensors (ld 520 and 5) */
         p3_tensor t_featw = dev_from(feat, m, 520), t_ptsw = dev_from(pts, n, 5);
         p3_tensor t_feat = p3_tensor_cols(&t_featw, 4, 512), t_pts = p3_tensor_cols(&t_ptsw, 1, 3);
-        int32_t *inv_d = NULL;
-        CHECK_OK(p3_ibuf_upload(be, inverse, n, &inv_d));
+        int32_t *inv_d = (int32_t *) guard_copy(inverse, sizeof(int32_t) * (size_t) n);
         p3_heads_input in = { &t_feat, inv_d, &t_pts, n, q, k };
 
         outs c, g;
         outs_make(&c, n, k), outs_make(&g, n, k);
+        guard_enter(); /* the CPU reference reads the same buffers */
         CHECK_OK(be->ops->heads(be, &md->hp, &in, &c.o));
+        guard_leave();
         host_exec hx = { 0, 0 };
         cu_heads_exec ex = { &hx, h_alloc, h_free, h_copy, h_copy, h_sync, h_gemm, h_run };
         CHECK_OK(cu_heads_run(&ex, &md->hp, &in, &g.o, cfg));
@@ -340,8 +426,8 @@ static void heads_case(const model *md, int64_t n, int64_t m, int k, const cu_he
 
         outs_free(&p), outs_free(&c), outs_free(&g);
         free(feat), free(pts), free(inverse), free(q);
-        p3_ibuf_free(be, inv_d, n);
-        p3_tensor_free(be, &t_featw), p3_tensor_free(be, &t_ptsw);
+        guard_free(inv_d);
+        guard_free(t_featw.data), guard_free(t_ptsw.data);
 }
 
 /* ---- mask bits, mask rule, max keys ------------------------------------------------------- */

@@ -540,6 +540,24 @@ static int ensure_handle(p3_backend *be) {
         return 0;
 }
 
+/* The handle and every plan were made in the primary context, which the last backend's end
+ * destroys (cudaDeviceReset): they go first, and the next load makes new ones. */
+extern "C" void cuda_attention_cudnn_release(void) {
+        pthread_mutex_lock(&cache_lock);
+        for (int i = 0; i < CACHE_SIZE; i++) {
+                graph_free(&cache[i].g);
+                memset(&cache[i], 0, sizeof(cache[i]));
+        }
+        if (handle_dev)
+                (void) api.destroy_desc(handle_dev);
+        if (handle)
+                (void) api.destroy(handle);
+        handle_dev = NULL;
+        handle = NULL;
+        handle_device = -1;
+        pthread_mutex_unlock(&cache_lock);
+}
+
 /* The cached entry for the shape, built on first use (the least recently used one goes). */
 static plan_entry *get_plan(p3_backend *be, int64_t window, int64_t heads, int64_t windows,
                             cudnnDataType_t t) {
@@ -562,6 +580,8 @@ static plan_entry *get_plan(p3_backend *be, int64_t window, int64_t heads, int64
         victim->windows = windows;
         victim->type = t;
         victim->status = build_plan(&victim->g, handle_dev, windows, heads, window, t);
+        if (victim->status == -ENOMEM)
+                victim->status = -ENOTSUP; /* kept: the own kernel serves this shape from now on */
         victim->used = ++cache_clock;
         if (victim->status)
                 fprintf(stderr, "p3samd: cuDNN SDPA (window %lld, %lld heads): %s; "
@@ -606,6 +626,9 @@ static int execute(p3_backend *be, plan_entry *e, void *q, void *k, void *v, voi
         if (s != CUDNN_STATUS_SUCCESS) {
                 fprintf(stderr, "p3samd: cuDNN SDPA execution: %s; using the own attention "
                         "kernel\n", api.error_string(s));
+                /* a launch error cuDNN left behind would fail the own kernel's launch check;
+                 * a sticky one (a fault) stays, and that check reports it */
+                (void) cudaGetLastError();
                 return -ENOTSUP;
         }
         return 0;
@@ -613,9 +636,18 @@ static int execute(p3_backend *be, plan_entry *e, void *q, void *k, void *v, voi
 
 template <typename T>
 static int run(p3_backend *be, const sdpa_args *a, int64_t windows, cudnnDataType_t t) {
+        /* A shape cuDNN refused once costs nothing more: asked before any copy is made. */
+        pthread_mutex_lock(&cache_lock);
+        int r = ensure_handle(be);
+        plan_entry *known = r ? NULL : get_plan(be, a->window, a->heads, windows, t);
+        if (known && known->status)
+                r = known->status;
+        pthread_mutex_unlock(&cache_lock);
+        if (r)
+                return r;
+
         size_t bytes = sizeof(T) * (size_t) a->total;
         void *buf[4] = { NULL, NULL, NULL, NULL };
-        int r = 0;
         for (int i = 0; i < 4 && !r; i++)
                 r = cuda_tmp_alloc(be, bytes, &buf[i]);
         if (r == -ENOMEM)

@@ -71,6 +71,10 @@ int cuda_attention_cudnn(p3_backend *be, const p3_tensor *qkv, const int32_t *sl
  * cannot be loaded, predates deviceless plans, or has no description for that sm. */
 int cuda_attention_cudnn_supported(int sm, int window, char *why, size_t why_len);
 
+/* Destroys the process's cuDNN handle and cached plans (made in the primary context): the
+ * backend calls it before it resets the device, so that no later load uses them. */
+void cuda_attention_cudnn_release(void);
+
 /* Loads cuDNN (once): 0 and its version (cudnnGetVersion, e.g. 91900), or -ENODEV with the
  * reason in why. */
 int cuda_cudnn_load(size_t *version, char *why, size_t why_len);

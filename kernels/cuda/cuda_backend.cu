@@ -15,6 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "cuda_attention_cudnn.h"
 #include "cuda_backend.h"
 #include "cuda_elementwise.cuh"
 #include "cuda_probe.h"
@@ -48,15 +49,20 @@ int cuda_check_launch(p3_backend *be, const char *kernel) {
 /* -- memory ---------------------------------------------------------------------------------- */
 
 static int cu_alloc(p3_backend *be, size_t bytes, void **ret) {
-        if (be->limit_bytes && be->cur_bytes + bytes > be->limit_bytes)
-                return -ENOMEM;
+        if (be->limit_bytes &&
+            (be->cur_bytes > be->limit_bytes || bytes > be->limit_bytes - be->cur_bytes))
+                return -ENOMEM; /* written so that no sum can wrap */
         void *p = NULL;
-        int r = cuda_check(be, cudaMallocAsync(&p, bytes, cuda_st(be)->stream), "cudaMallocAsync");
-        if (r < 0) {
-                (void) cudaGetLastError(); /* an allocation failure is not sticky: clear it */
-                cuda_st(be)->last_error[0] = 0;
+        cudaError_t e = cudaMallocAsync(&p, bytes, cuda_st(be)->stream);
+        if (e == cudaErrorMemoryAllocation) {
+                /* not sticky and not a fault: cleared and not recorded, so that the caller's
+                 * smaller retry starts clean */
+                (void) cudaGetLastError();
                 return -ENOMEM;
         }
+        int r = cuda_check(be, e, "cudaMallocAsync"); /* anything else: -EIO, recorded */
+        if (r < 0)
+                return r;
         be->cur_bytes += bytes;
         if (be->cur_bytes > be->peak_bytes)
                 be->peak_bytes = be->cur_bytes;
@@ -67,7 +73,9 @@ static int cu_alloc(p3_backend *be, size_t bytes, void **ret) {
 static void cu_free(p3_backend *be, void *ptr, size_t bytes) {
         if (!ptr)
                 return;
-        (void) cuda_check(be, cudaFreeAsync(ptr, cuda_st(be)->stream), "cudaFreeAsync");
+        /* a failed free is recorded but must not be taken for the next launch's error */
+        if (cuda_check(be, cudaFreeAsync(ptr, cuda_st(be)->stream), "cudaFreeAsync") < 0)
+                (void) cudaGetLastError();
         be->cur_bytes -= bytes < be->cur_bytes ? bytes : be->cur_bytes;
 }
 
@@ -188,6 +196,18 @@ static int cu_check_finite(p3_backend *be, const p3_tensor *x) {
 static pthread_mutex_t live_lock = PTHREAD_MUTEX_INITIALIZER;
 static int live;
 
+/* The last backend's end: every resource of this process on the device goes, and the
+ * primary context with it. cudaDeviceReset does not free the stream-ordered pool's memory
+ * (cuda_runtime_api.h), so the pool is trimmed first, and cuDNN's handle and plans, made in
+ * this context, are destroyed before it. Called with live_lock held. */
+static void release_device(void) {
+        cudaMemPool_t pool;
+        if (cudaDeviceGetDefaultMemPool(&pool, 0) == cudaSuccess)
+                (void) cudaMemPoolTrimTo(pool, 0);
+        cuda_attention_cudnn_release();
+        (void) cudaDeviceReset();
+}
+
 static void cu_destroy(p3_backend *be) {
         cuda_state *st = cuda_st(be);
         if (st) {
@@ -198,12 +218,9 @@ static void cu_destroy(p3_backend *be) {
                         (void) api->destroy(st->cublas);
                 if (st->stream) {
                         (void) cudaStreamDestroy(st->stream);
-                        /* The last one frees the memory pool and every other resource of this
-                         * process on the device: the primary context goes, and the GPU memory
-                         * with it. */
                         pthread_mutex_lock(&live_lock);
                         if (--live == 0)
-                                (void) cudaDeviceReset();
+                                release_device();
                         pthread_mutex_unlock(&live_lock);
                 }
                 free(st);
@@ -258,6 +275,19 @@ static int resolve_precision(p3_precision asked, int sm, p3_precision *prec, p3_
         }
 }
 
+/* The pool keeps freed memory up to the cap (all of it without one) instead of handing it
+ * back to the driver at every synchronisation, which the default threshold of 0 does: a job's
+ * thousands of scratch buffers then come from memory already mapped. The cap bounds what the
+ * process holds between jobs; the idle offload gives it all back. */
+static cudaError_t pool_keep(size_t limit_bytes) {
+        cudaMemPool_t pool;
+        cudaError_t e = cudaDeviceGetDefaultMemPool(&pool, 0);
+        uint64_t keep = limit_bytes ? (uint64_t) limit_bytes : UINT64_MAX;
+        if (e == cudaSuccess)
+                e = cudaMemPoolSetAttribute(pool, cudaMemPoolAttrReleaseThreshold, &keep);
+        return e;
+}
+
 static int device_open(p3_backend *be, cuda_state *st, char *why, size_t why_len) {
         int r = p3_cuda_probe(why, why_len, NULL, 0); /* "no CUDA device (…)" */
         if (r < 0)
@@ -270,7 +300,16 @@ static int device_open(p3_backend *be, cuda_state *st, char *why, size_t why_len
         if (e == cudaSuccess)
                 e = cudaStreamCreateWithFlags(&st->stream, cudaStreamNonBlocking);
         if (e == cudaSuccess)
+                e = pool_keep(be->limit_bytes);
+        if (e == cudaSuccess) {
                 live++;
+        } else {
+                if (st->stream)
+                        (void) cudaStreamDestroy(st->stream);
+                st->stream = NULL; /* so that cu_destroy does not count this one out */
+                if (live == 0)
+                        release_device(); /* cudaSetDevice made the context: hand it back */
+        }
         pthread_mutex_unlock(&live_lock);
         if (e != cudaSuccess) {
                 snprintf(why, why_len, "the CUDA runtime failed: %s", cudaGetErrorString(e));

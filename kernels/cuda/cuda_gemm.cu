@@ -91,13 +91,17 @@ static int gemm_nt(p3_backend *be, int64_t m, int64_t n, int64_t k, const void *
         const void *first = l.first == P3_GEMM_OPERAND_B ? w : a;
         const void *second = l.second == P3_GEMM_OPERAND_B ? w : a;
         cudaDataType ty = cuda_type(t);
-        /* FP32: plain FP32 compute; the backend's handle has TF32 off (CUBLAS_DEFAULT_MATH),
-         * so this is the reference arithmetic. FP16/BF16 inputs: FP32 accumulation. */
+        /* FP32 (the reference precision's weights, and every backend's width-1 and vector
+         * weights): the pedantic compute type, which keeps TF32 and any emulation cuBLAS may
+         * pick by environment or device out whatever the handle's math mode. FP16/BF16
+         * inputs: FP32 accumulation. */
+        cublasComputeType_t compute = t == P3_F32 ? CUBLAS_COMPUTE_32F_PEDANTIC
+                                                  : CUBLAS_COMPUTE_32F;
         cublasStatus_t s = api->gemm_ex(cuda_st(be)->cublas,
                                         l.transa == P3_GEMM_T ? CUBLAS_OP_T : CUBLAS_OP_N,
                                         l.transb == P3_GEMM_T ? CUBLAS_OP_T : CUBLAS_OP_N, l.m,
                                         l.n, l.k, &alpha, first, ty, l.lda, second, ty, l.ldb,
-                                        &beta, c, CUDA_R_32F, l.ldc, CUBLAS_COMPUTE_32F,
+                                        &beta, c, CUDA_R_32F, l.ldc, compute,
                                         CUBLAS_GEMM_DEFAULT);
         return cublas_check(be, s, "cublasGemmEx");
 }

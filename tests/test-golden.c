@@ -3,12 +3,14 @@
  * case holds is compared as the model produces it (a trace hook), with the recorded random
  * choices replayed. Weights are the synthetic recipe, built in memory.
  *   test-golden tiny   tests/data/tiny_case.safetensors (or ../shared), every intermediate
- *   test-golden full   ../shared/golden/full (the real config; skips without ../shared) */
+ *   test-golden full   ../shared/golden/full (the real config; skips without ../shared)
+ *   test-golden tiny as-device   the CPU dressed as a GPU (structure ops, guarded memory) */
 #include <math.h>
 #include <string.h>
 #include <unistd.h>
 
 #include "model.h"
+#include "guarded-backend.h"
 #include "structure-shim.h"
 #include "test-util.h"
 #include "omp-env.h"
@@ -18,7 +20,7 @@ typedef struct golden {
         double feat_tol; /* × max|ref| */
         double half_tol; /* on a half-precision GPU: every tensor within this × max|ref| */
         bool first256;   /* the full case stores only the first 256 rows of big tensors */
-        bool device_structure; /* the CPU given the structure ops (tests/structure-shim.c) */
+        bool as_device; /* the CPU dressed as a GPU: structure ops, guarded device memory */
         int compared, failed;
 } golden;
 
@@ -176,8 +178,10 @@ static void open_backend(golden *g, p3_backend **be) {
         const char *backend = getenv("P3_GOLDEN_BACKEND"), *prec = getenv("P3_GOLDEN_PRECISION");
         if (!backend || strcmp(backend, "cpu") == 0) {
                 CHECK_OK(p3_backend_cpu_new(NULL, be));
-                if (g->device_structure)
+                if (g->as_device) {
                         structure_shim_install(*be, SHIM_RIGHT);
+                        guarded_backend_install(*be);
+                }
                 return;
         }
         p3_backend_options opt = { .precision = P3_PRECISION_FP16 };
@@ -200,7 +204,7 @@ int main(int argc, char **argv) {
         const char *which = argc > 1 ? argv[1] : "tiny";
         bool full = strcmp(which, "full") == 0;
         golden g = { .feat_tol = full ? 3e-5 : 1e-5, .first256 = full,
-                     .device_structure = argc > 2 && strcmp(argv[2], "device-structure") == 0 };
+                     .as_device = argc > 2 && strcmp(argv[2], "as-device") == 0 };
         _cleanup_free_ char *config = NULL;
         g.f = open_case(which, &config);
 

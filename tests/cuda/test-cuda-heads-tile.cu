@@ -22,9 +22,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
 
 #include "cuda_heads_tile.cuh"
+#include "guard-memory.h"
 #include "test-util.h"
 
 static p3_backend *be;
@@ -75,66 +75,9 @@ static void expect(bool ok, const char *what) {
 
 /* On a GPU the schedule runs on the host and must never dereference device memory (weights,
  * inputs, scratch): that reads a cudaMallocAsync pointer and crashes. Here every such buffer is
- * a mapping of its own, PROT_NONE except while an executor function (the stand-in for a
+ * guarded (tests/guard-memory.h): readable only while an executor function (the stand-in for a
  * kernel, a GEMM or a copy) or the CPU reference runs, so that a host read in the schedule
  * faults here as it would there. */
-#define GUARD_MAX 1024
-
-static struct guard_block {
-        void *p;
-        size_t len;
-} guard[GUARD_MAX];
-static int guard_open;
-
-static void guard_protect(int prot) {
-        for (int i = 0; i < GUARD_MAX; i++)
-                if (guard[i].p)
-                        CHECK(mprotect(guard[i].p, guard[i].len, prot) == 0);
-}
-
-static void guard_enter(void) {
-        if (guard_open++ == 0)
-                guard_protect(PROT_READ | PROT_WRITE);
-}
-
-static void guard_leave(void) {
-        if (--guard_open == 0)
-                guard_protect(PROT_NONE);
-}
-
-static void *guard_alloc(size_t bytes) {
-        size_t len = (bytes + 4095) & ~(size_t) 4095;
-        void *p = mmap(NULL, len ? len : 4096, guard_open ? PROT_READ | PROT_WRITE : PROT_NONE,
-                       MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-        if (p == MAP_FAILED)
-                return NULL;
-        for (int i = 0; i < GUARD_MAX; i++)
-                if (!guard[i].p) {
-                        guard[i].p = p, guard[i].len = len ? len : 4096;
-                        return p;
-                }
-        CHECK(!"more guarded blocks than GUARD_MAX");
-        return NULL;
-}
-
-static void guard_free(void *p) {
-        for (int i = 0; p && i < GUARD_MAX; i++)
-                if (guard[i].p == p) {
-                        CHECK(munmap(p, guard[i].len) == 0);
-                        guard[i].p = NULL;
-                        return;
-                }
-}
-
-/* A guarded copy of host memory. */
-static void *guard_copy(const void *host, size_t bytes) {
-        void *p = guard_alloc(bytes);
-        CHECK(p);
-        guard_enter();
-        memcpy(p, host, bytes);
-        guard_leave();
-        return p;
-}
 
 /* ---- the host executor -------------------------------------------------------------------- */
 

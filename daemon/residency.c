@@ -137,6 +137,10 @@ void residency_offload(residency *r) {
         release_host_pages(r);
 }
 
+int residency_device_error(residency *r, char *why, size_t why_len) {
+        return r->m ? p3_model_device_error(r->m, why, why_len) : 0;
+}
+
 /* The CPU backend at FP32 computes straight from the snapshot: while loaded it is its working
  * copy, so it counts with the arena (a backend that copies counts its copy itself). */
 static size_t resident_weights(const residency *r) {

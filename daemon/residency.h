@@ -52,6 +52,9 @@ int residency_load(residency *r, p3_err *err);
  * a loaded model that was opened at another one is offloaded, to be loaded again at this. */
 void residency_want_precision(residency *r, p3_precision p);
 void residency_offload(residency *r);
+/* 0 unless the loaded model's device can no longer work (p3_model_device_error): -EIO with
+ * the reason in why. */
+int residency_device_error(residency *r, char *why, size_t why_len);
 static inline bool residency_loaded(const residency *r) {
         return r->m != NULL;
 }

@@ -182,6 +182,27 @@ static int ensure_loaded(worker *w, p3_err *err) {
         return 0;
 }
 
+static void do_offload(worker *w) {
+        if (!w->res || !residency_loaded(w->res))
+                return;
+        post_status(w, MODEL_OFFLOADING);
+        residency_offload(w->res);
+        post_status(w, MODEL_OFFLOADED);
+}
+
+/* After a failed job: a GPU whose context a fault has poisoned fails every later call, so
+ * the model goes (freeing the context) and the next job loads it again, which runs the
+ * self-test on whatever the device is then: the GPU if it recovered, else the CPU with the
+ * reason in Device. Without this every later job would fail until the idle offload. */
+static void check_device(worker *w) {
+        char why[320];
+        if (!w->res || residency_device_error(w->res, why, sizeof(why)) >= 0)
+                return;
+        log_error("the device failed (%s): the model is offloaded; the next job loads it again "
+                  "after the self-test", why);
+        do_offload(w);
+}
+
 /* Each task returns the event that reports its end (or NULL): thread_main publishes it in
  * the same locked step that marks the worker idle, so that the loop, handling it, already
  * sees the true number of pending tasks. */
@@ -197,16 +218,10 @@ static event *do_job(worker *w, task *t) {
                 post_status(w, MODEL_BUSY);
                 r = job_run(w->res, j, on_progress, w, &err);
                 post_status(w, MODEL_READY);
+                if (r < 0)
+                        check_device(w);
         }
         return fill_event(TAKE_PTR(t->done), EV_JOB_DONE, j, r, r < 0 ? p3_err_msg(&err, r) : NULL);
-}
-
-static void do_offload(worker *w) {
-        if (!w->res || !residency_loaded(w->res))
-                return;
-        post_status(w, MODEL_OFFLOADING);
-        residency_offload(w->res);
-        post_status(w, MODEL_OFFLOADED);
 }
 
 /* Open (and, if the old model is loaded, load) the new model beside the old one, then swap:

@@ -161,6 +161,11 @@ typedef struct p3_backend_ops {
          * asks after each stage, so that reduced precision overflowing fails a job with a
          * sentence instead of returning garbage. */
         int (*check_finite)(p3_backend *be, const p3_tensor *x);
+        /* Optional (NULL: a device that cannot break, the CPU): 0 while the device can still
+         * work; -EIO with the reason in why once it cannot (a fault that poisons the CUDA
+         * context, such as an illegal address, makes every later call fail). The service asks
+         * after a failed job. */
+        int (*device_error)(p3_backend *be, char *why, size_t why_len);
 
         /* Optional: a level's integer structure built on the device (NULL: the engine builds
          * it on the host and uploads it, as for the CPU backend). The twins of

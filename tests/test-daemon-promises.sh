@@ -250,6 +250,8 @@ wait $cpid
 # ---- Backend=cuda: the fallback chain, as a user without a GPU meets it ----
 start_cuda_daemon() { # start_cuda_daemon LOG [ENV...]: Backend=cuda, waits for the model
         write_conf "$tmp/w3.safetensors" cuda
+        # idle=SECONDS overrides the 2 s idle offload
+        [ -z "${idle:-}" ] || sed -i "s/^IdleTimeoutSec=.*/IdleTimeoutSec=$idle/" "$conf"
         env "${@:2}" "$P3SAMD" --config "$conf" --keep-user >"$1" 2>&1 &
         daemon_pid=$!
         wait_prop State ready 30 || { cat "$1"; return 1; }
@@ -274,6 +276,22 @@ check "... and Device names the op (gelu)" -- \
         grep -q 'not CUDA: the CUDA self-test failed (gelu: max error' <<<"$(prop Device)"
 client segment "$mesh" "$tmp/fake.glb" >"$tmp/c9" 2>&1
 check "... and jobs run" -- grep -q '^done' "$tmp/c9"
+stop_daemon
+# A GPU lost while serving (the stand-in reports a poisoned context after a failed job): the
+# model is offloaded at once instead of failing every later job, and the next job loads it
+# again through the self-test and runs.
+# (No idle offload here: only the lost device may offload the model.)
+idle=infinity
+check "a device lost after a failed job: the daemon serves on" -- \
+        start_cuda_daemon "$tmp/lost.log" P3_TEST_FAKE_CUDA=1 P3_TEST_DEVICE_LOST=1
+idle=
+client segment "$P3_TEST_DATA/meshes/bad/Fox_truncated.glb" "$tmp/lost-bad.glb" >/dev/null 2>&1
+check "... the model is offloaded" -- wait_prop State offloaded 10
+check "... and the log says why" -- \
+        grep -q 'the device failed (the device was lost (test hook)): the model is offloaded' \
+        "$tmp/lost.log"
+client segment "$mesh" "$tmp/lost.glb" >"$tmp/c10" 2>&1
+check "... and the next job loads it again and runs" -- grep -q '^done' "$tmp/c10"
 stop_daemon
 
 if [ $fails -ne 0 ]; then

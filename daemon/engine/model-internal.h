@@ -25,6 +25,7 @@ typedef struct p3_stage {
 struct p3_model {
         p3_backend *be;
         bool owns_backend;         /* opened by p3_model_open(): freed with the model */
+        bool fake_cuda;            /* P3_TEST_FAKE_CUDA's CPU stand-in serves (test hook) */
         char fallback_reason[256]; /* why the backend asked for is not the one running */
         p3_config cfg;
         p3_linear stem, stem_norm;

@@ -187,7 +187,7 @@ int p3_model_new(p3_backend *be, const p3_weights *w, p3_model **ret, p3_err *er
  * with the reason in why when there is none or it fails.
  * Test hook: with P3_TEST_FAKE_CUDA set and no device, a CPU backend at the precision asked
  * for stands in for the GPU, so that the self-test and the fallback around it run here. */
-static int cuda_candidate(const p3_model_params *p, p3_backend **ret, char *why,
+static int cuda_candidate(const p3_model_params *p, p3_backend **ret, bool *fake, char *why,
                           size_t why_len) {
         p3_backend_options opt = { .limit_bytes = p->memory_max, .precision = p->precision };
         p3_backend *be = NULL;
@@ -195,6 +195,7 @@ static int cuda_candidate(const p3_model_params *p, p3_backend **ret, char *why,
         if (r == -ENODEV && getenv("P3_TEST_FAKE_CUDA")) {
                 opt.threads = p->threads;
                 r = p3_backend_cpu_new(&opt, &be);
+                *fake = r >= 0;
         }
         if (r < 0)
                 return r;
@@ -203,6 +204,7 @@ static int cuda_candidate(const p3_model_params *p, p3_backend **ret, char *why,
         if (r < 0) {
                 snprintf(why, why_len, "the CUDA self-test failed (%s)", test_why);
                 p3_backend_free(be);
+                *fake = false;
                 return r;
         }
         *ret = be;
@@ -210,10 +212,10 @@ static int cuda_candidate(const p3_model_params *p, p3_backend **ret, char *why,
 }
 
 /* The backend asked for, or the CPU with the reason in why: AUTO and CUDA try the GPU first. */
-static int open_backend(const p3_model_params *p, p3_backend **ret, char *why, size_t why_len,
-                        p3_err *err) {
+static int open_backend(const p3_model_params *p, p3_backend **ret, bool *fake, char *why,
+                        size_t why_len, p3_err *err) {
         if (p->backend != P3_BACKEND_CPU) {
-                int r = cuda_candidate(p, ret, why, why_len);
+                int r = cuda_candidate(p, ret, fake, why, why_len);
                 if (r >= 0)
                         return 0;
                 /* AUTO on a machine without a GPU: the CPU is what was expected, nothing to
@@ -245,7 +247,8 @@ int p3_model_open(const p3_weights *w, const p3_model_params *params, p3_model *
         p3_model_params p = params ? *params : (p3_model_params) {};
         p3_backend *be = NULL;
         char why[256] = "";
-        int r = open_backend(&p, &be, why, sizeof(why), err);
+        bool fake = false;
+        int r = open_backend(&p, &be, &fake, why, sizeof(why), err);
         if (r < 0)
                 return r;
         p3_model *m = NULL;
@@ -255,6 +258,7 @@ int p3_model_open(const p3_weights *w, const p3_model_params *params, p3_model *
                 return r;
         }
         m->owns_backend = true;
+        m->fake_cuda = fake;
         snprintf(m->fallback_reason, sizeof(m->fallback_reason), "%s", why);
         *ret = m;
         return 0;
@@ -274,6 +278,14 @@ p3_precision p3_model_precision(const p3_model *m) {
 
 const char *p3_model_fallback_reason(const p3_model *m) {
         return m->fallback_reason;
+}
+
+int p3_model_device_error(p3_model *m, char *why, size_t why_len) {
+        if (m->fake_cuda && getenv("P3_TEST_DEVICE_LOST")) {
+                snprintf(why, why_len, "the device was lost (test hook)");
+                return -EIO;
+        }
+        return m->be->ops->device_error ? m->be->ops->device_error(m->be, why, why_len) : 0;
 }
 
 bool p3_model_weights_copied(const p3_model *m) {

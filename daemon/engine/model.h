@@ -49,6 +49,11 @@ p3_precision p3_model_precision(const p3_model *m);
 /* Why the backend asked for is not the one running ("" when it is). */
 const char *p3_model_fallback_reason(const p3_model *m);
 bool p3_model_weights_copied(const p3_model *m);
+/* 0 while the model's device can still work, -EIO with the reason once it cannot (see the
+ * backend op device_error): the model must then be freed, and opening it again checks the
+ * device afresh. Test hook: with P3_TEST_FAKE_CUDA's stand-in serving, P3_TEST_DEVICE_LOST
+ * makes it report a lost device. */
+int p3_model_device_error(p3_model *m, char *why, size_t why_len);
 
 /* Upload the weights to a backend the caller made and keeps (the CPU backend at FP32
  * references w's memory: keep w alive). */

@@ -154,6 +154,20 @@ static void cu_weight_free(p3_backend *be, p3_tensor *t) {
         t->data = NULL;
 }
 
+/* -- device health ----------------------------------------------------------------------------- */
+
+/* A sticky error (the context is lost) comes back from every call, a synchronisation too;
+ * with the stream idle and healthy it returns at once. */
+static int cu_device_error(p3_backend *be, char *why, size_t why_len) {
+        cudaError_t e = cudaStreamSynchronize(cuda_st(be)->stream);
+        if (e == cudaSuccess)
+                return 0;
+        const char *first = cuda_st(be)->last_error;
+        snprintf(why, why_len, "%s%s%s%s", cudaGetErrorString(e), first[0] ? " (first: " : "",
+                 first, first[0] ? ")" : "");
+        return -EIO;
+}
+
 /* -- NaN/Inf check ------------------------------------------------------------------------------ */
 
 __global__ static void finite_kernel(const float *x, int64_t rows, int64_t cols, int64_t ld,
@@ -200,10 +214,14 @@ static int live;
  * primary context with it. cudaDeviceReset does not free the stream-ordered pool's memory
  * (cuda_runtime_api.h), so the pool is trimmed first, and cuDNN's handle and plans, made in
  * this context, are destroyed before it. Called with live_lock held. */
-static void release_device(void) {
+static void pool_trim(void) {
         cudaMemPool_t pool;
         if (cudaDeviceGetDefaultMemPool(&pool, 0) == cudaSuccess)
                 (void) cudaMemPoolTrimTo(pool, 0);
+}
+
+static void release_device(void) {
+        pool_trim();
         cuda_attention_cudnn_release();
         (void) cudaDeviceReset();
 }
@@ -221,6 +239,9 @@ static void cu_destroy(p3_backend *be) {
                         pthread_mutex_lock(&live_lock);
                         if (--live == 0)
                                 release_device();
+                        else
+                                pool_trim(); /* a reload's old model: its memory goes now,
+                                              * not at the next offload */
                         pthread_mutex_unlock(&live_lock);
                 }
                 free(st);
@@ -250,6 +271,7 @@ static const p3_backend_ops cuda_ops = {
         .to_host_f32 = cu_to_host_f32,
         .heads = cuda_heads,
         .check_finite = cu_check_finite,
+        .device_error = cu_device_error,
         .subm_neighbors = cuda_subm_neighbors,
         .window_slots = cuda_window_slots,
 };
@@ -294,9 +316,21 @@ static int device_open(p3_backend *be, cuda_state *st, char *why, size_t why_len
                 return r;
         cudaDeviceProp p;
         cudaError_t e = cudaGetDeviceProperties(&p, 0);
+        pthread_mutex_lock(&live_lock);
+        /* Waiting for the GPU blocks the thread instead of spinning a CPU core, which other
+         * work on the machine wants more than a job wants the microseconds. Only a context
+         * not yet made takes flags, so only the first backend sets them (again after each
+         * reset). */
+        if (e == cudaSuccess && live == 0)
+                e = cudaSetDeviceFlags(cudaDeviceScheduleBlockingSync);
+        if (e == cudaErrorSetOnActiveProcess) {
+                /* made by someone else in this process: keep its flags, and its error out of
+                 * the next launch check */
+                (void) cudaGetLastError();
+                e = cudaSuccess;
+        }
         if (e == cudaSuccess)
                 e = cudaSetDevice(0);
-        pthread_mutex_lock(&live_lock);
         if (e == cudaSuccess)
                 e = cudaStreamCreateWithFlags(&st->stream, cudaStreamNonBlocking);
         if (e == cudaSuccess)

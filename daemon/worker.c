@@ -1,4 +1,5 @@
 /* SPDX-License-Identifier: MIT */
+#include <errno.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <stdio.h>
@@ -190,17 +191,24 @@ static void do_offload(worker *w) {
         post_status(w, MODEL_OFFLOADED);
 }
 
-/* After a failed job: a GPU whose context a fault has poisoned fails every later call, so
- * the model goes (freeing the context) and the next job loads it again, which runs the
+/* After a failed job (r): a GPU whose context a fault has poisoned fails every later call,
+ * so the model goes (freeing the context) and the next job loads it again, which runs the
  * self-test on whatever the device is then: the GPU if it recovered, else the CPU with the
- * reason in Device. Without this every later job would fail until the idle offload. */
-static void check_device(worker *w) {
-        char why[320];
+ * reason in Device. Without this every later job would fail until the idle offload. The
+ * job's message then says so, and a device error (-EIO) becomes -EAGAIN: the machine's
+ * failure, worth a retry, not the mesh's. Returns the job's result. */
+static int check_device(worker *w, int r, p3_err *err) {
+        char why[320], msg[sizeof(err->msg)];
         if (!w->res || residency_device_error(w->res, why, sizeof(why)) >= 0)
-                return;
+                return r;
         log_error("the device failed (%s): the model is offloaded; the next job loads it again "
                   "after the self-test", why);
         do_offload(w);
+        snprintf(msg, sizeof(msg), "%s", p3_err_msg(err, r));
+        err->msg[0] = 0;
+        return p3_errf(err, r == -EIO ? -EAGAIN : r,
+                       "%s; the device failed (%s): the model was offloaded, and the next job "
+                       "loads it again", msg, why);
 }
 
 /* Each task returns the event that reports its end (or NULL): thread_main publishes it in
@@ -219,7 +227,7 @@ static event *do_job(worker *w, task *t) {
                 r = job_run(w->res, j, on_progress, w, &err);
                 post_status(w, MODEL_READY);
                 if (r < 0)
-                        check_device(w);
+                        r = check_device(w, r, &err);
         }
         return fill_event(TAKE_PTR(t->done), EV_JOB_DONE, j, r, r < 0 ? p3_err_msg(&err, r) : NULL);
 }

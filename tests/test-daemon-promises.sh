@@ -285,8 +285,11 @@ idle=infinity
 check "a device lost after a failed job: the daemon serves on" -- \
         start_cuda_daemon "$tmp/lost.log" P3_TEST_FAKE_CUDA=1 P3_TEST_DEVICE_LOST=1
 idle=
-client segment "$P3_TEST_DATA/meshes/bad/Fox_truncated.glb" "$tmp/lost-bad.glb" >/dev/null 2>&1
+client segment "$P3_TEST_DATA/meshes/bad/Fox_truncated.glb" "$tmp/lost-bad.glb" >"$tmp/c11" 2>&1
 check "... the model is offloaded" -- wait_prop State offloaded 10
+check "... and the job's error says so" -- \
+        grep -q 'the device failed (the device was lost (test hook)): the model was offloaded' \
+        "$tmp/c11"
 check "... and the log says why" -- \
         grep -q 'the device failed (the device was lost (test hook)): the model is offloaded' \
         "$tmp/lost.log"

@@ -205,7 +205,7 @@ static int check_device(worker *w, int r, p3_err *err) {
                   "after the self-test", why);
         do_offload(w);
         snprintf(msg, sizeof(msg), "%s", p3_err_msg(err, r));
-        err->msg[0] = 0;
+        *err = (p3_err) {}; /* the first message wins: make room for the longer one */
         return p3_errf(err, r == -EIO ? -EAGAIN : r,
                        "%s; the device failed (%s): the model was offloaded, and the next job "
                        "loads it again", msg, why);

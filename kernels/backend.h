@@ -225,6 +225,25 @@ int p3_backend_cpu_new(const p3_backend_options *opt, p3_backend **ret);
 p3_precision p3_cpu_auto_precision(char *why, size_t why_len);
 void p3_backend_free(p3_backend *be);
 
+/* The arena's accounting, shared by every backend's alloc and free: the bytes still allowed
+ * under the cap (SIZE_MAX without one; written so that no sum can wrap), and the counts and
+ * peak kept as memory is taken and given back. */
+static inline size_t p3_backend_room(const p3_backend *be) {
+        if (!be->limit_bytes)
+                return SIZE_MAX;
+        return be->cur_bytes < be->limit_bytes ? be->limit_bytes - be->cur_bytes : 0;
+}
+
+static inline void p3_backend_took(p3_backend *be, size_t bytes) {
+        be->cur_bytes += bytes;
+        if (be->cur_bytes > be->peak_bytes)
+                be->peak_bytes = be->cur_bytes;
+}
+
+static inline void p3_backend_gave(p3_backend *be, size_t bytes) {
+        be->cur_bytes -= bytes < be->cur_bytes ? bytes : be->cur_bytes;
+}
+
 /* Convenience wrappers: a device tensor of rows × cols in the backend's activation type. */
 int p3_tensor_alloc(p3_backend *be, int64_t rows, int64_t cols, p3_tensor *ret);
 void p3_tensor_free(p3_backend *be, p3_tensor *t);

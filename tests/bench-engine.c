@@ -34,12 +34,6 @@
 
 #define MAX_MARKS 16
 
-static double now(void) {
-        struct timespec ts;
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        return ts.tv_sec + ts.tv_nsec * 1e-9;
-}
-
 static double cpu_now(void) {
         struct timespec ts;
         clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
@@ -141,7 +135,7 @@ static void on_progress(void *userdata, const char *stage, double fraction) {
         marks *mk = userdata;
         if (mk->n >= MAX_MARKS)
                 return;
-        mk->t[mk->n] = now();
+        mk->t[mk->n] = test_now();
         mk->frac[mk->n] = fraction;
         mk->stage[mk->n] = stage;
         mk->n++;
@@ -329,10 +323,10 @@ static void scenario_a(p3_model *m, const setup *su, result *res) {
         p3_run_opts o = { .seed = 0, .replay = &rp, .progress = on_progress, .userdata = &mk };
         p3_features feat = {};
         p3_err err = {};
-        mk.t0 = now();
+        mk.t0 = test_now();
         double c0 = cpu_now();
         int r = p3_model_features(m, pts, normals, n, &o, &feat, &err);
-        double t1 = now(), c1 = cpu_now();
+        double t1 = test_now(), c1 = cpu_now();
         if (r < 0)
                 fail("scenario A features", &err, r);
         res->features = t1 - mk.t0;
@@ -345,9 +339,9 @@ static void scenario_a(p3_model *m, const setup *su, result *res) {
         }
         heads_buf hb;
         heads_buf_init(&hb, (int) k, n);
-        double t2 = now(), c2 = cpu_now();
+        double t2 = test_now(), c2 = cpu_now();
         r = p3_model_heads(m, &feat, prompts, (int) k, (int) k, NULL, &hb.o, &err);
-        double t3 = now(), c3 = cpu_now();
+        double t3 = test_now(), c3 = cpu_now();
         if (r < 0)
                 fail("scenario A heads", &err, r);
         res->heads = t3 - t2;
@@ -397,10 +391,10 @@ static void scenario_synth(p3_model *m, char id, int64_t n, int k, int run_k, in
         p3_run_opts o = { .seed = 42, .progress = on_progress, .userdata = &mk };
         p3_features feat = {};
         p3_err err = {};
-        mk.t0 = now();
+        mk.t0 = test_now();
         double c0 = cpu_now();
         int r = p3_model_features(m, pts, normals, n, &o, &feat, &err);
-        double t1 = now(), c1 = cpu_now();
+        double t1 = test_now(), c1 = cpu_now();
         if (r < 0) {
                 char what[48];
                 snprintf(what, sizeof(what), "scenario %c features", id);
@@ -410,9 +404,9 @@ static void scenario_synth(p3_model *m, char id, int64_t n, int k, int run_k, in
 
         int64_t *idx = malloc(sizeof(int64_t) * k);
         CHECK(idx);
-        double tf0 = now();
+        double tf0 = test_now();
         r = p3_model_fps(&feat, k, -1, idx);
-        res->fps = now() - tf0;
+        res->fps = test_now() - tf0;
         if (r < 0) {
                 fprintf(stderr, "bench-engine: scenario %c FPS: %s\n", id, p3_strerror(r));
                 exit(EXIT_FAILURE);
@@ -424,9 +418,9 @@ static void scenario_synth(p3_model *m, char id, int64_t n, int k, int run_k, in
 
         heads_buf hb;
         heads_buf_init(&hb, run_k, n);
-        double t2 = now(), c2 = cpu_now();
+        double t2 = test_now(), c2 = cpu_now();
         r = p3_model_heads(m, &feat, prompts, run_k, batch, NULL, &hb.o, &err);
-        double t3 = now(), c3 = cpu_now();
+        double t3 = test_now(), c3 = cpu_now();
         if (r < 0) {
                 char what[48];
                 snprintf(what, sizeof(what), "scenario %c heads", id);
@@ -590,16 +584,16 @@ static void run_precision(p3_precision prec, int threads, const which *w_, resul
         p3_config_default(&cfg);
         setup su = {};
         _cleanup_(p3_weights_freep) p3_weights *w = NULL;
-        double t0 = now();
+        double t0 = test_now();
         r = p3_weights_synth(&cfg, &w, &err);
-        su.synth_s = now() - t0;
+        su.synth_s = test_now() - t0;
         if (r < 0)
                 fail("synthetic weights", &err, r);
         su.params = w->total_params;
         p3_model *m = NULL;
-        t0 = now();
+        t0 = test_now();
         r = p3_model_new(be, w, &m, &err);
-        su.upload_s = now() - t0;
+        su.upload_s = test_now() - t0;
         if (r < 0)
                 fail("model upload", &err, r);
         mem m0 = mem_now(be);

@@ -12,7 +12,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "cpu/cpu_bf16.h"
 #include "cpu/cpu_dnnl.h"
@@ -33,12 +32,6 @@ typedef struct bench {
 } bench;
 
 typedef int (*block_fn)(const bench *g, int64_t r0, int64_t nr);
-
-static double now(void) {
-        struct timespec ts;
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        return ts.tv_sec + ts.tv_nsec * 1e-9;
-}
 
 static int sgemm_block(const bench *g, int64_t r0, int64_t nr) {
         return cpu_sgemm_nt(nr, g->n, g->k, g->a + r0 * g->k, g->k, g->b, g->k, g->c + r0 * g->n,
@@ -83,14 +76,14 @@ static int measure(const bench *g, block_fn fn, int threads, double *best, doubl
         int r = run_once(g, fn, threads);
         if (r < 0)
                 return r;
-        double t[1000], start = now();
+        double t[1000], start = test_now();
         int reps = 0;
-        while (reps < (int) ELEMENTSOF(t) && (reps < MIN_REPS || now() - start < MIN_SECONDS)) {
-                double t0 = now();
+        while (reps < (int) ELEMENTSOF(t) && (reps < MIN_REPS || test_now() - start < MIN_SECONDS)) {
+                double t0 = test_now();
                 r = run_once(g, fn, threads);
                 if (r < 0)
                         return r;
-                t[reps++] = now() - t0;
+                t[reps++] = test_now() - t0;
         }
         qsort(t, (size_t) reps, sizeof(double), cmp_double);
         double flop = 2.0 * (double) g->m * (double) g->n * (double) g->k;

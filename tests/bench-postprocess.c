@@ -7,7 +7,6 @@
  * in NMS, plus 1.0 s building the adjacency table (numba JIT included). */
 #define _GNU_SOURCE
 #include <string.h>
-#include <time.h>
 
 #include "postprocess.h"
 #include "test-util.h"
@@ -15,12 +14,6 @@
 #define RUNS 7
 #define REF_TOTAL 13.5
 #define REF_NMS 11.0
-
-static double now(void) {
-        struct timespec ts;
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        return ts.tv_sec + ts.tv_nsec * 1e-9;
-}
 
 static double status_mb(const char *key) {
         _cleanup_fclose_ FILE *f = fopen("/proc/self/status", "r");
@@ -42,7 +35,7 @@ static void on_progress(void *userdata, const char *stage, double fraction) {
         marks *m = userdata;
         for (int s = 0; s < _P3_PP_STAGE_MAX; s++)
                 if (strcmp(stage, p3_pp_stage_name(s)) == 0) {
-                        m->t[s] = now();
+                        m->t[s] = test_now();
                         m->seen[s] = true;
                 }
 }
@@ -119,9 +112,9 @@ int main(void) {
                 p3_pp_hooks h = { .progress = on_progress, .userdata = &m };
                 p3_pp_result res;
                 p3_err err = {};
-                double t0 = now();
+                double t0 = test_now();
                 CHECK_OK(p3_mesh_adjacency(&r.mesh, &adj));
-                double t1 = now();
+                double t1 = test_now();
                 in.adj = &adj;
                 int rr = p3_postprocess(&in, &h, &res, &err);
                 if (rr < 0) {

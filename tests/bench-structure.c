@@ -10,7 +10,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "backend.h"
 #include "macro.h"
@@ -20,12 +19,6 @@
 
 #define WINDOW 1024
 #define REPS 3
-
-static double now(void) {
-        struct timespec ts;
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        return ts.tv_sec + ts.tv_nsec * 1e-9;
-}
 
 typedef struct level {
         int32_t *grid;
@@ -81,14 +74,14 @@ static double host_structure(level *lv) {
         lv->nbr = malloc(sizeof(int32_t) * 27 * n);
         CHECK(lv->nbr);
 
-        double t0 = now();
+        double t0 = test_now();
         CHECK_OK(p3_serialize(lv->grid, n, orders, 4, NULL, lv->depth, NULL, order, inverse));
         p3_attention_pad(n, lv->window, lv->n_pad, pad);
         for (int k = 0; k < 4; k++)
                 for (int64_t s = 0; s < lv->n_pad; s++)
                         lv->slots[k][s] = order[k * n + pad[s]];
         CHECK_OK(p3_subm_neighbors(lv->grid, n, lv->nbr));
-        return now() - t0;
+        return test_now() - t0;
 }
 
 static int64_t differ(const int32_t *a, const int32_t *b, int64_t n) {
@@ -109,14 +102,14 @@ static double device_structure(p3_backend *be, const level *lv, int64_t *mismatc
         CHECK_OK(p3_ibuf_alloc(be, 27 * n, &nbr));
         CHECK_OK(be->ops->sync(be));
 
-        double t0 = now();
+        double t0 = test_now();
         CHECK_OK(be->ops->upload(be, grid, lv->grid, sizeof(int32_t) * 3 * n));
         for (int k = 0; k < 4; k++)
                 CHECK_OK(be->ops->window_slots(be, grid, n, k, lv->depth, lv->window,
                                                lv->n_pad, slots[k]));
         CHECK_OK(be->ops->subm_neighbors(be, grid, n, nbr));
         CHECK_OK(be->ops->sync(be));
-        double t = now() - t0;
+        double t = test_now() - t0;
 
         _cleanup_free_ int32_t *host = malloc(sizeof(int32_t) * 27 * n);
         CHECK(host);

@@ -17,7 +17,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "model.h"
@@ -27,12 +26,6 @@
 static void expect(bool ok, const char *what) {
         printf("%s: %s\n", ok ? "ok" : "FAIL", what);
         test_failures += !ok;
-}
-
-static double now(void) {
-        struct timespec ts;
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        return ts.tv_sec + ts.tv_nsec * 1e-9;
 }
 
 /* -- NVML, through dlopen (the driver ships it; the build machine has no header) ------------- */
@@ -143,9 +136,9 @@ static int open_model(const p3_weights *w, size_t cap, p3_model **m, double *sec
         p3_model_params p = { .backend = P3_BACKEND_CUDA, .precision = P3_PRECISION_FP16,
                               .memory_max = cap };
         p3_err err = {};
-        double t0 = now();
+        double t0 = test_now();
         int r = p3_model_open(w, &p, m, &err);
-        *secs = now() - t0;
+        *secs = test_now() - t0;
         if (r < 0) {
                 fprintf(stderr, "load: %s\n", p3_err_msg(&err, r));
                 return r;
@@ -247,14 +240,14 @@ int main(int argc, char **argv) {
         long long loaded = process_gpu_bytes();
         printf("device: %s; load (upload + self-test) %.0f ms, holding %lld bytes (NVML)\n",
                p3_model_device(m), load1 * 1e3, loaded);
-        double t0 = now();
+        double t0 = test_now();
         CHECK_OK(run(m, n, k, 32, &a, &err));
         printf("features + heads, %lld points, %d prompts: %.0f ms\n", (long long) n, k,
-               (now() - t0) * 1e3);
+               (test_now() - t0) * 1e3);
 
-        t0 = now();
+        t0 = test_now();
         p3_model_free(m);
-        double offload = now() - t0;
+        double offload = test_now() - t0;
         long long held = process_gpu_bytes();
         printf("offload %.0f ms; GPU memory held after: %lld bytes (NVML; -1 = unknown)\n",
                offload * 1e3, held);

@@ -5,20 +5,15 @@
 
 #include "guard-memory.h"
 #include "guarded-backend.h"
-#include "macro.h"
 
 static const p3_backend_ops *inner;
 static p3_backend_ops outer;
 
 static int g_alloc(p3_backend *be, size_t bytes, void **ret) {
-        if (be->limit_bytes &&
-            (be->cur_bytes > be->limit_bytes || bytes > be->limit_bytes - be->cur_bytes))
-                return -ENOMEM;
-        void *p = guard_alloc(bytes);
+        void *p = bytes <= p3_backend_room(be) ? guard_alloc(bytes) : NULL;
         if (!p)
                 return -ENOMEM;
-        be->cur_bytes += bytes;
-        be->peak_bytes = MAX(be->peak_bytes, be->cur_bytes);
+        p3_backend_took(be, bytes);
         *ret = p;
         return 0;
 }
@@ -27,7 +22,7 @@ static void g_free(p3_backend *be, void *p, size_t bytes) {
         if (!p)
                 return;
         guard_free(p);
-        be->cur_bytes -= MIN(bytes, be->cur_bytes);
+        p3_backend_gave(be, bytes);
 }
 
 /* The rest: the inner op, with the device memory open while it runs. */

@@ -1,5 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 #define _GNU_SOURCE
+#include <time.h>
+
 #include "test-util.h"
 
 int test_failures;
@@ -13,6 +15,12 @@ uint64_t test_rnd_u64(uint64_t *state) {
 
 double test_rnd_unit(uint64_t *state) {
         return (double) (test_rnd_u64(state) >> 11) * 0x1p-53;
+}
+
+double test_now(void) {
+        struct timespec ts;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        return ts.tv_sec + ts.tv_nsec * 1e-9;
 }
 
 #include <math.h>

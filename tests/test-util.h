@@ -24,6 +24,9 @@ uint64_t test_rnd_u64(uint64_t *state);
 /* Uniform in [0, 1), 53 bits. */
 double test_rnd_unit(uint64_t *state);
 
+/* Seconds on the monotonic clock, for the benchmarks' timings. */
+double test_now(void);
+
 /* A soft check: prints the sentence and counts the failure, the test goes on. */
 extern int test_failures;
 #define EXPECT(cond, ...)                                                                      \

@@ -13,13 +13,12 @@
 #include "macro.h"
 
 static int cpu_alloc(p3_backend *be, size_t bytes, void **ret) {
-        if (be->limit_bytes && be->cur_bytes + bytes > be->limit_bytes)
+        if (bytes > p3_backend_room(be))
                 return -ENOMEM;
         void *p = NULL;
         if (posix_memalign(&p, 64, bytes) != 0)
                 return -ENOMEM;
-        be->cur_bytes += bytes;
-        be->peak_bytes = MAX(be->peak_bytes, be->cur_bytes);
+        p3_backend_took(be, bytes);
         *ret = p;
         return 0;
 }
@@ -28,7 +27,7 @@ static void cpu_free(p3_backend *be, void *ptr, size_t bytes) {
         if (!ptr)
                 return;
         free(ptr);
-        be->cur_bytes -= MIN(bytes, be->cur_bytes);
+        p3_backend_gave(be, bytes);
 }
 
 static int cpu_copy(p3_backend *be, void *dst, const void *src, size_t bytes) {

@@ -634,20 +634,12 @@ static int execute(p3_backend *be, plan_entry *e, void *q, void *k, void *v, voi
         return 0;
 }
 
+/* The dense copies, the plan's execution and the scatter back (the caller holds cache_lock). */
 template <typename T>
-static int run(p3_backend *be, const sdpa_args *a, int64_t windows, cudnnDataType_t t) {
-        /* A shape cuDNN refused once costs nothing more: asked before any copy is made. */
-        pthread_mutex_lock(&cache_lock);
-        int r = ensure_handle(be);
-        plan_entry *known = r ? NULL : get_plan(be, a->window, a->heads, windows, t);
-        if (known && known->status)
-                r = known->status;
-        pthread_mutex_unlock(&cache_lock);
-        if (r)
-                return r;
-
+static int run_plan(p3_backend *be, const sdpa_args *a, plan_entry *e) {
         size_t bytes = sizeof(T) * (size_t) a->total;
         void *buf[4] = { NULL, NULL, NULL, NULL };
+        int r = 0;
         for (int i = 0; i < 4 && !r; i++)
                 r = cuda_tmp_alloc(be, bytes, &buf[i]);
         if (r == -ENOMEM)
@@ -659,15 +651,8 @@ static int run(p3_backend *be, const sdpa_args *a, int64_t windows, cudnnDataTyp
                                                      (T *) buf[2]);
                 r = cuda_check_launch(be, "sdpa_gather");
         }
-        if (!r) {
-                pthread_mutex_lock(&cache_lock);
-                r = ensure_handle(be);
-                plan_entry *e = r ? NULL : get_plan(be, a->window, a->heads, windows, t);
-                if (e)
-                        r = e->status ? e->status : execute(be, e, buf[0], buf[1], buf[2],
-                                                            buf[3]);
-                pthread_mutex_unlock(&cache_lock);
-        }
+        if (!r)
+                r = execute(be, e, buf[0], buf[1], buf[2], buf[3]);
         if (!r) {
                 sdpa_scatter<T><<<grid, 256, 0, st>>>(*a, (const T *) buf[3]);
                 r = cuda_check_launch(be, "sdpa_scatter");
@@ -675,6 +660,19 @@ static int run(p3_backend *be, const sdpa_args *a, int64_t windows, cudnnDataTyp
         for (int i = 3; i >= 0; i--)
                 if (buf[i])
                         cuda_tmp_free(be, buf[i], bytes);
+        return r;
+}
+
+/* A shape cuDNN refused once costs nothing more: its plan's status is known before any copy
+ * is made. */
+template <typename T>
+static int run(p3_backend *be, const sdpa_args *a, int64_t windows, cudnnDataType_t t) {
+        pthread_mutex_lock(&cache_lock);
+        int r = ensure_handle(be);
+        plan_entry *e = r ? NULL : get_plan(be, a->window, a->heads, windows, t);
+        if (e)
+                r = e->status ? e->status : run_plan<T>(be, a, e);
+        pthread_mutex_unlock(&cache_lock);
         return r;
 }
 

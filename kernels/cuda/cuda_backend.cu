@@ -49,9 +49,8 @@ int cuda_check_launch(p3_backend *be, const char *kernel) {
 /* -- memory ---------------------------------------------------------------------------------- */
 
 static int cu_alloc(p3_backend *be, size_t bytes, void **ret) {
-        if (be->limit_bytes &&
-            (be->cur_bytes > be->limit_bytes || bytes > be->limit_bytes - be->cur_bytes))
-                return -ENOMEM; /* written so that no sum can wrap */
+        if (bytes > p3_backend_room(be))
+                return -ENOMEM;
         void *p = NULL;
         cudaError_t e = cudaMallocAsync(&p, bytes, cuda_st(be)->stream);
         if (e == cudaErrorMemoryAllocation) {
@@ -63,9 +62,7 @@ static int cu_alloc(p3_backend *be, size_t bytes, void **ret) {
         int r = cuda_check(be, e, "cudaMallocAsync"); /* anything else: -EIO, recorded */
         if (r < 0)
                 return r;
-        be->cur_bytes += bytes;
-        if (be->cur_bytes > be->peak_bytes)
-                be->peak_bytes = be->cur_bytes;
+        p3_backend_took(be, bytes);
         *ret = p;
         return 0;
 }
@@ -76,7 +73,25 @@ static void cu_free(p3_backend *be, void *ptr, size_t bytes) {
         /* a failed free is recorded but must not be taken for the next launch's error */
         if (cuda_check(be, cudaFreeAsync(ptr, cuda_st(be)->stream), "cudaFreeAsync") < 0)
                 (void) cudaGetLastError();
-        be->cur_bytes -= bytes < be->cur_bytes ? bytes : be->cur_bytes;
+        p3_backend_gave(be, bytes);
+}
+
+size_t cuda_device_free(void) {
+        size_t dev_free = 0, dev_total = 0;
+        cudaMemPool_t pool;
+        uint64_t reserved = 0, used = 0;
+        if (cudaMemGetInfo(&dev_free, &dev_total) != cudaSuccess) {
+                (void) cudaGetLastError();
+                return SIZE_MAX;
+        }
+        if (cudaDeviceGetDefaultMemPool(&pool, 0) != cudaSuccess ||
+            cudaMemPoolGetAttribute(pool, cudaMemPoolAttrReservedMemCurrent, &reserved) !=
+                    cudaSuccess ||
+            cudaMemPoolGetAttribute(pool, cudaMemPoolAttrUsedMemCurrent, &used) != cudaSuccess) {
+                (void) cudaGetLastError();
+                return dev_free;
+        }
+        return dev_free + (reserved > used ? (size_t) (reserved - used) : 0);
 }
 
 int cuda_tmp_alloc(p3_backend *be, size_t bytes, void **ret) {
@@ -210,16 +225,17 @@ static int cu_check_finite(p3_backend *be, const p3_tensor *x) {
 static pthread_mutex_t live_lock = PTHREAD_MUTEX_INITIALIZER;
 static int live;
 
-/* The last backend's end: every resource of this process on the device goes, and the
- * primary context with it. cudaDeviceReset does not free the stream-ordered pool's memory
- * (cuda_runtime_api.h), so the pool is trimmed first, and cuDNN's handle and plans, made in
- * this context, are destroyed before it. Called with live_lock held. */
+/* The pool's unused memory back to the driver. */
 static void pool_trim(void) {
         cudaMemPool_t pool;
         if (cudaDeviceGetDefaultMemPool(&pool, 0) == cudaSuccess)
                 (void) cudaMemPoolTrimTo(pool, 0);
 }
 
+/* The last backend's end: every resource of this process on the device goes, and the
+ * primary context with it. cudaDeviceReset does not free the stream-ordered pool's memory
+ * (cuda_runtime_api.h), so the pool is trimmed first, and cuDNN's handle and plans, made in
+ * this context, are destroyed before it. Called with live_lock held. */
 static void release_device(void) {
         pool_trim();
         cuda_attention_cudnn_release();

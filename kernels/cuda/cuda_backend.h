@@ -66,6 +66,11 @@ int cublas_check(p3_backend *be, cublasStatus_t s, const char *what);
 /* After a kernel launch: the launch error, if any (cudaGetLastError). */
 int cuda_check_launch(p3_backend *be, const char *kernel);
 
+/* Bytes the device can still give this process: what the driver has free plus what the
+ * stream-ordered pool holds unused (the driver counts that as taken; the pool keeps freed
+ * memory up to the cap). SIZE_MAX when the runtime cannot tell. */
+size_t cuda_device_free(void);
+
 /* Scratch device memory, stream-ordered, counted against the arena like any tensor. Free with
  * the same byte count. */
 int cuda_tmp_alloc(p3_backend *be, size_t bytes, void **ret);

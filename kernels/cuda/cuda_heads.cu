@@ -134,34 +134,12 @@ static int dev_gemm(void *ctx, int64_t m, int64_t k, const float *a, int64_t lda
         return cuda_gemm_w((p3_backend *) ctx, m, k, a, lda, w, col, c, ldc, acc);
 }
 
-/* Memory the stream-ordered pool holds but no allocation uses: free to us, though the driver
- * counts it as taken (the pool keeps freed memory up to the cap; cuda_backend.cu). */
-static size_t pool_idle(void) {
-        cudaMemPool_t pool;
-        uint64_t reserved = 0, used = 0;
-        if (cudaDeviceGetDefaultMemPool(&pool, 0) != cudaSuccess ||
-            cudaMemPoolGetAttribute(pool, cudaMemPoolAttrReservedMemCurrent, &reserved) !=
-                    cudaSuccess ||
-            cudaMemPoolGetAttribute(pool, cudaMemPoolAttrUsedMemCurrent, &used) != cudaSuccess) {
-                (void) cudaGetLastError();
-                return 0;
-        }
-        return reserved > used ? (size_t) (reserved - used) : 0;
-}
-
 /* The per-pair buffers get at most half of what is free: under the arena cap (GpuMemoryMax)
- * and on the device (other work shares the GPU; the pool's idle memory counts as free), so
- * that the prompt chunk is the largest that fits, the tiles keep the other half; the engine
- * halves its batch if even that fails. */
+ * and on the device (other work shares the GPU), so that the prompt chunk is the largest that
+ * fits, the tiles keep the other half; the engine halves its batch if even that fails. */
 static size_t pair_budget(p3_backend *be) {
-        size_t budget = cu_heads_default_cfg.pair_budget, dev_free = 0, dev_total = 0;
-        if (be->limit_bytes)
-                budget = MIN(budget, (be->limit_bytes - MIN(be->cur_bytes, be->limit_bytes)) / 2);
-        if (cudaMemGetInfo(&dev_free, &dev_total) == cudaSuccess)
-                budget = MIN(budget, (dev_free + pool_idle()) / 2);
-        else
-                (void) cudaGetLastError();
-        return budget;
+        size_t budget = MIN(cu_heads_default_cfg.pair_budget, p3_backend_room(be) / 2);
+        return MIN(budget, cuda_device_free() / 2);
 }
 
 int cuda_heads(p3_backend *be, const p3_heads_params *hp, const p3_heads_input *in,

@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include "backend.h"
+#include "heap-policy.h"
 #include "log.h"
 #include "manager.h"
 #include "omp-env.h"
@@ -112,6 +113,7 @@ static int session_end_status(const args *a, const manager *m) {
 
 int main(int argc, char **argv) {
         p3_omp_env_setup(argv);
+        heap_policy_setup();
         args a;
         int status = parse_args(argc, argv, &a);
         if (status >= 0)

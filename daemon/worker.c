@@ -6,6 +6,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "heap-policy.h"
 #include "job-run.h"
 #include "log.h"
 #include "worker.h"
@@ -287,6 +288,13 @@ static void task_free(task *t) {
         free(t);
 }
 
+static bool worker_queue_empty(worker *w) {
+        pthread_mutex_lock(&w->lock);
+        bool empty = TAILQ_EMPTY(&w->tasks);
+        pthread_mutex_unlock(&w->lock);
+        return empty;
+}
+
 static void *thread_main(void *userdata) {
         worker *w = userdata;
         for (;;) {
@@ -304,6 +312,8 @@ static void *thread_main(void *userdata) {
 
                 event *last = run_task(w, t);
                 task_free(t);
+                if (worker_queue_empty(w)) /* not between jobs back to back: they reuse it */
+                        heap_give_back();
                 if (w->stall_msec) /* test hook: widen the window between the work and its end */
                         usleep(w->stall_msec * 1000);
 

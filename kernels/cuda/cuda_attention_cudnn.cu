@@ -95,10 +95,13 @@ static void load(void) {
                  sym(h, "cudnnBackendExecute", &api.execute);
         /* Optional (9.0+): the reason behind the last failure, for the log. */
         api.last_error = (void (*)(char *, size_t)) dlsym(h, "cudnnGetLastErrorString");
-        /* The SDPA operation and device-properties descriptors are 9.13 / 9.8 features; an
-         * older library is treated as absent rather than failing descriptor by descriptor. */
-        if (api_ok && api.get_version() < 91300) {
-                snprintf(api_why, sizeof(api_why), CUDNN_LIB " is %zu; SDPA needs 9.13 or later",
+        /* The SDPA operation and device-properties descriptors are 9.13 / 9.8 features, and
+         * cudnn-frontend builds this one operation only from 9.13.1 (its unified SDPA node):
+         * 9.13.0 is not what NVIDIA runs it on. An older library is treated as absent rather
+         * than failing descriptor by descriptor; our own attention kernel serves instead. */
+        if (api_ok && api.get_version() < 91301) {
+                snprintf(api_why, sizeof(api_why),
+                         CUDNN_LIB " is %zu; its SDPA operation needs 9.13.1 or later",
                          api.get_version());
                 api_ok = false;
         }

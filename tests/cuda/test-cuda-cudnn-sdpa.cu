@@ -242,7 +242,22 @@ static void test_support(int sm, int window) {
                 failures++;
 }
 
-int main(void) {
+/* "gate loaded|refused": only the library's version gate, against the stand-in library
+ * (tests/cuda/fake-cudnn) at the version the test's environment gives it. */
+static int test_gate(const char *expect) {
+        size_t version = 0;
+        char why[200] = "";
+        int r = cuda_cudnn_load(&version, why, sizeof(why));
+        bool want_loaded = strcmp(expect, "loaded") == 0;
+        bool ok = want_loaded ? r == 0 : r == -ENODEV && strstr(why, "needs 9.13.1 or later");
+        printf("cudnn gate: expected %s, got %s%s%s %s\n", expect, r ? "refused" : "loaded",
+               why[0] ? ": " : "", why, ok ? "ok" : "FAIL");
+        return ok ? 0 : 1;
+}
+
+int main(int argc, char **argv) {
+        if (argc == 3 && strcmp(argv[1], "gate") == 0)
+                return test_gate(argv[2]);
         index_case(1, 1, 1);
         index_case(7, 3, 5);
         index_case(64, 2, 3);

@@ -18,11 +18,11 @@ A=$bus
 cp "$tmp/w.safetensors" "$tmp/w2.safetensors"
 cp "$tmp/w.safetensors" "$tmp/w-fail.safetensors"
 conf=$tmp/p3samd.conf
-write_conf() { # write_conf WEIGHTS [BACKEND]
+write_conf() { # write_conf WEIGHTS [BACKEND [CONFIG]]
         cat >"$conf" <<EOF
 [Model]
 Path=$1
-Config=$P3_TEST_DATA/tiny_config.json
+Config=${3:-$P3_TEST_DATA/tiny_config.json}
 Backend=${2:-cpu}
 Threads=2
 [Daemon]
@@ -249,9 +249,11 @@ wait $cpid
 
 # ---- Backend=cuda: the fallback chain, as a user without a GPU meets it ----
 start_cuda_daemon() { # start_cuda_daemon LOG [ENV...]: Backend=cuda, waits for the model
-        write_conf "$tmp/w3.safetensors" cuda
+        write_conf "${weights:-$tmp/w3.safetensors}" cuda "${config:-}"
         # idle=SECONDS overrides the 2 s idle offload
         [ -z "${idle:-}" ] || sed -i "s/^IdleTimeoutSec=.*/IdleTimeoutSec=$idle/" "$conf"
+        # gpumax=SIZE sets GpuMemoryMax=; weights=FILE config=JSON another model
+        [ -z "${gpumax:-}" ] || sed -i "s/^Backend=.*/&\nGpuMemoryMax=$gpumax/" "$conf"
         env "${@:2}" "$P3SAMD" --config "$conf" --keep-user >"$1" 2>&1 &
         daemon_pid=$!
         wait_prop State ready 30 || { cat "$1"; return 1; }
@@ -277,6 +279,24 @@ check "... and Device names the op (gelu)" -- \
 client segment "$mesh" "$tmp/fake.glb" >"$tmp/c9" 2>&1
 check "... and jobs run" -- grep -q '^done' "$tmp/c9"
 stop_daemon
+# Weights over GpuMemoryMax (the stand-in GPU counts its memory under the cap): the CPU serves
+# and says why, as for a failing self-test, instead of the load failing. wide_config.json's
+# model is about 92 MB in half precision, over the smallest cap allowed (64M); the self-test's
+# cases fit under it.
+config=$P3_TEST_DATA/wide_config.json weights=$tmp/wide.safetensors
+"$P3SAM_RUN" synth --config "$config" --out "$weights" || fail "synth of the wide model"
+gpumax=64M
+check "weights over GpuMemoryMax: the CPU serves" -- \
+        start_cuda_daemon "$tmp/cap.log" P3_TEST_FAKE_CUDA=1
+gpumax= config= weights=
+echo "   Device=$(prop Device)"
+check "... and Device says the model does not fit" -- grep -q \
+        'not CUDA: the model does not fit in the 64 MiB of GPU memory allowed (cannot upload' \
+        <<<"$(prop Device)"
+client segment "$mesh" "$tmp/cap.glb" >"$tmp/c12" 2>&1
+check "... and jobs run" -- grep -q '^done' "$tmp/c12"
+stop_daemon
+rm -f "$tmp/wide.safetensors"
 # A GPU lost while serving (the stand-in reports a poisoned context after a failed job): the
 # model is offloaded at once instead of failing every later job, and the next job loads it
 # again through the self-test and runs.

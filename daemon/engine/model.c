@@ -211,18 +211,8 @@ static int cuda_candidate(const p3_model_params *p, p3_backend **ret, bool *fake
         return 0;
 }
 
-/* The backend asked for, or the CPU with the reason in why: AUTO and CUDA try the GPU first. */
-static int open_backend(const p3_model_params *p, p3_backend **ret, bool *fake, char *why,
-                        size_t why_len, p3_err *err) {
-        if (p->backend != P3_BACKEND_CPU) {
-                int r = cuda_candidate(p, ret, fake, why, why_len);
-                if (r >= 0)
-                        return 0;
-                /* AUTO on a machine without a GPU: the CPU is what was expected, nothing to
-                 * report. Asked for CUDA, or a GPU that failed, is worth a sentence. */
-                if (r == -ENODEV && p->backend == P3_BACKEND_AUTO)
-                        why[0] = 0;
-        }
+/* The CPU backend, for a model that asked for it or for which the GPU failed. */
+static int open_cpu(const p3_model_params *p, p3_backend **ret, p3_err *err) {
         /* FP16 is the GPU's precision: on the CPU it means what AUTO picks there. */
         p3_precision cpu_precision = p->backend != P3_BACKEND_CPU &&
                                                      p->precision == P3_PRECISION_FP16
@@ -242,17 +232,62 @@ static int open_backend(const p3_model_params *p, p3_backend **ret, bool *fake, 
         return 0;
 }
 
+/* The backend asked for, or the CPU with the reason in why: AUTO and CUDA try the GPU first
+ * (*gpu says whether they got it). */
+static int open_backend(const p3_model_params *p, p3_backend **ret, bool *fake, bool *gpu,
+                        char *why, size_t why_len, p3_err *err) {
+        *gpu = false;
+        if (p->backend != P3_BACKEND_CPU) {
+                int r = cuda_candidate(p, ret, fake, why, why_len);
+                if (r >= 0) {
+                        *gpu = true;
+                        return 0;
+                }
+                /* AUTO on a machine without a GPU: the CPU is what was expected, nothing to
+                 * report. Asked for CUDA, or a GPU that failed, is worth a sentence. */
+                if (r == -ENODEV && p->backend == P3_BACKEND_AUTO)
+                        why[0] = 0;
+        }
+        return open_cpu(p, ret, err);
+}
+
+/* The weights on the backend; on the GPU, a failure that is not the weights' own (a model over
+ * the memory cap, an upload the device refused) moves them to the CPU, with the reason in why,
+ * as a GPU that fails its self-test does. A tensor missing or misshapen fails on any device. */
+static int build_model(const p3_model_params *p, const p3_weights *w, p3_backend **be, bool gpu,
+                       bool *fake, char *why, size_t why_len, p3_model **ret, p3_err *err) {
+        p3_err gpu_err = {}; /* the reason why may carry: the caller's err may be NULL */
+        int r = p3_model_new(*be, w, ret, &gpu_err);
+        if (r >= 0)
+                return 0;
+        if (!gpu || r == -ENOENT || r == -EINVAL)
+                return p3_errf(err, r, "%s", p3_err_msg(&gpu_err, r));
+        if (r == -ENOMEM && p->memory_max)
+                snprintf(why, why_len, "the model does not fit in the %zu MiB of GPU memory "
+                         "allowed (%.150s)", p->memory_max >> 20, p3_err_msg(&gpu_err, r));
+        else
+                snprintf(why, why_len, "the model could not be put on the GPU (%.180s)",
+                         p3_err_msg(&gpu_err, r));
+        p3_backend_free(*be);
+        *be = NULL;
+        *fake = false;
+        r = open_cpu(p, be, err);
+        if (r < 0)
+                return r;
+        return p3_model_new(*be, w, ret, err);
+}
+
 int p3_model_open(const p3_weights *w, const p3_model_params *params, p3_model **ret,
                   p3_err *err) {
         p3_model_params p = params ? *params : (p3_model_params) {};
         p3_backend *be = NULL;
         char why[256] = "";
-        bool fake = false;
-        int r = open_backend(&p, &be, &fake, why, sizeof(why), err);
+        bool fake = false, gpu = false;
+        int r = open_backend(&p, &be, &fake, &gpu, why, sizeof(why), err);
         if (r < 0)
                 return r;
         p3_model *m = NULL;
-        r = p3_model_new(be, w, &m, err);
+        r = build_model(&p, w, &be, gpu, &fake, why, sizeof(why), &m, err);
         if (r < 0) {
                 p3_backend_free(be);
                 return r;

@@ -5,6 +5,7 @@
 #include <inttypes.h>
 #include <signal.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
@@ -78,8 +79,11 @@ static void on_status(void *userdata, const worker_status *st) {
         manager_check_idle(m);
 }
 
+static void gpu_stall_check(manager *m, bool on);
+
 static void on_job_started(void *userdata, job *j) {
         manager *m = userdata;
+        gpu_stall_check(m, true);
         job_started(j);
         manager_emit_changed(m, "QueueLength", NULL);
 }
@@ -97,6 +101,7 @@ static void on_progress(void *userdata, job *j, const char *stage, double fracti
 
 static void on_job_done(void *userdata, job *j, int r, const char *message) {
         manager *m = userdata;
+        gpu_stall_check(m, false);
         if (r == -ECANCELED || atomic_load(&j->cancel))
                 job_finish(j, JOB_RESULT_CANCELLED,
                            j->cancel_reason[0] ? j->cancel_reason : message);
@@ -328,6 +333,41 @@ static void on_watchdog(uv_timer_t *t) {
         notify("WATCHDOG=1");
 }
 
+/* A hung GPU kernel blocks the worker in a synchronisation for good, while this thread keeps
+ * the watchdog fed: no cancel, offload or reload can reach it, and its context holds the GPU.
+ * Only the process's end frees the device, so a job that has been silent on the GPU for
+ * GPU_STALL_SEC ends the daemon with status 3; systemd starts it afresh (Restart=on-failure),
+ * the queued jobs' callers see it leave the bus. The model reports progress many times a
+ * stage, and a whole job at full quality takes seconds on a GPU: ten silent minutes is a hang.
+ * Test hook: $P3SAMD_TEST_GPU_STALL_SEC shortens it. */
+#define GPU_STALL_SEC 600
+#define EXIT_GPU_HUNG 3
+
+static void on_gpu_stall_check(uv_timer_t *t) {
+        manager *m = t->data;
+        char stage[32];
+        uint64_t stalled = worker_gpu_stalled_usec(m->worker, stage, sizeof(stage));
+        if (stalled < m->gpu_stall_usec)
+                return;
+        log_error("the GPU has not answered for %" PRIu64 " s (the job was in its %s stage): "
+                  "exiting, so that the driver frees the device and p3samd starts afresh",
+                  stalled / 1000000, stage);
+        notify("STATUS=the GPU stopped answering; exiting");
+        _exit(EXIT_GPU_HUNG); /* the worker cannot be joined, nor the model freed */
+}
+
+/* Checked while a job runs (no wake-ups while idle), ten times a stall period, at most every
+ * 10 s. */
+static void gpu_stall_check(manager *m, bool on) {
+        if (!on) {
+                uv_timer_stop(&m->gpu_stall_timer);
+                return;
+        }
+        uint64_t period_msec = MIN(m->gpu_stall_usec / 10000, 10000);
+        if (uv_timer_start(&m->gpu_stall_timer, on_gpu_stall_check, period_msec, period_msec) < 0)
+                log_warning("cannot start the GPU stall check: a hung kernel would hang jobs");
+}
+
 void manager_stop(manager *m, const char *why) {
         if (m->stopping)
                 return;
@@ -389,6 +429,8 @@ int manager_start(manager *m) {
                 m->watchdog_usec = wd;
                 uv_timer_start(&m->watchdog_timer, on_watchdog, 0, MAX(wd / 2000, 1));
         }
+        const char *stall = getenv("P3SAMD_TEST_GPU_STALL_SEC");
+        m->gpu_stall_usec = MAX(stall ? strtoull(stall, NULL, 10) : GPU_STALL_SEC, 1) * 1000000;
         worker_load(m->worker);
         return 0;
 }
@@ -403,8 +445,10 @@ int manager_new(uv_loop_t *loop, const char *config_path, manager **ret, p3_err 
         TAILQ_INIT(&m->jobs);
         uv_timer_init(loop, &m->idle_timer);
         uv_timer_init(loop, &m->watchdog_timer);
+        uv_timer_init(loop, &m->gpu_stall_timer);
         m->idle_timer.data = m;
         m->watchdog_timer.data = m;
+        m->gpu_stall_timer.data = m;
         m->config_path = config_path ? strdup(config_path) : NULL;
         int r = load_conf(config_path, &m->conf, err);
         if (r < 0) {
@@ -462,6 +506,7 @@ void manager_free(manager *m) {
         }
         close_handle((uv_handle_t *) &m->idle_timer);
         close_handle((uv_handle_t *) &m->watchdog_timer);
+        close_handle((uv_handle_t *) &m->gpu_stall_timer);
         close_handle((uv_handle_t *) &m->sig_term);
         close_handle((uv_handle_t *) &m->sig_int);
         close_handle((uv_handle_t *) &m->sig_hup);

@@ -35,9 +35,9 @@ struct manager {
         worker_status status; /* the worker's latest report */
         bool notified_ready;
 
-        uv_timer_t idle_timer, watchdog_timer;
+        uv_timer_t idle_timer, watchdog_timer, gpu_stall_timer;
         uv_signal_t sig_term, sig_int, sig_hup, sig_usr1; /* sig_usr1: a test hook */
-        uint64_t idle_timeout_usec, watchdog_usec;
+        uint64_t idle_timeout_usec, watchdog_usec, gpu_stall_usec;
         uint64_t idle_deadline_usec; /* CLOCK_MONOTONIC µs of the armed idle offload, 0 = none */
 
         struct job_list jobs;

@@ -137,6 +137,10 @@ void residency_offload(residency *r) {
         release_host_pages(r);
 }
 
+bool residency_on_gpu(const residency *r) {
+        return r->m && p3_model_on_gpu(r->m);
+}
+
 int residency_device_error(residency *r, char *why, size_t why_len) {
         return r->m ? p3_model_device_error(r->m, why, why_len) : 0;
 }

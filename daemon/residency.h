@@ -55,6 +55,8 @@ void residency_offload(residency *r);
 /* 0 unless the loaded model's device can no longer work (p3_model_device_error): -EIO with
  * the reason in why. */
 int residency_device_error(residency *r, char *why, size_t why_len);
+/* Loaded on a GPU (or on the test stand-in for one). */
+bool residency_on_gpu(const residency *r);
 static inline bool residency_loaded(const residency *r) {
         return r->m != NULL;
 }

@@ -4,6 +4,7 @@
 #include <stdlib.h>
 #include <stdio.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "heap-policy.h"
@@ -64,6 +65,10 @@ struct worker {
                 double fraction;
                 bool dirty;
         } progress;
+        /* A job running on the GPU, and when it last reported progress (CLOCK_MONOTONIC µs):
+         * how the loop thread sees a hung kernel (worker_gpu_stalled_usec). */
+        bool gpu_busy;
+        uint64_t gpu_progress_usec;
 
         worker_status fallback; /* the latest status, when an event could not be allocated */
         bool fallback_dirty;
@@ -145,9 +150,16 @@ static event *fill_event(event *ev, event_kind kind, job *j, int r, const char *
         return ev;
 }
 
+static uint64_t now_usec(void) {
+        struct timespec ts;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        return (uint64_t) ts.tv_sec * 1000000 + (uint64_t) ts.tv_nsec / 1000;
+}
+
 static void on_progress(void *userdata, job *j, const char *stage, double fraction) {
         worker *w = userdata;
         pthread_mutex_lock(&w->lock);
+        w->gpu_progress_usec = now_usec();
         w->progress.job = j;
         snprintf(w->progress.stage, sizeof(w->progress.stage), "%s", stage);
         w->progress.fraction = fraction;
@@ -212,6 +224,23 @@ static int check_device(worker *w, int r, p3_err *err) {
                        "loads it again", msg, why);
 }
 
+static void set_gpu_busy(worker *w, bool busy) {
+        pthread_mutex_lock(&w->lock);
+        w->gpu_busy = busy;
+        w->gpu_progress_usec = now_usec();
+        pthread_mutex_unlock(&w->lock);
+}
+
+/* Test hook: with P3_TEST_FAKE_CUDA's stand-in serving, P3_TEST_DEVICE_HANG blocks the job for
+ * ever, as a hung kernel blocks the host in a synchronisation. */
+static void test_hang(worker *w) {
+        if (!getenv("P3_TEST_DEVICE_HANG") || !residency_on_gpu(w->res))
+                return;
+        log_warning("test hook: the job hangs as on a hung GPU");
+        for (;;)
+                pause();
+}
+
 /* Each task returns the event that reports its end (or NULL): thread_main publishes it in
  * the same locked step that marks the worker idle, so that the loop, handling it, already
  * sees the true number of pending tasks. */
@@ -225,7 +254,10 @@ static event *do_job(worker *w, task *t) {
         int r = atomic_load(&j->cancel) ? -ECANCELED : ensure_loaded(w, &err);
         if (r >= 0) {
                 post_status(w, MODEL_BUSY);
+                set_gpu_busy(w, residency_on_gpu(w->res));
+                test_hang(w);
                 r = job_run(w->res, j, on_progress, w, &err);
+                set_gpu_busy(w, false);
                 post_status(w, MODEL_READY);
                 if (r < 0)
                         r = check_device(w, r, &err);
@@ -465,6 +497,16 @@ bool worker_unqueue(worker *w, job *j) {
                 }
         pthread_mutex_unlock(&w->lock);
         return found;
+}
+
+uint64_t worker_gpu_stalled_usec(worker *w, char *stage, size_t stage_len) {
+        pthread_mutex_lock(&w->lock);
+        uint64_t now = now_usec(), stalled = 0;
+        if (w->gpu_busy && now > w->gpu_progress_usec)
+                stalled = now - w->gpu_progress_usec;
+        snprintf(stage, stage_len, "%s", w->progress.stage[0] ? w->progress.stage : "first");
+        pthread_mutex_unlock(&w->lock);
+        return stalled;
 }
 
 unsigned worker_pending(worker *w) {

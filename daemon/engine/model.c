@@ -323,6 +323,10 @@ int p3_model_device_error(p3_model *m, char *why, size_t why_len) {
         return m->be->ops->device_error ? m->be->ops->device_error(m->be, why, why_len) : 0;
 }
 
+bool p3_model_on_gpu(const p3_model *m) {
+        return m->fake_cuda || strcmp(m->be->ops->name, "cuda") == 0;
+}
+
 bool p3_model_weights_copied(const p3_model *m) {
         return m->be->weights_copied;
 }

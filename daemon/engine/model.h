@@ -54,6 +54,8 @@ bool p3_model_weights_copied(const p3_model *m);
  * device afresh. Test hook: with P3_TEST_FAKE_CUDA's stand-in serving, P3_TEST_DEVICE_LOST
  * makes it report a lost device. */
 int p3_model_device_error(p3_model *m, char *why, size_t why_len);
+/* Whether the model runs on a GPU (CUDA, or P3_TEST_FAKE_CUDA's stand-in for it). */
+bool p3_model_on_gpu(const p3_model *m);
 
 /* Upload the weights to a backend the caller made and keeps (the CPU backend at FP32
  * references w's memory: keep w alive). */

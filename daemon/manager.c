@@ -48,10 +48,14 @@ static void notify_status(manager *m) {
 
 /* ---- worker callbacks ---- */
 
+static void gpu_stall_check(manager *m, bool on);
+
 static void on_status(void *userdata, const worker_status *st) {
         manager *m = userdata;
         model_state old = m->status.state;
         m->status = *st;
+        gpu_stall_check(m, st->state == MODEL_LOADING || st->state == MODEL_BUSY ||
+                                   st->state == MODEL_OFFLOADING);
         if (st->state == MODEL_LOADING) {
                 char line[64];
                 snprintf(line, sizeof(line), "EXTEND_TIMEOUT_USEC=%llu",
@@ -79,11 +83,8 @@ static void on_status(void *userdata, const worker_status *st) {
         manager_check_idle(m);
 }
 
-static void gpu_stall_check(manager *m, bool on);
-
 static void on_job_started(void *userdata, job *j) {
         manager *m = userdata;
-        gpu_stall_check(m, true);
         job_started(j);
         manager_emit_changed(m, "QueueLength", NULL);
 }
@@ -101,7 +102,6 @@ static void on_progress(void *userdata, job *j, const char *stage, double fracti
 
 static void on_job_done(void *userdata, job *j, int r, const char *message) {
         manager *m = userdata;
-        gpu_stall_check(m, false);
         if (r == -ECANCELED || atomic_load(&j->cancel))
                 job_finish(j, JOB_RESULT_CANCELLED,
                            j->cancel_reason[0] ? j->cancel_reason : message);
@@ -345,19 +345,18 @@ static void on_watchdog(uv_timer_t *t) {
 
 static void on_gpu_stall_check(uv_timer_t *t) {
         manager *m = t->data;
-        char stage[32];
-        uint64_t stalled = worker_gpu_stalled_usec(m->worker, stage, sizeof(stage));
+        char what[80];
+        uint64_t stalled = worker_gpu_stalled_usec(m->worker, what, sizeof(what));
         if (stalled < m->gpu_stall_usec)
                 return;
-        log_error("the GPU has not answered for %" PRIu64 " s (the job was in its %s stage): "
-                  "exiting, so that the driver frees the device and p3samd starts afresh",
-                  stalled / 1000000, stage);
+        log_error("the GPU has not answered for %" PRIu64 " s (%s): exiting, so that the "
+                  "driver frees the device and p3samd starts afresh", stalled / 1000000, what);
         notify("STATUS=the GPU stopped answering; exiting");
         _exit(EXIT_GPU_HUNG); /* the worker cannot be joined, nor the model freed */
 }
 
-/* Checked while a job runs (no wake-ups while idle), ten times a stall period, at most every
- * 10 s. */
+/* Checked while the worker loads, runs a job or offloads (no wake-ups while idle), ten times a
+ * stall period, at most every 10 s. */
 static void gpu_stall_check(manager *m, bool on) {
         if (!on) {
                 uv_timer_stop(&m->gpu_stall_timer);

@@ -65,9 +65,10 @@ struct worker {
                 double fraction;
                 bool dirty;
         } progress;
-        /* A job running on the GPU, and when it last reported progress (CLOCK_MONOTONIC µs):
-         * how the loop thread sees a hung kernel (worker_gpu_stalled_usec). */
-        bool gpu_busy;
+        /* What the worker is doing on the GPU ("" when nothing) and when it began or last
+         * reported progress (CLOCK_MONOTONIC µs): how the loop thread sees a hung kernel
+         * (worker_gpu_stalled_usec). */
+        char gpu_work[24];
         uint64_t gpu_progress_usec;
 
         worker_status fallback; /* the latest status, when an event could not be allocated */
@@ -168,6 +169,25 @@ static void on_progress(void *userdata, job *j, const char *stage, double fracti
         uv_async_send(&w->async);
 }
 
+/* Mark GPU work (what, for the log) or its end (NULL), for worker_gpu_stalled_usec. */
+static void gpu_watch(worker *w, const char *what) {
+        pthread_mutex_lock(&w->lock);
+        snprintf(w->gpu_work, sizeof(w->gpu_work), "%s", what ? what : "");
+        w->gpu_progress_usec = now_usec();
+        pthread_mutex_unlock(&w->lock);
+}
+
+/* Test hook: with P3_TEST_FAKE_CUDA's stand-in GPU, P3_TEST_DEVICE_HANG=job|load|offload blocks
+ * that work for ever, as a hung kernel blocks the host in a synchronisation. */
+static void test_hang(worker *w, const char *where) {
+        const char *hang = getenv("P3_TEST_DEVICE_HANG");
+        if (!hang || strcmp(hang, where) != 0 || !getenv("P3_TEST_FAKE_CUDA"))
+                return;
+        log_warning("test hook: %s hangs as on a hung GPU", where);
+        for (;;)
+                pause();
+}
+
 /* ---- the tasks ---- */
 
 static int ensure_loaded(worker *w, p3_err *err) {
@@ -181,7 +201,11 @@ static int ensure_loaded(worker *w, p3_err *err) {
         if (residency_loaded(w->res))
                 return 0;
         post_status(w, MODEL_LOADING);
+        /* Whatever the backend, a load that asked for a GPU may wait on one (the self-test) */
+        gpu_watch(w, w->res->src.backend != RESIDENCY_CPU ? "loading the model" : NULL);
+        test_hang(w, "load");
         int r = residency_load(w->res, err);
+        gpu_watch(w, NULL);
         if (r < 0) {
                 set_error(w, p3_err_msg(err, r));
                 post_status(w, MODEL_FAILED);
@@ -200,7 +224,10 @@ static void do_offload(worker *w) {
         if (!w->res || !residency_loaded(w->res))
                 return;
         post_status(w, MODEL_OFFLOADING);
-        residency_offload(w->res);
+        gpu_watch(w, residency_on_gpu(w->res) ? "offloading the model" : NULL);
+        test_hang(w, "offload");
+        residency_offload(w->res); /* frees the context: a wedged GPU may not let it go */
+        gpu_watch(w, NULL);
         post_status(w, MODEL_OFFLOADED);
 }
 
@@ -224,23 +251,6 @@ static int check_device(worker *w, int r, p3_err *err) {
                        "loads it again", msg, why);
 }
 
-static void set_gpu_busy(worker *w, bool busy) {
-        pthread_mutex_lock(&w->lock);
-        w->gpu_busy = busy;
-        w->gpu_progress_usec = now_usec();
-        pthread_mutex_unlock(&w->lock);
-}
-
-/* Test hook: with P3_TEST_FAKE_CUDA's stand-in serving, P3_TEST_DEVICE_HANG blocks the job for
- * ever, as a hung kernel blocks the host in a synchronisation. */
-static void test_hang(worker *w) {
-        if (!getenv("P3_TEST_DEVICE_HANG") || !residency_on_gpu(w->res))
-                return;
-        log_warning("test hook: the job hangs as on a hung GPU");
-        for (;;)
-                pause();
-}
-
 /* Each task returns the event that reports its end (or NULL): thread_main publishes it in
  * the same locked step that marks the worker idle, so that the loop, handling it, already
  * sees the true number of pending tasks. */
@@ -254,10 +264,10 @@ static event *do_job(worker *w, task *t) {
         int r = atomic_load(&j->cancel) ? -ECANCELED : ensure_loaded(w, &err);
         if (r >= 0) {
                 post_status(w, MODEL_BUSY);
-                set_gpu_busy(w, residency_on_gpu(w->res));
-                test_hang(w);
+                gpu_watch(w, residency_on_gpu(w->res) ? "running a job" : NULL);
+                test_hang(w, "job");
                 r = job_run(w->res, j, on_progress, w, &err);
-                set_gpu_busy(w, false);
+                gpu_watch(w, NULL);
                 post_status(w, MODEL_READY);
                 if (r < 0)
                         r = check_device(w, r, &err);
@@ -499,12 +509,16 @@ bool worker_unqueue(worker *w, job *j) {
         return found;
 }
 
-uint64_t worker_gpu_stalled_usec(worker *w, char *stage, size_t stage_len) {
+uint64_t worker_gpu_stalled_usec(worker *w, char *what, size_t what_len) {
         pthread_mutex_lock(&w->lock);
         uint64_t now = now_usec(), stalled = 0;
-        if (w->gpu_busy && now > w->gpu_progress_usec)
+        if (w->gpu_work[0] && now > w->gpu_progress_usec)
                 stalled = now - w->gpu_progress_usec;
-        snprintf(stage, stage_len, "%s", w->progress.stage[0] ? w->progress.stage : "first");
+        if (strcmp(w->gpu_work, "running a job") == 0 && w->progress.stage[0])
+                snprintf(what, what_len, "%s, last in its %s stage", w->gpu_work,
+                         w->progress.stage);
+        else
+                snprintf(what, what_len, "%s", w->gpu_work);
         pthread_mutex_unlock(&w->lock);
         return stalled;
 }

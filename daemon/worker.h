@@ -68,7 +68,8 @@ int worker_reload(worker *w, const residency_source *next);
  * Test hook: $P3SAMD_TEST_WORKER_STALL_MSEC makes the thread wait that long after each task's
  * work, before its end is published (nothing else reads it). */
 unsigned worker_pending(worker *w);
-/* How long the running job has been on the GPU without reporting progress (0 when no job runs
- * on a GPU); stage says where it was. The model reports progress many times a stage, so a
- * long silence means a hung kernel: the worker is stuck in a synchronisation for good. */
-uint64_t worker_gpu_stalled_usec(worker *w, char *stage, size_t stage_len);
+/* How long the worker has been on GPU work (a job, a load, an offload) without finishing it or
+ * reporting progress (0 when it does none); what says which work. The model reports progress
+ * many times a stage, so a long silence means a hung kernel: the worker is stuck in a
+ * synchronisation for good. */
+uint64_t worker_gpu_stalled_usec(worker *w, char *what, size_t what_len);

@@ -317,27 +317,45 @@ client segment "$mesh" "$tmp/lost.glb" >"$tmp/c10" 2>&1
 check "... and the next job loads it again and runs" -- grep -q '^done' "$tmp/c10"
 stop_daemon
 
-# A hung GPU kernel (the stand-in blocks the job for good, as a kernel that never ends blocks
-# the worker in a synchronisation): the loop thread sees the job silent for
+# A hung GPU kernel (the stand-in blocks the work for good, as a kernel that never ends blocks
+# the worker in a synchronisation): the loop thread sees the GPU work silent for
 # P3SAMD_TEST_GPU_STALL_SEC (600 s in service) and ends the daemon with status 3, for systemd
 # to start afresh; the caller, watching the bus as p3samctl does, gets an error, not a hang.
-check "a hung GPU: the daemon starts" -- start_cuda_daemon "$tmp/hang.log" P3_TEST_FAKE_CUDA=1 \
-        P3_TEST_DEVICE_HANG=1 P3SAMD_TEST_GPU_STALL_SEC=2
+wait_exit() { # wait_exit: waits (up to 60 s) for the daemon's end; its status in rc
+        timeout 60 tail --pid="$daemon_pid" -f /dev/null
+        wait "$daemon_pid"
+        rc=$?
+        daemon_pid=
+}
+check "a hung GPU in a job: the daemon starts" -- start_cuda_daemon "$tmp/hang.log" \
+        P3_TEST_FAKE_CUDA=1 P3_TEST_DEVICE_HANG=job P3SAMD_TEST_GPU_STALL_SEC=2
 timeout 60 "$P3_BUILD_ROOT/ctl/p3samctl" segment "$mesh" -o "$tmp/hang.glb" >"$tmp/c13" 2>&1 &
 ctl_pid=$!
-timeout 60 tail --pid="$daemon_pid" -f /dev/null
-wait "$daemon_pid"
-rc=$?
-daemon_pid=
-check "... it exits with status 3 after the job has been silent on the GPU for 2 s" -- [ $rc = 3 ]
+wait_exit
+check "... it exits with status 3 after the job has been silent on the GPU for 2 s" -- [ "$rc" = 3 ]
 check "... and the log says why" -- grep -q \
-        'the GPU has not answered for [23] s (the job was in its .* stage): exiting' "$tmp/hang.log"
+        'the GPU has not answered for [23] s (running a job[,)].*: exiting' \
+        "$tmp/hang.log"
 wait "$ctl_pid"
 rc=$?
 echo "   p3samctl: exit $rc, $(tail -n1 "$tmp/c13")"
 check "... and p3samctl's job fails at once, saying so" -- \
         [ $rc = 1 ] && grep -q 'p3samd left the bus before the job' "$tmp/c13"
 check "... with no output written" -- [ ! -e "$tmp/hang.glb" ]
+# The same for the GPU work outside jobs: the load (its self-test) and the idle offload (which
+# frees the context).
+write_conf "$tmp/w3.safetensors" cuda
+sed -i "s/^IdleTimeoutSec=.*/IdleTimeoutSec=1/" "$conf"
+for where in load offload; do
+        [ $where = load ] && what="loading the model" || what="offloading the model"
+        P3_TEST_FAKE_CUDA=1 P3_TEST_DEVICE_HANG=$where P3SAMD_TEST_GPU_STALL_SEC=2 \
+                "$P3SAMD" --config "$conf" --keep-user >"$tmp/hang-$where.log" 2>&1 &
+        daemon_pid=$!
+        wait_exit
+        check "a hung GPU in the $where: the daemon exits with status 3" -- [ "$rc" = 3 ]
+        check "... and the log says why" -- grep -q \
+                "the GPU has not answered for [23] s ($what): exiting" "$tmp/hang-$where.log"
+done
 
 if [ $fails -ne 0 ]; then
         echo "--- daemon log"; cat "$tmp/daemon.log"

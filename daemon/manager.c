@@ -428,8 +428,6 @@ int manager_start(manager *m) {
                 m->watchdog_usec = wd;
                 uv_timer_start(&m->watchdog_timer, on_watchdog, 0, MAX(wd / 2000, 1));
         }
-        const char *stall = getenv("P3SAMD_TEST_GPU_STALL_SEC");
-        m->gpu_stall_usec = MAX(stall ? strtoull(stall, NULL, 10) : GPU_STALL_SEC, 1) * 1000000;
         worker_load(m->worker);
         return 0;
 }
@@ -455,6 +453,8 @@ int manager_new(uv_loop_t *loop, const char *config_path, manager **ret, p3_err 
                 return r;
         }
         m->idle_timeout_usec = m->conf.idle_timeout_usec;
+        const char *stall = getenv("P3SAMD_TEST_GPU_STALL_SEC");
+        m->gpu_stall_usec = MAX(stall ? strtoull(stall, NULL, 10) : GPU_STALL_SEC, 1) * 1000000;
         /* A model that cannot be opened is not fatal: the daemon serves status and waits for
          * a Reload (after `p3samctl fetch-model`, say). */
         residency *res = NULL;

@@ -201,7 +201,7 @@ static int ensure_loaded(worker *w, p3_err *err) {
         if (residency_loaded(w->res))
                 return 0;
         post_status(w, MODEL_LOADING);
-        /* Whatever the backend, a load that asked for a GPU may wait on one (the self-test) */
+        /* A load that asked for a GPU may wait on one (its self-test), whichever it ends on */
         gpu_watch(w, w->res->src.backend != RESIDENCY_CPU ? "loading the model" : NULL);
         test_hang(w, "load");
         int r = residency_load(w->res, err);

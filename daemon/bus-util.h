@@ -34,11 +34,3 @@ static inline bool bus_error_is_unknown_service(const sd_bus_error *e) {
                                       SD_BUS_ERROR_NAME_HAS_NO_OWNER,
                                       "org.freedesktop.systemd1.NoSuchUnit");
 }
-
-/* sd-bus reports deadlines on this clock (sd_bus_get_timeout, message timeouts). */
-static inline uint64_t bus_now_usec(void) {
-        struct timespec ts;
-
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        return (uint64_t) ts.tv_sec * UINT64_C(1000000) + (uint64_t) ts.tv_nsec / 1000;
-}

@@ -11,6 +11,7 @@
 
 #include "bus-util.h"
 #include "macro.h"
+#include "time-util.h"
 
 /* sd_bus_process() calls per wake-up. sd-bus reads exactly one message per call and leaves the
  * rest in the socket (level-triggered, so the poll fires again) or in its read queue (then
@@ -168,7 +169,7 @@ static void timer_update(bus_uv *b, uint64_t deadline) {
                 return;
         }
 
-        now = bus_now_usec();
+        now = now_monotonic_usec();
         if (deadline > now) {
                 ms = DIV_ROUND_UP(deadline - now, 1000);
                 uv_update_time(b->loop);
@@ -218,7 +219,7 @@ static void on_prepare(uv_prepare_t *h) {
         r = poll_update(b, events);
         if (r < 0) {
                 log_error_errno(r, "bus-uv: cannot watch the bus socket, retrying");
-                deadline = MIN(deadline, bus_now_usec() + POLL_RETRY_USEC);
+                deadline = MIN(deadline, now_monotonic_usec() + POLL_RETRY_USEC);
         }
         timer_update(b, deadline);
 }

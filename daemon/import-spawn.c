@@ -20,6 +20,7 @@
 #include "macro.h"
 #include "mesh-wire.h"
 #include "parse-util.h"
+#include "time-util.h"
 
 /* The installed helper, from meson; the default serves builds that only compile this file
  * (the fuzz targets, which never spawn). */
@@ -37,12 +38,6 @@ extern char **environ;
 const char *import_helper_path(void) {
         const char *p = getenv("P3SAM_IMPORT_HELPER");
         return p && p[0] ? p : P3SAM_IMPORT_PATH;
-}
-
-static uint64_t now_usec(void) {
-        struct timespec ts;
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        return (uint64_t) ts.tv_sec * USEC_PER_SEC + (uint64_t) ts.tv_nsec / 1000;
 }
 
 typedef struct helper {
@@ -148,7 +143,7 @@ static int wait_slice(helper *h) {
                 h->cancelled = true;
                 return -1;
         }
-        uint64_t now = now_usec();
+        uint64_t now = now_monotonic_usec();
         if (h->deadline != UINT64_MAX && now >= h->deadline) {
                 h->timed_out = true;
                 return -1;
@@ -290,7 +285,7 @@ static int outcome(const import_request *req, const helper *h, int status, p3_wi
 int import_mesh(const import_request *req, p3_mesh *ret, p3_err *err) {
         helper h = { .out = -1, .pidfd = -1, .cancel = req->cancel, .deadline = UINT64_MAX };
         if (req->timeout_usec && req->timeout_usec != UINT64_MAX)
-                h.deadline = now_usec() + req->timeout_usec;
+                h.deadline = now_monotonic_usec() + req->timeout_usec;
         int r = start(req, &h, err);
         if (r < 0)
                 return r;

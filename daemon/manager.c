@@ -15,6 +15,7 @@
 #include "bus-util.h"
 #include "manager.h"
 #include "parse-util.h"
+#include "time-util.h"
 
 #define LOAD_EXTEND_USEC (120 * 1000000ULL) /* asked for while the model loads */
 
@@ -207,10 +208,7 @@ static void idle_arm(manager *m) {
                 log_error_errno(r, "cannot arm the idle timer");
                 return;
         }
-        struct timespec ts;
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        m->idle_deadline_usec = add_saturate(ts.tv_sec * 1000000ULL + ts.tv_nsec / 1000,
-                                             m->idle_timeout_usec);
+        m->idle_deadline_usec = add_saturate(now_monotonic_usec(), m->idle_timeout_usec);
         manager_emit_changed(m, "IdleOffloadTimestampMonotonic", NULL);
 }
 
@@ -356,12 +354,15 @@ static void on_gpu_stall_check(uv_timer_t *t) {
 }
 
 /* Checked while the worker loads, runs a job or offloads (no wake-ups while idle), ten times a
- * stall period, at most every 10 s. */
+ * stall period, at most every 10 s. Every status report calls this: a running check is left
+ * to run, not restarted. */
 static void gpu_stall_check(manager *m, bool on) {
         if (!on) {
                 uv_timer_stop(&m->gpu_stall_timer);
                 return;
         }
+        if (uv_is_active((uv_handle_t *) &m->gpu_stall_timer))
+                return;
         uint64_t period_msec = MIN(m->gpu_stall_usec / 10000, 10000);
         if (uv_timer_start(&m->gpu_stall_timer, on_gpu_stall_check, period_msec, period_msec) < 0)
                 log_warning("cannot start the GPU stall check: a hung kernel would hang jobs");

@@ -4,12 +4,12 @@
 #include <stdlib.h>
 #include <stdio.h>
 #include <string.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "heap-policy.h"
 #include "job-run.h"
 #include "log.h"
+#include "time-util.h"
 #include "worker.h"
 
 typedef enum task_kind {
@@ -65,10 +65,10 @@ struct worker {
                 double fraction;
                 bool dirty;
         } progress;
-        /* What the worker is doing on the GPU ("" when nothing) and when it began or last
-         * reported progress (CLOCK_MONOTONIC µs): how the loop thread sees a hung kernel
-         * (worker_gpu_stalled_usec). */
-        char gpu_work[24];
+        /* What the worker is doing on the GPU (one of the GPU_WORK_* strings, NULL when
+         * nothing) and when it began or last reported progress (CLOCK_MONOTONIC µs): how the
+         * loop thread sees a hung kernel (worker_gpu_stalled_usec). */
+        const char *gpu_work;
         uint64_t gpu_progress_usec;
 
         worker_status fallback; /* the latest status, when an event could not be allocated */
@@ -151,16 +151,10 @@ static event *fill_event(event *ev, event_kind kind, job *j, int r, const char *
         return ev;
 }
 
-static uint64_t now_usec(void) {
-        struct timespec ts;
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        return (uint64_t) ts.tv_sec * 1000000 + (uint64_t) ts.tv_nsec / 1000;
-}
-
 static void on_progress(void *userdata, job *j, const char *stage, double fraction) {
         worker *w = userdata;
         pthread_mutex_lock(&w->lock);
-        w->gpu_progress_usec = now_usec();
+        w->gpu_progress_usec = now_monotonic_usec();
         w->progress.job = j;
         snprintf(w->progress.stage, sizeof(w->progress.stage), "%s", stage);
         w->progress.fraction = fraction;
@@ -169,11 +163,14 @@ static void on_progress(void *userdata, job *j, const char *stage, double fracti
         uv_async_send(&w->async);
 }
 
-/* Mark GPU work (what, for the log) or its end (NULL), for worker_gpu_stalled_usec. */
+static const char GPU_WORK_LOAD[] = "loading the model", GPU_WORK_JOB[] = "running a job",
+                  GPU_WORK_OFFLOAD[] = "offloading the model";
+
+/* Mark GPU work (a GPU_WORK_* string) or its end (NULL), for worker_gpu_stalled_usec. */
 static void gpu_watch(worker *w, const char *what) {
         pthread_mutex_lock(&w->lock);
-        snprintf(w->gpu_work, sizeof(w->gpu_work), "%s", what ? what : "");
-        w->gpu_progress_usec = now_usec();
+        w->gpu_work = what;
+        w->gpu_progress_usec = now_monotonic_usec();
         pthread_mutex_unlock(&w->lock);
 }
 
@@ -202,7 +199,7 @@ static int ensure_loaded(worker *w, p3_err *err) {
                 return 0;
         post_status(w, MODEL_LOADING);
         /* A load that asked for a GPU may wait on one (its self-test), whichever it ends on */
-        gpu_watch(w, w->res->src.backend != RESIDENCY_CPU ? "loading the model" : NULL);
+        gpu_watch(w, w->res->src.backend != RESIDENCY_CPU ? GPU_WORK_LOAD : NULL);
         test_hang(w, "load");
         int r = residency_load(w->res, err);
         gpu_watch(w, NULL);
@@ -224,7 +221,7 @@ static void do_offload(worker *w) {
         if (!w->res || !residency_loaded(w->res))
                 return;
         post_status(w, MODEL_OFFLOADING);
-        gpu_watch(w, residency_on_gpu(w->res) ? "offloading the model" : NULL);
+        gpu_watch(w, residency_on_gpu(w->res) ? GPU_WORK_OFFLOAD : NULL);
         test_hang(w, "offload");
         residency_offload(w->res); /* frees the context: a wedged GPU may not let it go */
         gpu_watch(w, NULL);
@@ -264,7 +261,7 @@ static event *do_job(worker *w, task *t) {
         int r = atomic_load(&j->cancel) ? -ECANCELED : ensure_loaded(w, &err);
         if (r >= 0) {
                 post_status(w, MODEL_BUSY);
-                gpu_watch(w, residency_on_gpu(w->res) ? "running a job" : NULL);
+                gpu_watch(w, residency_on_gpu(w->res) ? GPU_WORK_JOB : NULL);
                 test_hang(w, "job");
                 r = job_run(w->res, j, on_progress, w, &err);
                 gpu_watch(w, NULL);
@@ -511,14 +508,14 @@ bool worker_unqueue(worker *w, job *j) {
 
 uint64_t worker_gpu_stalled_usec(worker *w, char *what, size_t what_len) {
         pthread_mutex_lock(&w->lock);
-        uint64_t now = now_usec(), stalled = 0;
-        if (w->gpu_work[0] && now > w->gpu_progress_usec)
+        uint64_t now = now_monotonic_usec(), stalled = 0;
+        if (w->gpu_work && now > w->gpu_progress_usec)
                 stalled = now - w->gpu_progress_usec;
-        if (strcmp(w->gpu_work, "running a job") == 0 && w->progress.stage[0])
+        if (w->gpu_work == GPU_WORK_JOB && w->progress.stage[0])
                 snprintf(what, what_len, "%s, last in its %s stage", w->gpu_work,
                          w->progress.stage);
         else
-                snprintf(what, what_len, "%s", w->gpu_work);
+                snprintf(what, what_len, "%s", w->gpu_work ? w->gpu_work : "nothing");
         pthread_mutex_unlock(&w->lock);
         return stalled;
 }

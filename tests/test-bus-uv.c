@@ -39,6 +39,7 @@
 #include "bus-polkit.h"
 #include "bus-util.h"
 #include "bus-uv.h"
+#include "time-util.h"
 
 #define NAME "org.p3sam.Test1"
 #define OBJ "/org/p3sam/Test1"
@@ -308,7 +309,7 @@ static int on_probe_reply(sd_bus_message *reply, void *userdata, sd_bus_error *e
         const sd_bus_error *e = sd_bus_message_get_error(reply);
 
         (void) sd_bus_reply_method_return(p->call, "st", e ? e->name : "",
-                                          bus_now_usec() - p->start);
+                                          now_monotonic_usec() - p->start);
         sd_bus_message_unref(p->call);
         free(p);
         return 0;
@@ -328,7 +329,7 @@ static int method_timeout_probe(sd_bus_message *m, void *userdata, sd_bus_error 
         if (!p)
                 return -ENOMEM;
         p->call = sd_bus_message_ref(m);
-        p->start = bus_now_usec();
+        p->start = now_monotonic_usec();
         r = sd_bus_call_async(srv.bus, NULL, c, on_probe_reply, p, 200 * MSEC);
         if (r < 0) {
                 sd_bus_message_unref(p->call);
@@ -559,7 +560,7 @@ static void fake_polkit_stop(pthread_t thread) {
 /* ---- the client, on its own thread ---- */
 
 static void client_wait_for(sd_bus *c, const bool *flag, uint64_t timeout) {
-        uint64_t end = bus_now_usec() + timeout;
+        uint64_t end = now_monotonic_usec() + timeout;
 
         while (!*flag) {
                 int r = sd_bus_process(c, NULL);
@@ -567,8 +568,8 @@ static void client_wait_for(sd_bus *c, const bool *flag, uint64_t timeout) {
                 check_r(r);
                 if (r > 0)
                         continue;
-                check(bus_now_usec() < end);
-                check_r(sd_bus_wait(c, end - bus_now_usec()));
+                check(now_monotonic_usec() < end);
+                check_r(sd_bus_wait(c, end - now_monotonic_usec()));
         }
 }
 
@@ -612,16 +613,16 @@ static int on_slow_reply(sd_bus_message *m, void *userdata, sd_bus_error *error)
 static void test_interleave(sd_bus *c) {
         _cleanup_(sd_bus_slot_unrefp) sd_bus_slot *slot = NULL;
         slow_state st = {};
-        uint64_t start = bus_now_usec(), fast, slow;
+        uint64_t start = now_monotonic_usec(), fast, slow;
 
         check_r(sd_bus_call_method_async(c, &slot, NAME, OBJ, IFACE, "Slow", on_slow_reply, &st,
                                          "s", "slow"));
         test_echo(c);
-        fast = bus_now_usec() - start;
+        fast = now_monotonic_usec() - start;
         check(!st.done);
         check(fast < 500 * MSEC);
         client_wait_for(c, &st.done, 5 * SEC);
-        slow = bus_now_usec() - start;
+        slow = now_monotonic_usec() - start;
         check(st.ok);
         check(slow >= 950 * MSEC);
         note("interleave: Echo answered after %.1f ms, Slow after %.1f ms", fast / 1e3, slow / 1e3);

@@ -339,8 +339,8 @@ check "... and the log says why" -- grep -q \
 wait "$ctl_pid"
 rc=$?
 echo "   p3samctl: exit $rc, $(tail -n1 "$tmp/c13")"
-check "... and p3samctl's job fails at once, saying so" -- \
-        [ $rc = 1 ] && grep -q 'p3samd left the bus before the job' "$tmp/c13"
+check "... and p3samctl's job fails at once (exit 1)" -- [ $rc = 1 ]
+check "... saying so" -- grep -q 'p3samd left the bus before the job' "$tmp/c13"
 check "... with no output written" -- [ ! -e "$tmp/hang.glb" ]
 # The same for the GPU work outside jobs: the load (its self-test) and the idle offload (which
 # frees the context).

@@ -620,8 +620,12 @@ static int execute(p3_backend *be, plan_entry *e, void *q, void *k, void *v, voi
                 s = api.finalize(pack);
         if (s == CUDNN_STATUS_SUCCESS)
                 s = api.set_stream(handle, cuda_st(be)->stream);
-        if (s == CUDNN_STATUS_SUCCESS)
+        if (s == CUDNN_STATUS_SUCCESS) {
                 s = api.execute(handle, e->g.plan, pack);
+                /* The handle outlives this backend's stream (a reload destroys it): leave it on
+                 * the default stream, not on one that may be gone at its next use or destroy. */
+                (void) api.set_stream(handle, NULL);
+        }
         if (pack)
                 api.destroy_desc(pack);
         if (ws)

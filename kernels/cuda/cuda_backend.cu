@@ -31,6 +31,9 @@ int cuda_check(p3_backend *be, cudaError_t e, const char *what) {
         if (e == cudaSuccess)
                 return 0;
         int err = e == cudaErrorMemoryAllocation ? -ENOMEM : -EIO;
+        /* The runtime keeps a failed call's error for the next cudaGetLastError: cleared here,
+         * or the next job's first launch check would fail with it. A fault (sticky) stays. */
+        (void) cudaGetLastError();
         return record(be, err, what, cudaGetErrorString(e));
 }
 
@@ -102,16 +105,19 @@ void cuda_tmp_free(p3_backend *be, void *p, size_t bytes) {
         cu_free(be, p, bytes ? bytes : 1);
 }
 
-/* Uploads read pageable host memory: cudaMemcpyAsync has copied it out by the time it
- * returns, so the caller may free its buffer at once. */
-static int cu_upload(p3_backend *be, void *dst, const void *src, size_t bytes) {
-        return cuda_check(be, cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice,
-                                              cuda_st(be)->stream),
-                          "cudaMemcpyAsync (upload)");
-}
-
 static int cu_sync(p3_backend *be) {
         return cuda_check(be, cudaStreamSynchronize(cuda_st(be)->stream), "cudaStreamSynchronize");
+}
+
+/* The contract lets the caller free its buffer at once. From pageable memory CUDA documents
+ * cudaMemcpyAsync only as "might be synchronous" (today's x86 drivers stage the data before
+ * returning; a GPU that reads host memory directly would not), so the upload waits for its
+ * copy: a few uploads a job, one per weight at a load. */
+static int cu_upload(p3_backend *be, void *dst, const void *src, size_t bytes) {
+        int r = cuda_check(be, cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice,
+                                               cuda_st(be)->stream),
+                           "cudaMemcpyAsync (upload)");
+        return r < 0 ? r : cu_sync(be);
 }
 
 static int cu_download(p3_backend *be, void *dst, const void *src, size_t bytes) {
@@ -247,6 +253,12 @@ static void cu_destroy(p3_backend *be) {
         if (st) {
                 if (st->stream)
                         (void) cudaStreamSynchronize(st->stream);
+                /* Memory still allocated here survives even the device reset (pool memory
+                 * in use is not trimmed): said, so that a non-zero reading after an offload
+                 * has its cause in the log. */
+                if (be->cur_bytes)
+                        fprintf(stderr, "p3samd: the CUDA backend ends with %zu bytes of device "
+                                "memory not freed\n", (size_t) be->cur_bytes);
                 const cublas_api *api = cuda_cublas(NULL, 0);
                 if (st->cublas && api)
                         (void) api->destroy(st->cublas);

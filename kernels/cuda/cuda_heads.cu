@@ -134,19 +134,18 @@ static int dev_gemm(void *ctx, int64_t m, int64_t k, const float *a, int64_t lda
         return cuda_gemm_w((p3_backend *) ctx, m, k, a, lda, w, col, c, ldc, acc);
 }
 
-/* The per-pair buffers get at most half of what is free: under the arena cap (GpuMemoryMax)
- * and on the device (other work shares the GPU), so that the prompt chunk is the largest that
- * fits, the tiles keep the other half; the engine halves its batch if even that fails. */
-static size_t pair_budget(p3_backend *be) {
-        size_t budget = MIN(cu_heads_default_cfg.pair_budget, p3_backend_room(be) / 2);
-        return MIN(budget, cuda_device_free() / 2);
-}
-
+/* What is free: under the arena cap (GpuMemoryMax) and on the device (other work shares the
+ * GPU). The per-pair buffers get at most half of it, so that the prompt chunk is the largest
+ * that fits; the tiles take at most half of the other half, as large as that lets them (the
+ * rest is slack for the pool's rounding and the driver); the engine halves its batch if even
+ * that fails. */
 int cuda_heads(p3_backend *be, const p3_heads_params *hp, const p3_heads_input *in,
                p3_heads_output *out) {
         cu_heads_exec ex = { be, dev_alloc, dev_free, dev_upload, dev_download, dev_sync,
                              dev_gemm, dev_run };
         cu_heads_cfg cfg = cu_heads_default_cfg;
-        cfg.pair_budget = pair_budget(be);
+        size_t free_bytes = MIN(p3_backend_room(be), cuda_device_free());
+        cfg.pair_budget = MIN(cfg.pair_budget, free_bytes / 2);
+        cfg.tile_budget = free_bytes / 4;
         return cu_heads_run(&ex, hp, in, out, &cfg);
 }

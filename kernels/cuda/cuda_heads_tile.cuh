@@ -346,14 +346,35 @@ typedef struct cu_heads_exec {
 } cu_heads_exec;
 
 typedef struct cu_heads_cfg {
-        int64_t target_rows;  /* pairs per tile, about (tile points × chunk prompts) */
+        int64_t target_rows;  /* pairs per tile, about (tile points × chunk prompts), at least */
         int64_t max_chunk;    /* prompts per chunk at most; target_rows ≥ 8 · max_chunk */
         size_t pair_budget;   /* bytes of per-pair buffers (m1, logits, bits) per chunk */
+        int64_t max_rows;     /* pairs per tile at most */
+        size_t tile_budget;   /* bytes the tiles may take (0: target_rows exactly) */
 } cu_heads_cfg;
 
-/* Tiles of 8192 pairs: GEMMs of 8192 × 512 × 512 keep the tensor cores busy between launches,
- * with 16 MiB per hidden buffer. */
-static const cu_heads_cfg cu_heads_default_cfg = { 8192, 512, (size_t) 1 << 30 };
+/* Tiles of 8192 pairs at least: GEMMs of 8192 × 512 × 512, 16 MiB per hidden buffer. A tile
+ * costs the host about 35 launches whatever its size, which a GPU runs in less time than
+ * that at 8192 pairs; so tiles grow with the memory the tiles may take, up to 65536 pairs
+ * (GEMMs of 65536 × 512 × 512; one GEMM call's rounding scratch, cuda_gemm.cu, holds that). */
+static const cu_heads_cfg cu_heads_default_cfg = { 8192, 512, (size_t) 1 << 30, 65536, 0 };
+
+/* Device bytes a tile takes per pair (h1, h2, s and the FP16 copy of a GEMM's input) and per
+ * point (x, a and the copy of the first layers' input), as cu_heads_layout and cuda_gemm_w
+ * allocate them. */
+#define CU_TILE_PAIR_BYTES ((int64_t) (2 * CU_FEAT * 4 + 3 * 4 + CU_FEAT * 2))
+#define CU_TILE_POINT_BYTES ((int64_t) ((CU_XLD + CU_FEAT) * 4 + CU_FP * 2))
+
+/* Pairs per tile for chunks of kc prompts: as many as tile_budget holds, within
+ * [target_rows, max_rows]. */
+static inline int64_t cu_heads_tile_rows(const cu_heads_cfg *cfg, int64_t kc) {
+        if (!cfg->tile_budget)
+                return cfg->target_rows;
+        int64_t per_pair = CU_TILE_PAIR_BYTES + (CU_TILE_POINT_BYTES + kc - 1) / kc;
+        int64_t rows = (int64_t) (cfg->tile_budget / (size_t) per_pair);
+        rows = rows < cfg->max_rows ? rows : cfg->max_rows;
+        return rows > cfg->target_rows ? rows : cfg->target_rows;
+}
 
 /* The 3-column slices taken from first-layer weights, FP32 [3][rows] each, in `cols`. */
 enum {
@@ -454,7 +475,7 @@ static void cu_heads_plan(cu_heads_job *jb, const cu_heads_cfg *cfg) {
         kc = kc < 1 ? 1 : kc;
         kc = kc < cfg->max_chunk ? kc : cfg->max_chunk;
         jb->kc = kc < k ? kc : k;
-        int64_t tile = (cfg->target_rows / jb->kc) & ~(int64_t) 7;
+        int64_t tile = (cu_heads_tile_rows(cfg, jb->kc) / jb->kc) & ~(int64_t) 7;
         int64_t n8 = (n + 7) & ~(int64_t) 7;
         tile = tile < 8 ? 8 : tile;
         jb->tile = tile < n8 ? tile : n8;

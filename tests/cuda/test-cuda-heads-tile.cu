@@ -373,6 +373,34 @@ static void heads_case(const model *md, int64_t n, int64_t m, int k, const cu_he
         guard_free(t_featw.data), guard_free(t_ptsw.data);
 }
 
+/* ---- tile size from the memory the tiles may take -------------------------------------------- */
+
+static void test_tile_rows(void) {
+        cu_heads_cfg cfg = cu_heads_default_cfg;
+        bool ok = cu_heads_tile_rows(&cfg, 400) == 8192; /* no budget: the target */
+        cfg.tile_budget = 1 << 20;                       /* too little: the target still */
+        ok = ok && cu_heads_tile_rows(&cfg, 400) == 8192;
+        cfg.tile_budget = (size_t) 64 << 30; /* plenty: the most */
+        ok = ok && cu_heads_tile_rows(&cfg, 400) == 65536;
+        /* in between: the tile's pairs and points fit the budget, one more pair would not */
+        cfg.tile_budget = 60 << 20; /* one prompt a chunk: a point's share makes it too little */
+        ok = ok && cu_heads_tile_rows(&cfg, 1) == 8192;
+        for (int64_t kc = 8; kc <= 512; kc *= 8)
+                for (size_t mb = 60; mb <= 300; mb += 80) {
+                        cfg.tile_budget = mb << 20;
+                        int64_t rows = cu_heads_tile_rows(&cfg, kc);
+                        int64_t per = CU_TILE_PAIR_BYTES + (CU_TILE_POINT_BYTES + kc - 1) / kc;
+                        bool fits = rows * per <= (int64_t) cfg.tile_budget;
+                        bool most = rows == 65536 || (rows + 1) * per > (int64_t) cfg.tile_budget;
+                        if (!fits || !most || rows <= 8192) {
+                                printf("  kc=%lld budget=%zu MiB: %lld rows\n", (long long) kc, mb,
+                                       (long long) rows);
+                                ok = false;
+                        }
+                }
+        expect(ok, "tiles grow with their budget, within [8192, 65536] pairs");
+}
+
 /* ---- mask bits, mask rule, max keys ------------------------------------------------------- */
 
 static bool cpu_rule(float v) {
@@ -494,6 +522,7 @@ int main(void) {
         CHECK_OK(p3_backend_cpu_new(&opt, &be));
         test_max_keys();
         test_mask_rule();
+        test_tile_rows();
         test_packing(83, 3, 16);
         test_packing(7, 2, 8);
         test_packing(64, 1, 24);
@@ -503,11 +532,15 @@ int main(void) {
         /* one tile, one chunk */
         heads_case(&md, 45, 20, 3, &cu_heads_default_cfg);
         /* tiles of 16 points × 3 prompts (the last tile 3 points), chunks of 3 then 2 */
-        cu_heads_cfg small = { 48, 3, (size_t) 1 << 30 };
+        cu_heads_cfg small = { 48, 3, (size_t) 1 << 30, 48, 0 };
         heads_case(&md, 83, 30, 5, &small);
         /* the per-pair budget splits the prompts: chunks of 2 */
-        cu_heads_cfg budget = { 64, 16, (size_t) 37 * 2 * 29 };
+        cu_heads_cfg budget = { 64, 16, (size_t) 37 * 2 * 29, 64, 0 };
         heads_case(&md, 29, 12, 3, &budget);
+        /* the tile budget makes the tiles larger than the target: 48 points × 3 prompts */
+        cu_heads_cfg grown = { 48, 3, (size_t) 1 << 30, 4096, 0 };
+        grown.tile_budget = 160 * (CU_TILE_PAIR_BYTES + CU_TILE_POINT_BYTES / 3 + 1);
+        heads_case(&md, 83, 30, 5, &grown);
         model_free(&md);
         p3_backend_free(be);
         printf("%s\n", failures ? "FAILED" : "all ok");

@@ -154,6 +154,11 @@ for p in fp16 bf16 fp32; do
                 >>"$report"
 done
 
+# -- the heads in tiles of 48 pairs and chunks of 3 prompts: the self-test's 203 points and 7
+# prompts then cross 13 tiles of 16 points (the last partial) in each of 3 chunks --
+step selftest-tiles 60 env P3_CUDA_HEADS_TILE=48,3 "$run" selftest --backend cuda --precision fp32
+grep -E '^  heads|^selftest:' "$logs/selftest-tiles.log" | sed 's/^/      [tiles] /' >>"$report"
+
 # -- a level's structure at level-0 sizes (up to 102,000 voxels): the host's time against the
 # GPU's structure ops, whose results must equal the host's entry for entry --
 step structure 60 env P3_BENCH_BACKEND=cuda "$build/tests/bench-structure"
@@ -195,7 +200,20 @@ grep -E 'features|heads|Summary|^D ' "$logs/bench-cudnn.log" | sed 's/^/      [c
 # -- compute-sanitizer on the self-test (small: a few hundred points) --
 sanitizer=$(command -v compute-sanitizer || ls /usr/local/cuda/bin/compute-sanitizer 2>/dev/null)
 if [ -n "$sanitizer" ]; then
-        step sanitizer 120 "$sanitizer" --error-exitcode 1 "$run" selftest --backend cuda
+        # out-of-bounds and misaligned accesses, in small tiles (every tile path) and through
+        # cuDNN's attention; shared-memory races; barriers in divergent code
+        step sanitizer 90 env P3_CUDA_HEADS_TILE=48,3 "$sanitizer" --error-exitcode 1 \
+                "$run" selftest --backend cuda
+        step sanitizer-cudnn 60 env P3_CUDA_ATTENTION=cudnn "$sanitizer" --error-exitcode 1 \
+                "$run" selftest --backend cuda --precision fp16
+        step sanitizer-race 90 env P3_CUDA_HEADS_TILE=48,3 "$sanitizer" --tool racecheck \
+                --error-exitcode 1 "$run" selftest --backend cuda
+        step sanitizer-sync 60 "$sanitizer" --tool synccheck --error-exitcode 1 \
+                "$run" selftest --backend cuda
+        for t in sanitizer sanitizer-cudnn sanitizer-race sanitizer-sync; do
+                grep -E 'ERROR SUMMARY|RACECHECK SUMMARY|Device not supported|^selftest:' \
+                        "$logs/$t.log" | head -n 3 | sed "s/^/      [$t] /" >>"$report"
+        done
 else
         say "note: compute-sanitizer not found; skipped"
 fi

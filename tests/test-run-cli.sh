@@ -193,9 +193,17 @@ expect 0 "selftest --backend cpu --precision fp32 (the CPU against itself)" -- \
         "$run" selftest --backend cpu --precision fp32
 grep -q '^  attention .* ok$' "$tmp/out" && grep -q '^selftest: passed$' "$tmp/out" ||
         { echo "FAIL: selftest does not print each op's error"; cat "$tmp/out"; fails=$((fails + 1)); }
+for op in 'attention (partial tiles)' 'heads (stage-1 logits)' 'heads (mask bits)'; do
+        grep -qF "  $op " "$tmp/out" ||
+                { echo "FAIL: selftest does not check $op"; fails=$((fails + 1)); }
+done
 expect 1 "selftest with attention broken (test hook)" -- \
         env P3_TEST_SELFTEST_BREAK=attention "$run" selftest --backend cpu --precision fp32
 one_line_error "FAILED: attention: max error"
+expect 1 "selftest with a mask bit flipped where the logit is far from 0 (test hook)" -- \
+        env "P3_TEST_SELFTEST_BREAK=heads (mask bits)" "$run" selftest --backend cpu \
+        --precision fp32
+one_line_error "FAILED: heads (mask bits): 1 bit differs, where the logit is 1 x max"
 expect 2 "selftest --backend tpu" -- "$run" selftest --backend tpu
 
 echo "$fails failure(s)"

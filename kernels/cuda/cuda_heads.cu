@@ -6,6 +6,8 @@
  * a warp per row for the width-1 last layers, atomicMax on order-preserving keys for the
  * running maxima, matrix products through cuda_gemm_w (tensor cores, FP32 accumulation). */
 #include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
 
 #include "cuda_backend.h"
 #include "cuda_heads_tile.cuh"
@@ -134,6 +136,17 @@ static int dev_gemm(void *ctx, int64_t m, int64_t k, const float *a, int64_t lda
         return cuda_gemm_w((p3_backend *) ctx, m, k, a, lda, w, col, c, ldc, acc);
 }
 
+/* $P3_CUDA_HEADS_TILE=PAIRS,PROMPTS: tiles of that many pairs and chunks of at most that many
+ * prompts, so that the self-test's few hundred points and prompts cross many tiles and
+ * chunks, partial ones included (scripts/gpu-check.sh); unset or invalid, the sizes below. */
+static void test_tile(cu_heads_cfg *cfg) {
+        const char *v = getenv("P3_CUDA_HEADS_TILE");
+        long long rows, chunk;
+        if (!v || sscanf(v, "%lld,%lld", &rows, &chunk) != 2 || chunk < 1 || rows < 8 * chunk)
+                return;
+        cfg->target_rows = cfg->max_rows = rows, cfg->max_chunk = chunk, cfg->tile_budget = 0;
+}
+
 /* What is free: under the arena cap (GpuMemoryMax) and on the device (other work shares the
  * GPU). The per-pair buffers get at most half of it, so that the prompt chunk is the largest
  * that fits; the tiles take at most half of the other half, as large as that lets them (the
@@ -147,5 +160,6 @@ int cuda_heads(p3_backend *be, const p3_heads_params *hp, const p3_heads_input *
         size_t free_bytes = MIN(p3_backend_room(be), cuda_device_free());
         cfg.pair_budget = MIN(cfg.pair_budget, free_bytes / 2);
         cfg.tile_budget = free_bytes / 4;
+        test_tile(&cfg);
         return cu_heads_run(&ex, hp, in, out, &cfg);
 }

@@ -23,6 +23,7 @@
 #include "ctl-bus.h"
 #include "ctl-progress.h"
 #include "ctl-segment.h"
+#include "time-util.h"
 
 #define PER_INSTANCE 2 /* jobs in flight on each daemon: one running, the next queued */
 #define TICK_USEC (200 * 1000)
@@ -85,12 +86,6 @@ static char *sentence(const char *fmt, ...) {
                 s = NULL;
         va_end(ap);
         return s;
-}
-
-static uint64_t now_usec(void) {
-        struct timespec ts;
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        return (uint64_t) ts.tv_sec * 1000000 + (uint64_t) ts.tv_nsec / 1000;
 }
 
 /* ---- what the user sees: a line per mesh, the bar, the summary file ---- */
@@ -159,7 +154,7 @@ static void task_free(task *t) {
 
 static void task_fail(task *t, const char *sentence) {
         record(t->run, t->item, BATCH_FAILED, sentence ?: "Out of memory.", t->inst, -1,
-               (now_usec() - t->start_usec) / 1e6);
+               (now_monotonic_usec() - t->start_usec) / 1e6);
         task_free(t);
 }
 
@@ -216,7 +211,7 @@ static void call_failed(task *t, sd_bus_message *m) {
         if (sd_bus_error_has_name(&e, "org.p3sam.Error.QueueFull") ||
             ctl_bus_error_is_no_daemon(&e, err)) {
                 if (sd_bus_error_has_name(&e, "org.p3sam.Error.QueueFull"))
-                        t->inst->retry_at = now_usec() + RETRY_USEC;
+                        t->inst->retry_at = now_monotonic_usec() + RETRY_USEC;
                 else {
                         t->inst->gone = true;
                         sd_bus_error_free(&r->gone_error);
@@ -298,7 +293,7 @@ static void start_task(runner *r, instance *in, size_t i) {
                 return;
         }
         *t = (task) { .run = r, .item = i, .mesh_fd = -1, .report_fd = -1, .out = OUT_FILE_NULL,
-                      .start_usec = now_usec(), .next = r->tasks };
+                      .start_usec = now_monotonic_usec(), .next = r->tasks };
         r->tasks = t;
         _cleanup_free_ char *why = send_task(t, in);
         if (why || t->call == NULL)
@@ -356,7 +351,7 @@ static void maybe_stop(runner *r) {
 }
 
 static void dispatch(runner *r) {
-        uint64_t now = now_usec();
+        uint64_t now = now_monotonic_usec();
         size_t i;
         instance *in;
         while (!r->interrupted && r->exit_code < 0 && (in = pick_instance(r, now)) &&
@@ -397,7 +392,7 @@ static void task_done(task *t) {
                 return;
         }
         record(r, t->item, BATCH_DONE, NULL, t->inst, read_parts(t->report_fd),
-               (now_usec() - t->start_usec) / 1e6);
+               (now_monotonic_usec() - t->start_usec) / 1e6);
         task_free(t);
 }
 
@@ -735,7 +730,7 @@ static void print_summary(runner *r) {
                r->n_skipped, r->n_failed);
         if (left)
                 printf(", %zu not segmented", left);
-        printf(", %.1fs", (now_usec() - r->start_usec) / 1e6);
+        printf(", %.1fs", (now_monotonic_usec() - r->start_usec) / 1e6);
         if (r->shard.count)
                 printf(" (shard %" PRIu64 "/%" PRIu64 " from %s)", r->shard.index, r->shard.count,
                        r->shard.source);
@@ -788,7 +783,7 @@ static int run_batch(runner *r) {
 
 int ctl_batch_run(const seg_args *a) {
         runner r = { .args = a, .format = a->format ?: "glb", .exit_code = -1,
-                     .gone_error = SD_BUS_ERROR_NULL, .start_usec = now_usec() };
+                     .gone_error = SD_BUS_ERROR_NULL, .start_usec = now_monotonic_usec() };
         ctl_progress_init(&r.bar);
         int code = check_usage(a);
         if (code < 0)

@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include "macro.h"
+#include "time-util.h"
 
 #define MIB (1024.0 * 1024.0)
 /* Give up on a server that does not answer; the default (300 s) reads like a hang. */
@@ -67,9 +68,7 @@ typedef struct progress_state {
 } progress_state;
 
 static double now_s(void) {
-        struct timespec ts;
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        return (double) ts.tv_sec + (double) ts.tv_nsec * 1e-9;
+        return (double) now_monotonic_usec() * 1e-6;
 }
 
 static void progress_start(progress_state *p, bool enabled, uint64_t base) {

@@ -7,15 +7,10 @@
 #include <unistd.h>
 
 #include "ctl-progress.h"
-
-static uint64_t now_usec(void) {
-        struct timespec ts;
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        return (uint64_t) ts.tv_sec * 1000000 + (uint64_t) ts.tv_nsec / 1000;
-}
+#include "time-util.h"
 
 void ctl_progress_init(ctl_progress *p) {
-        *p = (ctl_progress) { .tty = isatty(STDERR_FILENO), .start_usec = now_usec() };
+        *p = (ctl_progress) { .tty = isatty(STDERR_FILENO), .start_usec = now_monotonic_usec() };
         snprintf(p->stage, sizeof(p->stage), "queued");
 }
 
@@ -53,7 +48,7 @@ static void draw_bar(ctl_progress *p, const char *elapsed) {
 
 static void draw(ctl_progress *p) {
         char elapsed[32];
-        format_elapsed(elapsed, sizeof(elapsed), now_usec() - p->start_usec);
+        format_elapsed(elapsed, sizeof(elapsed), now_monotonic_usec() - p->start_usec);
         if (p->tty) {
                 draw_bar(p, elapsed);
                 return;

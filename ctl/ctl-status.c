@@ -17,6 +17,7 @@
 
 #include "ctl-bus.h"
 #include "parse-util.h"
+#include "time-util.h"
 
 #define IDLE_CONF_NAME "50-idle-timeout.conf"
 #define DEFAULT_CONF_DIR "/etc/p3sam/p3samd.conf.d"
@@ -188,9 +189,7 @@ static bool timeout_is_never(uint64_t usec) {
 static uint64_t offload_in_usec(const daemon_status *s) {
         if (!s->offload_at_usec)
                 return UINT64_MAX;
-        struct timespec ts;
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        uint64_t now = ts.tv_sec * 1000000ULL + ts.tv_nsec / 1000;
+        uint64_t now = now_monotonic_usec();
         return s->offload_at_usec > now ? s->offload_at_usec - now : 0;
 }
 

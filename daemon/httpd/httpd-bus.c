@@ -17,6 +17,7 @@
 #include <unistd.h>
 
 #include "common/log.h"
+#include "common/time-util.h"
 #include "httpd.h"
 
 /* p3samd answers Segment and Predict at once (the job is only queued); ClearGpuMemory and the
@@ -24,12 +25,6 @@
 #define CALL_USEC (UINT64_C(300) * 1000000)
 /* How long a MaxMeshSize read stays good: a Reload may change it. */
 #define MAX_MESH_TTL_USEC (UINT64_C(30) * 1000000)
-
-static uint64_t now_usec(void) {
-        struct timespec ts;
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        return (uint64_t) ts.tv_sec * 1000000 + (uint64_t) ts.tv_nsec / 1000;
-}
 
 const char *httpd_bus_name(const httpd *s) {
         static char name[64];
@@ -448,7 +443,7 @@ int httpd_bus_connect(httpd *s) {
 
 uint64_t httpd_max_mesh(httpd *s) {
         _cleanup_(sd_bus_error_free) sd_bus_error e = SD_BUS_ERROR_NULL;
-        uint64_t v, now = now_usec();
+        uint64_t v, now = now_monotonic_usec();
         if (s->max_mesh && now - s->max_mesh_read_usec < MAX_MESH_TTL_USEC)
                 return s->max_mesh;
         /* a short blocking read, once in a while: the limit is needed before the body */

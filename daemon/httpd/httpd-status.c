@@ -9,6 +9,7 @@
 #include <time.h>
 
 #include "common/macro.h"
+#include "common/time-util.h"
 #include "httpd.h"
 
 static const struct status_prop {
@@ -85,11 +86,9 @@ static int read_props(sd_bus_message *m, json_object **vals) {
  * clock (the daemon's), or null when none is pending. */
 static json_object *offload_in(json_object *at) {
         uint64_t t = at ? json_object_get_uint64(at) : 0;
-        struct timespec ts;
         if (!t)
                 return NULL;
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        uint64_t now = (uint64_t) ts.tv_sec * 1000000 + (uint64_t) ts.tv_nsec / 1000;
+        uint64_t now = now_monotonic_usec();
         return json_object_new_uint64(t > now ? t - now : 0);
 }
 

@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "run.h"
+#include "time-util.h"
 
 int run_model_open(const char *weights, const char *config, int threads, p3_backend_kind backend,
                    p3_precision precision, run_model *rm, p3_err *err) {
@@ -43,9 +44,7 @@ bool run_parse_precision(const char *s, p3_precision *ret) {
 }
 
 double run_now(void) {
-        struct timespec ts;
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        return ts.tv_sec + ts.tv_nsec * 1e-9;
+        return (double) now_monotonic_usec() * 1e-6;
 }
 
 void run_model_close(run_model *rm) {

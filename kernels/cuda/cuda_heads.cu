@@ -148,18 +148,19 @@ static void test_tile(cu_heads_cfg *cfg) {
 }
 
 /* What is free: under the arena cap (GpuMemoryMax) and on the device (other work shares the
- * GPU). The per-pair buffers get at most half of it, so that the prompt chunk is the largest
- * that fits; the tiles take at most half of the other half, as large as that lets them (the
- * rest is slack for the pool's rounding and the driver); the engine halves its batch if even
- * that fails. */
+ * GPU). The host queues about 35 launches a tile, so the number of tiles, k·n / (pairs per
+ * tile), is what the memory should lower: the tiles take up to half of what is free (65536
+ * pairs need about 340 MB), and the per-pair buffers a quarter, which sets the prompts per
+ * chunk (more of them would not save launches); the rest is slack for the pool's rounding
+ * and the driver. The engine halves its batch if even that fails. */
 int cuda_heads(p3_backend *be, const p3_heads_params *hp, const p3_heads_input *in,
                p3_heads_output *out) {
         cu_heads_exec ex = { be, dev_alloc, dev_free, dev_upload, dev_download, dev_sync,
                              dev_gemm, dev_run };
         cu_heads_cfg cfg = cu_heads_default_cfg;
         size_t free_bytes = MIN(p3_backend_room(be), cuda_device_free());
-        cfg.pair_budget = MIN(cfg.pair_budget, free_bytes / 2);
-        cfg.tile_budget = free_bytes / 4;
+        cfg.pair_budget = MIN(cfg.pair_budget, free_bytes / 4);
+        cfg.tile_budget = free_bytes / 2;
         test_tile(&cfg);
         return cu_heads_run(&ex, hp, in, out, &cfg);
 }

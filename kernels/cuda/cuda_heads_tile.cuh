@@ -474,7 +474,11 @@ static void cu_heads_plan(cu_heads_job *jb, const cu_heads_cfg *cfg) {
         int64_t kc = (int64_t) (cfg->pair_budget / (pair * (size_t) n));
         kc = kc < 1 ? 1 : kc;
         kc = kc < cfg->max_chunk ? kc : cfg->max_chunk;
-        jb->kc = kc < k ? kc : k;
+        kc = kc < k ? kc : k;
+        /* chunks of equal size: a short last chunk would walk every point in tiles of few
+         * pairs, with as many launches as a full one */
+        int64_t chunks = (k + kc - 1) / kc;
+        jb->kc = (k + chunks - 1) / chunks;
         int64_t tile = (cu_heads_tile_rows(cfg, jb->kc) / jb->kc) & ~(int64_t) 7;
         int64_t n8 = (n + 7) & ~(int64_t) 7;
         tile = tile < 8 ? 8 : tile;

@@ -243,43 +243,10 @@ static int sdpa_op_graph(sdpa_graph *g, int64_t b, int64_t h, int64_t s, cudnnDa
         return r ? r : fin(g, *ret, "operation graph finalize");
 }
 
-/* A finalized plan of engine configuration cfg, joined to g: for the device described by
- * dev, as the deviceless query must; failing that, on the runtime path (h given), bound to the
- * handle, the way cudnn-frontend and most users make a plan: whether cuDNN runs a plan made
- * from device properties alone is for the first GPU to say. */
-static cudnnStatus_t plan_of(sdpa_graph *g, cudnnBackendDescriptor_t cfg,
-                             cudnnBackendDescriptor_t dev, cudnnHandle_t h,
-                             cudnnBackendDescriptor_t *ret) {
-        cudnnBackendAttributeType_t bd = CUDNN_TYPE_BACKEND_DESCRIPTOR;
-        cudnnStatus_t s = CUDNN_STATUS_BAD_PARAM;
-        for (int how = 0; how < (h ? 2 : 1) && s != CUDNN_STATUS_SUCCESS; how++) {
-                cudnnBackendDescriptor_t plan;
-                if (new_desc(g, CUDNN_BACKEND_EXECUTION_PLAN_DESCRIPTOR, &plan))
-                        return CUDNN_STATUS_ALLOC_FAILED;
-                s = api.set_attr(plan, CUDNN_ATTR_EXECUTION_PLAN_ENGINE_CONFIG, bd, 1, &cfg);
-                if (s == CUDNN_STATUS_SUCCESS)
-                        s = how == 0 ? api.set_attr(plan, CUDNN_ATTR_EXECUTION_PLAN_DEVICEPROP,
-                                                    bd, 1, &dev)
-                                     : api.set_attr(plan, CUDNN_ATTR_EXECUTION_PLAN_HANDLE,
-                                                    CUDNN_TYPE_HANDLE, 1, &h);
-                if (s == CUDNN_STATUS_SUCCESS)
-                        s = api.finalize(plan);
-                if (s == CUDNN_STATUS_SUCCESS) {
-                        *ret = plan;
-                } else {
-                        fail(g, s, how == 0 ? "execution plan finalize"
-                                            : "execution plan finalize (with the handle)");
-                        api.destroy_desc(plan);
-                        g->count--; /* plan was the last one added */
-                }
-        }
-        return s;
-}
-
-/* The first engine configuration the heuristics offer whose plan finalizes for `dev` (or for
- * handle h). The configurations not taken are destroyed here; the one taken joins g. */
+/* The first engine configuration the heuristics offer whose plan finalizes for `dev`. The
+ * configurations not taken are destroyed here; the one taken joins g. */
 static int pick_plan(sdpa_graph *g, cudnnBackendDescriptor_t graph,
-                     cudnnBackendDescriptor_t dev, cudnnHandle_t h) {
+                     cudnnBackendDescriptor_t dev) {
         cudnnBackendAttributeType_t bd = CUDNN_TYPE_BACKEND_DESCRIPTOR;
         cudnnBackendHeurMode_t modes[2] = { CUDNN_HEUR_MODE_A, CUDNN_HEUR_MODE_FALLBACK };
         for (int m = 0; m < 2; m++) {
@@ -324,13 +291,21 @@ static int pick_plan(sdpa_graph *g, cudnnBackendDescriptor_t graph,
                 int64_t taken = -1;
                 for (int64_t i = 0; !r && i < got && i < made && taken < 0; i++) {
                         cudnnBackendDescriptor_t plan;
-                        s = plan_of(g, cfg[i], dev, h, &plan);
-                        if (s == CUDNN_STATUS_ALLOC_FAILED)
+                        if (new_desc(g, CUDNN_BACKEND_EXECUTION_PLAN_DESCRIPTOR, &plan))
                                 break;
+                        bool ok = api.set_attr(plan, CUDNN_ATTR_EXECUTION_PLAN_ENGINE_CONFIG, bd,
+                                               1, &cfg[i]) == CUDNN_STATUS_SUCCESS &&
+                                  api.set_attr(plan, CUDNN_ATTR_EXECUTION_PLAN_DEVICEPROP, bd, 1,
+                                               &dev) == CUDNN_STATUS_SUCCESS;
+                        s = ok ? api.finalize(plan) : CUDNN_STATUS_BAD_PARAM;
                         if (s == CUDNN_STATUS_SUCCESS && g->count < MAX_DESCS) {
                                 taken = i;
                                 g->plan = plan;
                                 g->descs[g->count++] = cfg[i];
+                        } else {
+                                fail(g, s, "execution plan finalize");
+                                api.destroy_desc(plan);
+                                g->count--; /* plan was the last one added */
                         }
                 }
                 for (int64_t i = 0; i < made; i++)
@@ -352,15 +327,14 @@ static int pick_plan(sdpa_graph *g, cudnnBackendDescriptor_t graph,
         return -ENOTSUP;
 }
 
-/* A plan for [b, h, s, 16] on the device described by dev (finalized DEVICEPROP) or, at run
- * time, for handle hd (NULL in the deviceless query). On failure g holds nothing and g->why
- * says why. */
-static int build_plan(sdpa_graph *g, cudnnBackendDescriptor_t dev, cudnnHandle_t hd,
-                      int64_t b, int64_t h, int64_t s, cudnnDataType_t t) {
+/* A plan for [b, h, s, 16] on the device described by dev (finalized DEVICEPROP). On failure
+ * g holds nothing and g->why says why. */
+static int build_plan(sdpa_graph *g, cudnnBackendDescriptor_t dev, int64_t b, int64_t h,
+                      int64_t s, cudnnDataType_t t) {
         cudnnBackendDescriptor_t graph;
         int r = sdpa_op_graph(g, b, h, s, t, &graph);
         if (!r)
-                r = pick_plan(g, graph, dev, hd);
+                r = pick_plan(g, graph, dev);
         if (r)
                 graph_free(g);
         return r;
@@ -443,7 +417,7 @@ int cuda_attention_cudnn_supported(int sm, int window, char *why, size_t why_len
         /* One window of FP16, one head: a plan's support does not depend on the batch. */
         sdpa_graph p;
         memset(&p, 0, sizeof(p));
-        r = build_plan(&p, dev, NULL, 1, 1, window, CUDNN_DATA_HALF);
+        r = build_plan(&p, dev, 1, 1, window, CUDNN_DATA_HALF);
         if (r)
                 snprintf(why, why_len, "%s", p.why);
         /* cuDNN's runtime-compiled engines (the ones its heuristics rank first for SDPA on
@@ -608,7 +582,7 @@ static plan_entry *get_plan(p3_backend *be, int64_t window, int64_t heads, int64
         victim->heads = heads;
         victim->windows = windows;
         victim->type = t;
-        victim->status = build_plan(&victim->g, handle_dev, handle, windows, heads, window, t);
+        victim->status = build_plan(&victim->g, handle_dev, windows, heads, window, t);
         if (victim->status == -ENOMEM)
                 victim->status = -ENOTSUP; /* kept: the own kernel serves this shape from now on */
         victim->used = ++cache_clock;

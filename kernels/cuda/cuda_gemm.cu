@@ -138,10 +138,7 @@ int cuda_gemm_w(p3_backend *be, int64_t m, int64_t k, const float *a, int64_t ld
                 return accumulate ? 0 : clear_rows(be, c, ldc, m, n);
         size_t esize = p3_dtype_size(w->dtype);
         const char *wcol = (const char *) w->data + esize * (size_t) col;
-        /* rows of the rounded copy padded to 16 bytes: cuBLAS picks its aligned tensor-core
-         * kernels only then (k is 515 in the heads' first layers) */
-        int64_t kp = (k + 7) & ~(int64_t) 7;
-        int64_t rows = rows_per_call(m, w->dtype == P3_F32 ? k : kp, lda, ldc);
+        int64_t rows = rows_per_call(m, k, lda, ldc);
         if (w->dtype == P3_F32) {
                 int r = 0;
                 for (int64_t r0 = 0; r >= 0 && r0 < m; r0 += rows) {
@@ -151,18 +148,18 @@ int cuda_gemm_w(p3_backend *be, int64_t m, int64_t k, const float *a, int64_t ld
                 }
                 return r;
         }
-        /* Half-precision weights: A rounded to the same type (ld = kp), a chunk of rows at a
-         * time through one scratch, as the CPU rounds its row blocks to BF16. */
+        /* Half-precision weights: A rounded to the same type (dense, ld = k), a chunk of rows
+         * at a time through one scratch, as the CPU rounds its row blocks to BF16. */
         void *ah = NULL;
-        size_t bytes = esize * (size_t) rows * (size_t) kp;
+        size_t bytes = esize * (size_t) rows * (size_t) k;
         int r = cuda_tmp_alloc(be, bytes, &ah);
         if (r < 0)
                 return r;
         for (int64_t r0 = 0; r >= 0 && r0 < m; r0 += rows) {
                 int64_t nr = m - r0 < rows ? m - r0 : rows;
-                r = round_rows(be, a + r0 * lda, lda, ah, kp, w->dtype, nr, k);
+                r = round_rows(be, a + r0 * lda, lda, ah, k, w->dtype, nr, k);
                 if (r >= 0)
-                        r = gemm_nt(be, nr, n, k, ah, kp, wcol, ldw, w->dtype, c + r0 * ldc, ldc,
+                        r = gemm_nt(be, nr, n, k, ah, k, wcol, ldw, w->dtype, c + r0 * ldc, ldc,
                                     accumulate);
         }
         cuda_tmp_free(be, ah, bytes);

@@ -363,7 +363,7 @@ static const cu_heads_cfg cu_heads_default_cfg = { 8192, 512, (size_t) 1 << 30, 
  * point (x, a and the copy of the first layers' input), as cu_heads_layout and cuda_gemm_w
  * allocate them. */
 #define CU_TILE_PAIR_BYTES ((int64_t) (2 * CU_FEAT * 4 + 3 * 4 + CU_FEAT * 2))
-#define CU_TILE_POINT_BYTES ((int64_t) ((CU_XLD + CU_FEAT) * 4 + CU_XLD * 2))
+#define CU_TILE_POINT_BYTES ((int64_t) ((CU_XLD + CU_FEAT) * 4 + CU_FP * 2))
 
 /* Pairs per tile for chunks of kc prompts: as many as tile_budget holds, within
  * [target_rows, max_rows]. */

@@ -106,7 +106,7 @@ static void mem_print(const mem *m) {
 
 /* One figure: a label padded to a column, then seconds and a note. */
 static void row(const char *label, double secs, const char *note) {
-        printf("  %-36s %8.3f s%s%s\n", label, secs, note && *note ? "   " : "", note ? note : "");
+        printf("  %-36s %9.4f s%s%s\n", label, secs, note && *note ? "   " : "", note ? note : "");
 }
 
 static void row_cpu(const char *label, double secs, double cpu) {
@@ -125,6 +125,7 @@ static void loadavg_print(const char *when) {
 /* ---- progress: timestamps of the per-stage callbacks ---- */
 
 typedef struct marks {
+        p3_backend *be; /* waited for at each mark: a GPU's queued work belongs to its stage */
         double t0;
         int n;
         double t[MAX_MARKS], frac[MAX_MARKS];
@@ -135,6 +136,8 @@ static void on_progress(void *userdata, const char *stage, double fraction) {
         marks *mk = userdata;
         if (mk->n >= MAX_MARKS)
                 return;
+        if (mk->be && mk->be->ops->sync)
+                (void) mk->be->ops->sync(mk->be); /* a failure shows in the stage's own call */
         mk->t[mk->n] = test_now();
         mk->frac[mk->n] = fraction;
         mk->stage[mk->n] = stage;
@@ -319,7 +322,7 @@ static void scenario_a(p3_model *m, const setup *su, result *res) {
         }
         st_close(f);
 
-        marks mk = {};
+        marks mk = { .be = p3_model_backend(m) };
         p3_run_opts o = { .seed = 0, .replay = &rp, .progress = on_progress, .userdata = &mk };
         p3_features feat = {};
         p3_err err = {};
@@ -387,7 +390,7 @@ static void scenario_synth(p3_model *m, char id, int64_t n, int k, int run_k, in
         double *pts, *normals;
         make_cloud(n, cloud_seed, &pts, &normals);
 
-        marks mk = {};
+        marks mk = { .be = p3_model_backend(m) };
         p3_run_opts o = { .seed = 42, .progress = on_progress, .userdata = &mk };
         p3_features feat = {};
         p3_err err = {};
@@ -604,6 +607,17 @@ static void run_precision(p3_precision prec, int threads, const which *w_, resul
         /* A backend that copied the weights (bf16) needs the FP32 ones no more. */
         if (be->weights_copied)
                 p3_weights_free(TAKE_PTR(w));
+        /* P3_BENCH_WARMUP=1: C and D once untimed first, so that what a first use costs (a
+         * GPU's lazy module loading, cuDNN's plans) is not in their figures */
+        if (getenv("P3_BENCH_WARMUP") && (w_->c || w_->d)) {
+                result scratch = {};
+                printf("\n== warm-up: the runs below are not kept\n");
+                if (w_->c)
+                        scenario_c(m, &scratch);
+                if (w_->d)
+                        scenario_d(m, &scratch);
+                printf("\n== end of the warm-up\n");
+        }
         if (w_->a)
                 scenario_a(m, &su, &res[0]);
         if (w_->b)

@@ -590,6 +590,10 @@ static plan_entry *get_plan(p3_backend *be, int64_t window, int64_t heads, int64
                 fprintf(stderr, "p3samd: cuDNN SDPA (window %lld, %lld heads): %s; "
                         "using the own attention kernel\n", (long long) window,
                         (long long) heads, victim->g.why);
+        else /* so that a timing says whether cuDNN ran, and what its first use cost */
+                fprintf(stderr, "p3samd: cuDNN SDPA (window %lld, %lld heads, %lld windows): "
+                        "plan made, workspace %lld bytes\n", (long long) window,
+                        (long long) heads, (long long) windows, (long long) victim->g.workspace);
         return victim;
 }
 
@@ -676,6 +680,12 @@ template <typename T>
 static int run(p3_backend *be, const sdpa_args *a, int64_t windows, cudnnDataType_t t) {
         pthread_mutex_lock(&cache_lock);
         int r = ensure_handle(be);
+        static bool said;
+        if (r && !said) {
+                said = true; /* under cache_lock */
+                fprintf(stderr, "p3samd: cuDNN SDPA: no cuDNN handle on this device; using the "
+                        "own attention kernel\n");
+        }
         plan_entry *e = r ? NULL : get_plan(be, a->window, a->heads, windows, t);
         if (e)
                 r = e->status ? e->status : run_plan<T>(be, a, e);
@@ -693,8 +703,14 @@ int cuda_attention_cudnn(p3_backend *be, const p3_tensor *qkv, const int32_t *sl
                 t = CUDNN_DATA_BFLOAT16;
         else
                 return -ENOTSUP; /* FP32: rounding q, k, v would break its 1e-4 tolerance */
-        if (cuda_cudnn_load(NULL, NULL, 0))
+        char why[160];
+        if (cuda_cudnn_load(NULL, why, sizeof(why))) {
+                static int said; /* once: attention runs for every window block */
+                if (!__atomic_exchange_n(&said, 1, __ATOMIC_RELAXED))
+                        fprintf(stderr, "p3samd: cuDNN SDPA: %s; using the own attention "
+                                "kernel\n", why);
                 return -ENOTSUP;
+        }
 
         sdpa_args a;
         a.qkv = (const float *) qkv->data;

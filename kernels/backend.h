@@ -212,11 +212,13 @@ int p3_backend_cuda_new(const p3_backend_options *opt, char *why, size_t why_len
  * the heads at their full widths), within a tolerance set by be->precision (FP32 1e-4, FP16
  * 1e-2, BF16 3e-2 of the largest reference value). report (may be NULL) gets each op's error.
  * 0, or a negative errno with why naming the op: "attention: max error … (tolerance …)",
- * "linear failed on the device: …". Test hook: P3_TEST_SELFTEST_BREAK=<op> perturbs that op's
- * device result. */
+ * "linear failed on the device: …". It stops at the first failure, or with keep_going (a check
+ * by hand, which wants every op's figure) tries every op and returns the first failure, why
+ * naming each one ("a; b"). Test hook: P3_TEST_SELFTEST_BREAK=<op> perturbs that op's device
+ * result. */
 typedef void (*p3_selftest_report_fn)(const char *op, double err, double tol, void *userdata);
-int p3_backend_selftest(p3_backend *be, p3_selftest_report_fn report, void *userdata, char *why,
-                        size_t why_len);
+int p3_backend_selftest(p3_backend *be, bool keep_going, p3_selftest_report_fn report,
+                        void *userdata, char *why, size_t why_len);
 
 /* -EOPNOTSUPP when the precision asked for cannot run on this CPU (BF16 without AMX-BF16 or
  * AVX512-BF16, or without oneDNN); why (may be NULL, size why_len) says so in a sentence. */

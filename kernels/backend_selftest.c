@@ -460,8 +460,29 @@ static double tolerance(p3_precision p) {
         return p == P3_PRECISION_FP32 ? 1e-4 : p == P3_PRECISION_BF16 ? 3e-2 : 1e-2;
 }
 
-int p3_backend_selftest(p3_backend *be, p3_selftest_report_fn report, void *userdata, char *why,
-                        size_t why_len) {
+static int test_linear_plain(st_ctx *s) {
+        return test_linear(s, "linear", 0);
+}
+
+static int test_linear_fused(st_ctx *s) {
+        return test_linear(s, "linear+gelu+accumulate", P3_GELU | P3_ACCUMULATE);
+}
+
+static int test_sync(st_ctx *s) {
+        return s->dev->ops->sync ? both(s, "sync", s->dev->ops->sync(s->dev), 0) : 0;
+}
+
+/* Adds this failure's why (in s->why) to the earlier ones, kept in all: "a; b". */
+static void keep_failure(st_ctx *s, int r, char *all, size_t all_len) {
+        if (!s->why[0])
+                snprintf(s->why, s->why_len, "%s", strerror(-r));
+        size_t used = strlen(all);
+        if (used + 3 < all_len)
+                snprintf(all + used, all_len - used, "%s%s", used ? "; " : "", s->why);
+}
+
+int p3_backend_selftest(p3_backend *be, bool keep_going, p3_selftest_report_fn report,
+                        void *userdata, char *why, size_t why_len) {
         p3_backend *cpu = NULL;
         p3_backend_options opt = { .threads = 0, .precision = P3_PRECISION_FP32 };
         int r = p3_backend_cpu_new(&opt, &cpu);
@@ -473,24 +494,21 @@ int p3_backend_selftest(p3_backend *be, p3_selftest_report_fn report, void *user
                      .tol = tolerance(be->precision), .report = report, .userdata = userdata,
                      .broken = getenv("P3_TEST_SELFTEST_BREAK"), .why = why,
                      .why_len = why_len };
-        why[0] = 0;
-        r = test_linear(&s, "linear", 0);
-        if (r >= 0)
-                r = test_linear(&s, "linear+gelu+accumulate", P3_GELU | P3_ACCUMULATE);
-        if (r >= 0)
-                r = test_norms(&s);
-        if (r >= 0)
-                r = test_subm_conv(&s);
-        if (r >= 0)
-                r = test_attention(&s);
-        if (r >= 0)
-                r = test_gathers(&s);
-        if (r >= 0)
-                r = test_heads(&s);
-        if (r >= 0 && be->ops->sync)
-                r = both(&s, "sync", be->ops->sync(be), 0);
-        if (r < 0 && !why[0])
-                snprintf(why, why_len, "%s", strerror(-r));
+        static int (*const tests[])(st_ctx *) = { test_linear_plain, test_linear_fused,
+                                                  test_norms,        test_subm_conv,
+                                                  test_attention,    test_gathers,
+                                                  test_heads,        test_sync };
+        char failed[1024] = "";
+        int first = 0;
+        for (size_t i = 0; i < sizeof(tests) / sizeof(tests[0]) && (keep_going || !first); i++) {
+                why[0] = 0;
+                r = tests[i](&s);
+                if (r < 0) {
+                        keep_failure(&s, r, failed, sizeof(failed));
+                        first = first ? first : r;
+                }
+        }
+        snprintf(why, why_len, "%s", failed);
         p3_backend_free(cpu);
-        return r;
+        return first;
 }

@@ -200,6 +200,8 @@ done
 expect 1 "selftest with attention broken (test hook)" -- \
         env P3_TEST_SELFTEST_BREAK=attention "$run" selftest --backend cpu --precision fp32
 one_line_error "FAILED: attention: max error"
+grep -q '^  heads (mask bits) .* ok$' "$tmp/out" || # by hand, every op gets its figure
+        { echo "FAIL: selftest stops at the first failing op"; fails=$((fails + 1)); }
 expect 1 "selftest with a mask bit flipped where the logit is far from 0 (test hook)" -- \
         env "P3_TEST_SELFTEST_BREAK=heads (mask bits)" "$run" selftest --backend cpu \
         --precision fp32

@@ -90,9 +90,9 @@ static void test_engine_selftest(void) {
         p3_backend *be = cpu_backend();
         structure_shim_install(be, SHIM_RIGHT);
         char why[256];
-        CHECK(p3_engine_selftest(be, NULL, NULL, why, sizeof(why)) == 0);
+        CHECK(p3_engine_selftest(be, false, NULL, NULL, why, sizeof(why)) == 0);
         CHECK(setenv("P3_TEST_SELFTEST_BREAK", "window_slots", 1) == 0);
-        int r = p3_engine_selftest(be, NULL, NULL, why, sizeof(why));
+        int r = p3_engine_selftest(be, false, NULL, NULL, why, sizeof(why));
         CHECK(unsetenv("P3_TEST_SELFTEST_BREAK") == 0);
         printf("engine self-test, window_slots broken: %s\n", why);
         CHECK(r == -EPROTO && strstr(why, "window_slots (z): 1 of ") == why);

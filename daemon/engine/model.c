@@ -200,7 +200,7 @@ static int cuda_candidate(const p3_model_params *p, p3_backend **ret, bool *fake
         if (r < 0)
                 return r;
         char test_why[200];
-        r = p3_engine_selftest(be, NULL, NULL, test_why, sizeof(test_why));
+        r = p3_engine_selftest(be, false, NULL, NULL, test_why, sizeof(test_why));
         if (r < 0) {
                 snprintf(why, why_len, "the CUDA self-test failed (%s)", test_why);
                 p3_backend_free(be);

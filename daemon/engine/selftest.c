@@ -152,8 +152,16 @@ int p3_structure_selftest(p3_backend *be, p3_selftest_report_fn report, void *us
         return r;
 }
 
-int p3_engine_selftest(p3_backend *be, p3_selftest_report_fn report, void *userdata, char *why,
-                       size_t why_len) {
-        int r = p3_backend_selftest(be, report, userdata, why, why_len);
-        return r < 0 ? r : p3_structure_selftest(be, report, userdata, why, why_len);
+int p3_engine_selftest(p3_backend *be, bool keep_going, p3_selftest_report_fn report,
+                       void *userdata, char *why, size_t why_len) {
+        int r = p3_backend_selftest(be, keep_going, report, userdata, why, why_len);
+        if (r < 0 && !keep_going)
+                return r;
+        char structure[256];
+        int rs = p3_structure_selftest(be, report, userdata, structure, sizeof(structure));
+        if (rs < 0) {
+                size_t used = strlen(why);
+                snprintf(why + used, why_len - used, "%s%s", used ? "; " : "", structure);
+        }
+        return r < 0 ? r : rs;
 }

@@ -16,6 +16,7 @@
 int p3_structure_selftest(p3_backend *be, p3_selftest_report_fn report, void *userdata,
                           char *why, size_t why_len);
 
-/* Both tests, the ops first. */
-int p3_engine_selftest(p3_backend *be, p3_selftest_report_fn report, void *userdata, char *why,
-                       size_t why_len);
+/* Both tests, the ops first; the structure after a failed op only with keep_going (see
+ * p3_backend_selftest), why then naming every failure. */
+int p3_engine_selftest(p3_backend *be, bool keep_going, p3_selftest_report_fn report,
+                       void *userdata, char *why, size_t why_len);

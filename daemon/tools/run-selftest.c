@@ -77,8 +77,9 @@ int run_selftest(int argc, char **argv) {
         p3_backend *be = NULL;
         if (open_backend(cuda, precision, &be) != 0)
                 return 1;
-        char why[256];
-        int r = p3_engine_selftest(be, print_op, NULL, why, sizeof(why));
+        char why[1024];
+        /* by hand every op gets its figure, not only those before the first failure */
+        int r = p3_engine_selftest(be, true, print_op, NULL, why, sizeof(why));
         p3_backend_free(be);
         if (r < 0)
                 return run_fail("selftest: FAILED: %s", why);

@@ -335,12 +335,12 @@ int main(int argc, char **argv) {
                 printf("note: the heads need no more memory for %d prompts than for one; the "
                        "halving is not exercised\n", k);
         }
-        /* The retry itself: the next two allocations of a MiB or more fail as when other work
-         * took the memory the heads sized themselves on (cuda_backend.cu's hook); the engine
+        /* The retry itself: the heads' next two scratch allocations fail as when other work
+         * took the memory the heads sized themselves on (cuda_heads.cu's hook); the engine
          * halves its batch twice and gives the same results. */
-        CHECK(setenv("P3_TEST_CUDA_ALLOC_FAIL", "2", 1) == 0);
+        CHECK(setenv("P3_TEST_CUDA_HEADS_ALLOC_FAIL", "2", 1) == 0);
         int r = heads(m, &f, prompts, k, k, &b, &err);
-        CHECK(unsetenv("P3_TEST_CUDA_ALLOC_FAIL") == 0);
+        CHECK(unsetenv("P3_TEST_CUDA_HEADS_ALLOC_FAIL") == 0);
         double ref, d = r < 0 ? INFINITY : max_diff(b.s2, a.s2, 3 * (int64_t) k * n, &ref);
         printf("heads, %d prompts at once with their first two allocations refused: %s, max "
                "diff %.3g\n", k, r < 0 ? p3_err_msg(&err, r) : "ran", d);

@@ -51,25 +51,8 @@ int cuda_check_launch(p3_backend *be, const char *kernel) {
 
 /* -- memory ---------------------------------------------------------------------------------- */
 
-/* Test hook: $P3_TEST_CUDA_ALLOC_FAIL=N fails the next N allocations of 1 MiB or more as the
- * device does when other work took the memory a size was planned on (tests/gpu-residency.c:
- * the heads' retry on a GPU). The variable arms the count, kept here; unset, it disarms. */
-static bool test_alloc_fails(size_t bytes) {
-        static int left = -1;
-        if (bytes < ((size_t) 1 << 20))
-                return false;
-        const char *v = getenv("P3_TEST_CUDA_ALLOC_FAIL");
-        if (!v) {
-                left = -1;
-                return false;
-        }
-        if (left < 0)
-                left = atoi(v);
-        return left > 0 && left-- > 0;
-}
-
 static int cu_alloc(p3_backend *be, size_t bytes, void **ret) {
-        if (bytes > p3_backend_room(be) || test_alloc_fails(bytes))
+        if (bytes > p3_backend_room(be))
                 return -ENOMEM;
         void *p = NULL;
         cudaError_t e = cudaMallocAsync(&p, bytes, cuda_st(be)->stream);

@@ -103,7 +103,25 @@ static int dev_run(void *ctx, const cu_hk *a, int64_t items) {
         return -EINVAL;
 }
 
+/* Test hook: $P3_TEST_CUDA_HEADS_ALLOC_FAIL=N refuses the next N heads' scratch allocations
+ * (one a call), as the device does when other work took the memory they were sized on
+ * (tests/gpu-residency.c: the engine's retry, on a GPU). The variable arms the count, kept
+ * here; unset, it disarms. Read once a heads call, not on every allocation. */
+static bool test_alloc_refused(void) {
+        static int left = -1; /* the inference thread's only */
+        const char *v = getenv("P3_TEST_CUDA_HEADS_ALLOC_FAIL");
+        if (!v) {
+                left = -1;
+                return false;
+        }
+        if (left < 0)
+                left = atoi(v);
+        return left > 0 && left-- > 0;
+}
+
 static int dev_alloc(void *ctx, size_t bytes, void **ret) {
+        if (test_alloc_refused())
+                return -ENOMEM;
         return cuda_tmp_alloc((p3_backend *) ctx, bytes, ret);
 }
 
@@ -147,20 +165,13 @@ static void test_tile(cu_heads_cfg *cfg) {
         cfg->target_rows = cfg->max_rows = rows, cfg->max_chunk = chunk, cfg->tile_budget = 0;
 }
 
-/* What is free: under the arena cap (GpuMemoryMax) and on the device (other work shares the
- * GPU). The host queues about 35 launches a tile, so the number of tiles, k·n / (pairs per
- * tile), is what the memory should lower: the tiles take up to half of what is free (65536
- * pairs need about 340 MB), and the per-pair buffers a quarter, which sets the prompts per
- * chunk (more of them would not save launches); the rest is slack for the pool's rounding
- * and the driver. The engine halves its batch if even that fails. */
+/* Sized on what is free now (cu_heads_cfg_for); the engine halves its batch if even that
+ * fails. */
 int cuda_heads(p3_backend *be, const p3_heads_params *hp, const p3_heads_input *in,
                p3_heads_output *out) {
         cu_heads_exec ex = { be, dev_alloc, dev_free, dev_upload, dev_download, dev_sync,
                              dev_gemm, dev_run };
-        cu_heads_cfg cfg = cu_heads_default_cfg;
-        size_t free_bytes = MIN(p3_backend_room(be), cuda_device_free());
-        cfg.pair_budget = MIN(cfg.pair_budget, free_bytes / 4);
-        cfg.tile_budget = free_bytes / 2;
+        cu_heads_cfg cfg = cu_heads_cfg_for(MIN(p3_backend_room(be), cuda_device_free()));
         test_tile(&cfg);
         return cu_heads_run(&ex, hp, in, out, &cfg);
 }

@@ -359,6 +359,20 @@ typedef struct cu_heads_cfg {
  * (GEMMs of 65536 × 512 × 512; one GEMM call's rounding scratch, cuda_gemm.cu, holds that). */
 static const cu_heads_cfg cu_heads_default_cfg = { 8192, 512, (size_t) 1 << 30, 65536, 0 };
 
+/* The sizes for free_bytes of free memory (under GpuMemoryMax and on the device: other work
+ * shares the GPU). The host queues about 35 launches a tile, so the number of tiles,
+ * k·n / (pairs per tile), is what the memory should lower: the tiles take up to half of it
+ * (65536 pairs need about 340 MB), and the per-pair buffers a quarter, which sets the prompts
+ * per chunk (more of them would not save launches); the rest is slack for the pool's rounding
+ * and the driver. */
+static inline cu_heads_cfg cu_heads_cfg_for(size_t free_bytes) {
+        cu_heads_cfg cfg = cu_heads_default_cfg;
+        if (free_bytes / 4 < cfg.pair_budget)
+                cfg.pair_budget = free_bytes / 4;
+        cfg.tile_budget = free_bytes / 2;
+        return cfg;
+}
+
 /* Device bytes a tile takes per pair (h1, h2, s and the FP16 copy of a GEMM's input) and per
  * point (x, a and the copy of the first layers' input), as cu_heads_layout and cuda_gemm_w
  * allocate them. */

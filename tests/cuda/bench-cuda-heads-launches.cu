@@ -79,9 +79,11 @@ static int run(int64_t n, int k, size_t free_bytes, bool grow, counts *c, int64_
         static uint8_t b;
         p3_heads_output out = {}; /* what a job asks for: IoU, mask bits */
         out.iou = &f, out.mask_bits = &b;
-        cu_heads_cfg cfg = cu_heads_default_cfg; /* as cuda_heads sizes it, or as before */
-        cfg.pair_budget = grow ? free_bytes / 4 : free_bytes / 2;
-        cfg.tile_budget = grow ? free_bytes / 2 : 0;
+        cu_heads_cfg cfg = cu_heads_cfg_for(free_bytes); /* as cuda_heads sizes it */
+        if (!grow) { /* as it did before: half for the per-pair buffers, 8192-pair tiles */
+                cfg = cu_heads_default_cfg;
+                cfg.pair_budget = free_bytes / 2;
+        }
         cu_heads_job jb = {};
         jb.in = &in, jb.out = &out;
         cu_heads_plan(&jb, &cfg);

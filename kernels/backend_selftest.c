@@ -107,6 +107,11 @@ static int fail(st_ctx *s, int err, const char *op, const char *fmt, double a, d
         return err;
 }
 
+static int fail_text(st_ctx *s, int err, const char *op, const char *what) {
+        snprintf(s->why, s->why_len, "%s: %s", op, what);
+        return err;
+}
+
 /* Host values of the device (d) and reference (c) results: the largest difference relative
  * to the largest reference value, against the tolerance. */
 static int compare_host(st_ctx *s, const char *op, float *d, const float *c, int64_t n) {
@@ -420,6 +425,28 @@ static int heads_compare(st_ctx *s, heads_host *d, const heads_host *c) {
         return r;
 }
 
+/* A NaN in one point's features must fail the heads with -ERANGE (its mask logits are NaN),
+ * not pass for clear mask bits. The device's features are changed in place. */
+static int heads_nan(st_ctx *s, p3_tensor *feat, const p3_heads_input *in,
+                     const p3_heads_params *hp, p3_heads_output *out) {
+        static const char op[] = "heads (NaN check)";
+        size_t count = (size_t) (feat->rows * feat->cols);
+        float *h = malloc(sizeof(float) * count);
+        int r = h ? s->dev->ops->to_host_f32(s->dev, feat, h) : -ENOMEM;
+        if (r >= 0 && !(s->broken && strcmp(s->broken, op) == 0)) /* P3_TEST_SELFTEST_BREAK */
+                h[feat->cols * (feat->rows / 2)] = NAN;
+        if (r >= 0)
+                r = s->dev->ops->upload(s->dev, feat->data, h, sizeof(float) * count);
+        free(h);
+        if (r >= 0)
+                r = s->dev->ops->heads(s->dev, hp, in, out);
+        if (r != -ERANGE && r < 0)
+                return both(s, op, r, 0);
+        if (s->report)
+                s->report(op, r == -ERANGE ? 0 : 1, 0, s->userdata); /* exact */
+        return r == -ERANGE ? 0 : fail_text(s, -EPROTO, op, "a NaN in the features went unnoticed");
+}
+
 static int test_heads(st_ctx *s) {
         int32_t inv[HN], *vd = NULL, *vc = NULL;
         for (int i = 0; i < HN; i++)
@@ -446,11 +473,57 @@ static int test_heads(st_ctx *s) {
         }
         if (r >= 0)
                 r = heads_compare(s, hd, hc);
+        if (r >= 0) {
+                p3_heads_input ind = { &feat.d, vd, &pts.d, HN, prompts, HK };
+                p3_heads_output od = heads_outputs(hd);
+                r = heads_nan(s, &feat.d, &ind, &hp.d, &od);
+        }
         ibuf_pair_free(s, HN, vd, vc);
         pair_free(s, &feat), pair_free(s, &pts);
         if (hd && hc)
                 heads_params_free(s, &hp);
         free(hd), free(hc);
+        return r;
+}
+
+/* The NaN/Inf check the engine runs after each stage: quiet on finite values, and it finds a
+ * NaN in the last element (a kernel's tail) and an Inf inside. */
+static int test_finite(st_ctx *s) {
+        static const char op[] = "finite check";
+        enum { R = 301, C = 37 };
+        static const struct {
+                int64_t at; /* where the value goes, -1 for none */
+                float v;
+                const char *wrong;
+        } cases[] = { { -1, 0, "finite values reported as not finite" },
+                      { R * C - 1, NAN, "a NaN in the last element went unnoticed" },
+                      { R * C / 2, INFINITY, "an Inf went unnoticed" } };
+        if (!s->dev->ops->check_finite)
+                return 0;
+        float *h = rnd_host(s, R * C, -1e4f, 1e4f);
+        p3_tensor t = {};
+        int r = h ? act_on(s->dev, h, R, C, &t) : -ENOMEM;
+        const char *wrong = NULL;
+        for (size_t c = 0; r >= 0 && !wrong && c < sizeof(cases) / sizeof(cases[0]); c++) {
+                if (cases[c].at >= 0) {
+                        h[cases[c].at] = cases[c].v;
+                        r = s->dev->ops->upload(s->dev, t.data, h, sizeof(float) * R * C);
+                        h[cases[c].at] = 0;
+                }
+                int got = r >= 0 ? s->dev->ops->check_finite(s->dev, &t) : r;
+                if (c == 1 && s->broken && strcmp(s->broken, op) == 0)
+                        got = 0; /* P3_TEST_SELFTEST_BREAK */
+                if (got < 0 && got != -ERANGE)
+                        r = both(s, op, got, 0);
+                else if ((got == -ERANGE) != (cases[c].at >= 0))
+                        wrong = cases[c].wrong;
+        }
+        if (r >= 0 && s->report)
+                s->report(op, wrong ? 1 : 0, 0, s->userdata); /* exact: right or not */
+        if (r >= 0 && wrong)
+                r = fail_text(s, -EPROTO, op, wrong);
+        p3_tensor_free(s->dev, &t);
+        free(h);
         return r;
 }
 
@@ -497,7 +570,8 @@ int p3_backend_selftest(p3_backend *be, bool keep_going, p3_selftest_report_fn r
         static int (*const tests[])(st_ctx *) = { test_linear_plain, test_linear_fused,
                                                   test_norms,        test_subm_conv,
                                                   test_attention,    test_gathers,
-                                                  test_heads,        test_sync };
+                                                  test_heads,        test_finite,
+                                                  test_sync };
         char failed[1024] = "";
         int first = 0;
         for (size_t i = 0; i < sizeof(tests) / sizeof(tests[0]) && (keep_going || !first); i++) {

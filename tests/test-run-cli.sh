@@ -193,7 +193,8 @@ expect 0 "selftest --backend cpu --precision fp32 (the CPU against itself)" -- \
         "$run" selftest --backend cpu --precision fp32
 grep -q '^  attention .* ok$' "$tmp/out" && grep -q '^selftest: passed$' "$tmp/out" ||
         { echo "FAIL: selftest does not print each op's error"; cat "$tmp/out"; fails=$((fails + 1)); }
-for op in 'attention (partial tiles)' 'heads (stage-1 logits)' 'heads (mask bits)'; do
+for op in 'attention (partial tiles)' 'heads (stage-1 logits)' 'heads (mask bits)' \
+        'heads (NaN check)' 'finite check'; do
         grep -qF "  $op " "$tmp/out" ||
                 { echo "FAIL: selftest does not check $op"; fails=$((fails + 1)); }
 done
@@ -206,6 +207,14 @@ expect 1 "selftest with a mask bit flipped where the logit is far from 0 (test h
         env "P3_TEST_SELFTEST_BREAK=heads (mask bits)" "$run" selftest --backend cpu \
         --precision fp32
 one_line_error "FAILED: heads (mask bits): 1 bit differs, where the logit is 1 x max"
+# the NaN checks: a backend whose check misses a NaN (test hook) fails, naming what it missed
+expect 1 "selftest with the finite check missing a NaN (test hook)" -- \
+        env "P3_TEST_SELFTEST_BREAK=finite check" "$run" selftest --backend cpu --precision fp32
+one_line_error "FAILED: finite check: a NaN in the last element went unnoticed"
+expect 1 "selftest with the heads' NaN left out (test hook)" -- \
+        env "P3_TEST_SELFTEST_BREAK=heads (NaN check)" "$run" selftest --backend cpu \
+        --precision fp32
+one_line_error "FAILED: heads (NaN check): a NaN in the features went unnoticed"
 expect 2 "selftest --backend tpu" -- "$run" selftest --backend tpu
 
 echo "$fails failure(s)"

@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /* Prompts and heads on top of the features: FPS prompt selection and the prompt-batch loop
  * (spec §4.1, §5 steps 4–5). */
+#include <math.h>
 #include <string.h>
 
 #include "fps.h"
@@ -74,6 +75,14 @@ static void batch_out_copy(const batch_out *b, p3_heads_output *out, int k, int 
                 copy_heads(out->mask_bits, b->o.mask_bits, (n + 7) / 8, kb, k, j0);
 }
 
+/* -ERANGE when an IoU of the batch is NaN or ±Inf (the backends check the mask logits). */
+static int iou_finite(const float *iou, int kb) {
+        for (int i = 0; iou && i < 3 * kb; i++)
+                if (!isfinite(iou[i]))
+                        return -ERANGE;
+        return 0;
+}
+
 int p3_model_heads(p3_model *m, const p3_features *f, const float *prompts, int k, int batch,
                    const p3_run_opts *o, p3_heads_output *out, p3_err *err) {
         if (k <= 0 || batch <= 0)
@@ -95,6 +104,8 @@ int p3_model_heads(p3_model *m, const p3_features *f, const float *prompts, int 
                 if (r >= 0)
                         r = m->be->ops->heads(m->be, &m->heads, &in, &b.o);
                 if (r >= 0)
+                        r = iou_finite(b.o.iou, kb);
+                if (r >= 0)
                         batch_out_copy(&b, out, k, j0);
                 batch_out_done(&b);
                 /* Out of device memory (GpuMemoryMax, or other work on the GPU): the same
@@ -103,6 +114,11 @@ int p3_model_heads(p3_model *m, const p3_features *f, const float *prompts, int 
                         batch = kb / 2;
                         continue;
                 }
+                /* reduced precision overflowing, as the features' stages check it */
+                if (r == -ERANGE)
+                        return p3_errf(err, r, "the mask heads produced values that are not "
+                                       "finite (NaN or Inf) at %s precision",
+                                       p3_precision_to_string(m->be->precision));
                 if (r < 0)
                         return p3_errf(err, r, "mask prediction failed: %s", p3_strerror(r));
                 j0 += kb;

@@ -18,7 +18,7 @@
 #include "selftest.h"
 
 /* Float ops report their error relative to the reference; the structure ops (tolerance 0)
- * the fraction of entries that differ. */
+ * the fraction of entries that differ, and the NaN checks 0 when they caught the NaN. */
 static void print_op(const char *op, double err, double tol, void *userdata) {
         if (tol == 0)
                 printf("  %-28s %9.3g of entries differ  (exact)            %s\n", op, err,

@@ -190,20 +190,25 @@ static int pass1_tile(heads_ctx *hc, tile_buf *tb, int64_t p0, int64_t np) {
         return 0;
 }
 
-static void store_masks(heads_ctx *hc, const float *s, int64_t p0, int64_t np) {
+/* The tile's stage-2 logits as outputs; -ERANGE when one is NaN or ±Inf (it would pass for
+ * a clear mask bit), after storing them all. */
+static int store_masks(heads_ctx *hc, const float *s, int64_t p0, int64_t np) {
         p3_heads_output *out = hc->out;
         int k = hc->in->k;
         int64_t n = hc->in->n, nbytes = DIV_ROUND_UP(n, 8);
+        bool finite = true;
         for (int64_t t = 0; t < np; t++)
                 for (int j = 0; j < k; j++)
                         for (int h = 0; h < 3; h++) {
                                 float v = s[(t * k + j) * 3 + h];
                                 int64_t p = p0 + t, row = (int64_t) h * k + j;
+                                finite &= isfinite(v) != 0;
                                 if (out->s2_logit)
                                         out->s2_logit[row * n + p] = v;
                                 if (out->mask_bits && sigmoidf(v) > 0.5f)
                                         out->mask_bits[row * nbytes + (p >> 3)] |= 1u << (p & 7);
                         }
+        return finite ? 0 : -ERANGE;
 }
 
 static int pass2_tile(heads_ctx *hc, tile_buf *tb, int64_t p0, int64_t np) {
@@ -224,7 +229,9 @@ static int pass2_tile(heads_ctx *hc, tile_buf *tb, int64_t p0, int64_t np) {
         }
         if (r < 0)
                 return r;
-        store_masks(hc, tb->s, p0, np);
+        r = store_masks(hc, tb->s, p0, np);
+        if (r < 0)
+                return r;
         r = point_part(&hp->iou.w[0], S2_FP, &hp->iou.b[0], tb->x, np, tb->a);
         if (r < 0)
                 return r;

@@ -133,7 +133,7 @@ static int dev_upload(void *ctx, void *dst, const void *src, size_t bytes) {
         p3_backend *be = (p3_backend *) ctx;
         return cuda_check(be, cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice,
                                               cuda_st(be)->stream),
-                          "cudaMemcpyAsync (heads prompts)");
+                          "cudaMemcpyAsync (heads inputs)");
 }
 
 static int dev_download(void *ctx, void *dst, const void *src, size_t bytes) {

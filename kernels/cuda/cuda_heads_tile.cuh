@@ -14,7 +14,9 @@
  * Prompts are independent of each other, so they are taken in chunks of kc: the per-pair
  * buffers (m1, and the logits and bits wanted as outputs) are kc × n, never k × n × channels.
  * Running maxima are atomic integer maxima of an order-preserving key (cu_max_key): exact and
- * independent of the order the tiles finish in. */
+ * independent of the order the tiles finish in. A stage-2 logit that is not finite (FP16
+ * overflowing inside the heads) raises a flag, and the op then fails with -ERANGE: a NaN
+ * would otherwise pass for a clear mask bit. */
 #pragma once
 
 #include <errno.h>
@@ -81,6 +83,15 @@ __host__ __device__ static inline bool cu_mask_bit(float v) {
         return v > 0x1.8p-24f;
 }
 
+/* Whether the count logits v[e·stride] are all finite. */
+__host__ __device__ static inline bool cu_logits_finite(const float *v, int64_t stride,
+                                                        int count) {
+        for (int e = 0; e < count; e++)
+                if (!isfinite(v[e * stride]))
+                        return false;
+        return true;
+}
+
 /* Up to 8 logits v[e·stride] (e < count) as one byte: bit e set when cu_mask_bit. */
 __host__ __device__ static inline uint8_t cu_mask_pack8(const float *v, int64_t stride,
                                                         int count) {
@@ -134,8 +145,8 @@ enum {
         CU_HK_BIAS_MAX,  /* keys[j] = max over the tile's t of key(x[t·kc+j] + b)  see items */
         CU_HK_KEYS_TO_F, /* y = float(keys)                                      kc·width */
         CU_HK_S1,        /* y[h][j][p] = m[(j·n + p)·3 + h]                       3·kc·n */
-        CU_HK_S2,        /* y[h][j][p0+t] = x[(t·kc + j)·3 + h]                   3·kc·np */
-        CU_HK_BITS,      /* bits[h][j][p0/8 + i] = pack8 of the tile's x          3·kc·⌈np/8⌉ */
+        CU_HK_S2,        /* y[h][j][p0+t] = x[(t·kc + j)·3 + h]; nonfinite        3·kc·np */
+        CU_HK_BITS,      /* bits[h][j][p0/8 + i] = pack8 of the tile's x; nonfinite  3·kc·⌈np/8⌉ */
         CU_HK_COLS,      /* y[i][c] = W[c][col + i], FP32                         3·width */
         CU_HK_PROMPT,    /* y[j][c] = wm[·][c]·q[j] (wm from CU_HK_COLS)          kc·width */
         CU_HK_SIGMOID,   /* y[j][c] = sigmoid(x[j][c] + b[c])                     kc·3 */
@@ -160,6 +171,7 @@ typedef struct cu_hk {
         float *y;
         int32_t *keys;
         uint8_t *bits;
+        int32_t *nonfinite;     /* S2, BITS: set to 1 where a logit is NaN or ±Inf */
 } cu_hk;
 
 /* Items of a launch (DOT: rows, one warp each). */
@@ -262,8 +274,10 @@ __host__ __device__ static inline void cu_hk_bits(const cu_hk *a, int64_t i) {
         int64_t h = row / a->kc, j = row % a->kc, t0 = byte * 8;
         int count = (int) (a->np - t0 < 8 ? a->np - t0 : 8);
         /* p0 is a multiple of 8: the tile owns whole bytes */
-        a->bits[row * a->nb + a->p0 / 8 + byte] =
-                cu_mask_pack8(a->x + (t0 * a->kc + j) * 3 + h, a->kc * 3, count);
+        const float *v = a->x + (t0 * a->kc + j) * 3 + h;
+        a->bits[row * a->nb + a->p0 / 8 + byte] = cu_mask_pack8(v, a->kc * 3, count);
+        if (!cu_logits_finite(v, a->kc * 3, count))
+                *a->nonfinite = 1; /* every writer writes 1: no atomic needed */
 }
 
 /* BIAS_GELU: channel c of row r. */
@@ -298,7 +312,10 @@ __host__ __device__ static inline void cu_hk_item_k(int kind, const cu_hk *a, in
         }
         case CU_HK_S2: {
                 int64_t t = i % a->np, row = i / a->np, h = row / a->kc, j = row % a->kc;
-                a->y[row * a->n + a->p0 + t] = a->x[(t * a->kc + j) * 3 + h];
+                float v = a->x[(t * a->kc + j) * 3 + h];
+                a->y[row * a->n + a->p0 + t] = v;
+                if (!isfinite(v))
+                        *a->nonfinite = 1;
                 break;
         }
         case CU_HK_BITS:
@@ -425,6 +442,7 @@ typedef struct cu_heads_bufs {
         float *m1;              /* [kc][n][3] stage-1 logits */
         float *s1, *s2;         /* [3][kc][n] when wanted */
         uint8_t *bits;          /* [3][kc][⌈n/8⌉] when wanted */
+        int32_t *nonfinite;     /* 1 once a stage-2 logit was not finite */
 } cu_heads_bufs;
 
 typedef struct cu_heads_job {
@@ -468,6 +486,7 @@ static size_t cu_heads_layout(cu_heads_job *jb, uintptr_t base) {
         CU_CARVE(b->o3, kc * 3);
         CU_CARVE(b->iou, kc * 3);
         CU_CARVE(b->m1, kc * n * 3);
+        CU_CARVE(b->nonfinite, 1);
         b->s1 = NULL, b->s2 = NULL, b->bits = NULL;
         if (out->s1_logit)
                 CU_CARVE(b->s1, 3 * kc * n);
@@ -637,7 +656,7 @@ static int cu_heads_pass2_tile(const cu_heads_job *jb, int64_t p0, int64_t np) {
         }
         cu_hk a = {};
         a.np = np, a.kc = kc, a.n = n, a.p0 = p0, a.nb = (n + 7) / 8;
-        a.x = b->s;
+        a.x = b->s, a.nonfinite = b->nonfinite;
         if (r >= 0 && b->s2) {
                 a.kind = CU_HK_S2, a.y = b->s2;
                 r = cu_hk_go(jb, &a);
@@ -841,15 +860,23 @@ static int cu_heads_run(const cu_heads_exec *ex, const p3_heads_params *hp,
         if (r < 0)
                 return r;
         cu_heads_layout(&jb, (uintptr_t) base);
+        const int32_t zero = 0;
+        int32_t nonfinite = 0;
         r = ex->upload(ex->ctx, jb.b.q, in->prompts, sizeof(float) * 3 * (size_t) in->k);
+        if (r >= 0)
+                r = ex->upload(ex->ctx, jb.b.nonfinite, &zero, sizeof(zero));
         if (r >= 0)
                 r = cu_heads_columns(&jb);
         for (jb.j0 = 0; jb.j0 < in->k && r >= 0; jb.j0 += jb.kc) {
                 jb.kcur = in->k - jb.j0 < jb.kc ? in->k - jb.j0 : jb.kc;
                 r = cu_heads_chunk(&jb);
         }
+        if (r >= 0)
+                r = ex->download(ex->ctx, &nonfinite, jb.b.nonfinite, sizeof(nonfinite));
         /* the downloads land before the scratch goes, and before the caller reads them */
         int rs = ex->sync(ex->ctx);
         ex->free(ex->ctx, base, bytes);
+        if (r >= 0 && rs >= 0 && nonfinite)
+                return -ERANGE; /* a logit was NaN or ±Inf: no mask is to be trusted */
         return r < 0 ? r : rs;
 }

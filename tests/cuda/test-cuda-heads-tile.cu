@@ -367,6 +367,21 @@ static void heads_case(const model *md, int64_t n, int64_t m, int k, const cu_he
                  hx.peak_bytes / 1e6);
         expect(same && bounded && r1 == 0 && r2 == 0 && r3 == 0 && hx.live_bytes == 0, what);
 
+        /* a NaN in the last point's features (the last tile's): its logits are NaN, and the
+         * CPU and the schedule both fail with -ERANGE, with the bits or the logits asked for */
+        guard_enter();
+        ((float *) t_featw.data)[(int64_t) inverse[n - 1] * 520 + 4 + 7] = NAN;
+        int rc = be->ops->heads(be, &md->hp, &in, &c.o);
+        guard_leave();
+        p3_heads_output ob = {}, os = {};
+        ob.mask_bits = p.bits, ob.iou = p.iou;
+        os.s2_logit = p.s2;
+        int rb = cu_heads_run(&ex, &md->hp, &in, &ob, cfg);
+        int rl = cu_heads_run(&ex, &md->hp, &in, &os, cfg);
+        snprintf(what, sizeof(what), "%s a NaN in the features: -ERANGE (CPU %d, bits %d, "
+                 "logits %d)", tag, rc, rb, rl);
+        expect(rc == -ERANGE && rb == -ERANGE && rl == -ERANGE && hx.live_bytes == 0, what);
+
         outs_free(&p), outs_free(&c), outs_free(&g);
         free(feat), free(pts), free(inverse), free(q);
         guard_free(inv_d);

@@ -49,7 +49,7 @@ static void help_segment(void) {
                "      --json FILE       also write the JSON report to FILE\n"
                "      --points N        points sampled on the surface\n"
                "      --prompts K       prompt points\n"
-               "      --batch B         prompts per batch\n"
+               "      --batch B|auto    prompts per batch of the mask heads\n"
                "      --seed S          random seed\n"
                "      --post-process    merge and clean the parts (--no-post-process: do not)\n"
                "      --threshold T     mask threshold in (0, 1]\n"
@@ -248,6 +248,11 @@ static int parse_option(int c, seg_args *a, char **argv) {
         case ARG_PROMPTS:
                 return parse_count("--prompts", optarg, &a->prompts);
         case ARG_BATCH:
+                a->have_batch = true;
+                if (strcmp(optarg, "auto") == 0) {
+                        a->batch = 0;
+                        return -1;
+                }
                 return parse_count("--batch", optarg, &a->batch);
         case ARG_SEED:
                 if (parse_u64_range(optarg, 0, UINT64_MAX, &a->seed) < 0)
@@ -603,7 +608,7 @@ static int append_options(sd_bus_message *m, const seg_args *a, const ctl_output
                 r = sd_bus_message_append(m, "{sv}", "points", "u", (uint32_t) a->points);
         if (r >= 0 && a->prompts)
                 r = sd_bus_message_append(m, "{sv}", "prompts", "u", (uint32_t) a->prompts);
-        if (r >= 0 && a->batch)
+        if (r >= 0 && a->have_batch)
                 r = sd_bus_message_append(m, "{sv}", "prompt_batch", "u", (uint32_t) a->batch);
         if (r >= 0 && a->have_seed)
                 r = sd_bus_message_append(m, "{sv}", "seed", "t", a->seed);

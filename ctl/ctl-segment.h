@@ -16,8 +16,8 @@ typedef struct seg_args {
         bool upstream_files;
         uint32_t png_size; /* 0: the daemon's default */
         int png_boxes;     /* -1: the daemon's default */
-        uint64_t points, prompts, batch, seed; /* 0 (seed: !have_seed): the daemon's default */
-        bool have_seed, no_wait;
+        uint64_t points, prompts, batch, seed; /* 0 (seed, batch: !have_*): the daemon's default */
+        bool have_seed, have_batch, no_wait; /* have_batch with batch 0: auto */
         int post_process; /* -1: the daemon's default */
         double threshold; /* 0: the daemon's default */
         double *xyz;      /* predict: n_xyz prompt points */

@@ -188,6 +188,19 @@ static int conf_parse_integer(const conf_key *k, const char *value, void *ret, c
         return 0;
 }
 
+/* An integer, or "auto" (stored as 0) for the engine's choice. */
+static int conf_parse_integer_auto(const conf_key *k, const char *value, void *ret, char *why,
+                                   size_t why_len) {
+        if (strcmp(value, "auto") == 0) {
+                store_integer(ret, k->size, 0);
+                return 0;
+        }
+        int r = conf_parse_integer(k, value, ret, why, why_len);
+        if (r < 0)
+                snprintf(why + strlen(why), why_len - strlen(why), ", or auto");
+        return r;
+}
+
 /* The bound of a size the way an admin writes it: "64M", not "67108864". */
 static void format_size_bound(char *buf, size_t len, uint64_t v) {
         static const char suffixes[] = "TGMK";
@@ -388,7 +401,8 @@ static const conf_key conf_keys[_KEY_MAX] = {
                             FLAG(points_set), RANGE(POINTS_MIN, POINTS_LIMIT) },
         [KEY_PROMPT_NUM] = { "Segment", "PromptNum", conf_parse_integer, FIELD(gpu.prompts),
                              FLAG(prompts_set), RANGE(1, PROMPTS_LIMIT) },
-        [KEY_PROMPT_BATCH] = { "Segment", "PromptBatch", conf_parse_integer, BOTH(prompt_batch),
+        [KEY_PROMPT_BATCH] = { "Segment", "PromptBatch", conf_parse_integer_auto,
+                               BOTH(prompt_batch),
                                RANGE(1, PROMPT_BATCH_LIMIT) },
         [KEY_SEED] = { "Segment", "Seed", conf_parse_integer, BOTH(seed), RANGE(0, UINT64_MAX) },
         [KEY_POST_PROCESS] = { "Segment", "PostProcess", conf_parse_bool, BOTH(post_process) },

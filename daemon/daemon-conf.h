@@ -34,7 +34,7 @@ typedef enum daemon_precision {
 typedef struct daemon_segment_defaults {
         int64_t points;
         int prompts;
-        int prompt_batch;
+        int prompt_batch; /* 0: auto (the engine's choice for the backend) */
         uint64_t seed;
         bool post_process;
         double threshold;

@@ -139,7 +139,7 @@ static int write_segment(residency *res, job *j, const p3_segment_result *sr, p3
                               .aabb = sr->aabb, .colours = sr->colours };
         p3_report rep = {
                 .input = "mesh", .points = j->params.points, .prompts = j->params.prompts,
-                .prompt_batch = j->params.prompt_batch, .seed = (int64_t) j->params.seed,
+                .prompt_batch = sr->prompt_batch, .seed = (int64_t) j->params.seed,
                 .post_process = j->params.post_process, .threshold = j->params.threshold,
                 .backend = res->device, .weights = res->src.weights_path,
                 .weights_synthetic = p3_weights_synthetic(res->w), .timings = sr->timings,

@@ -240,10 +240,10 @@ static int read_option(sd_bus_message *call, job *j, const daemon_conf *c, unsig
                                 return invalid(error, "Option \"prompts\" must be between 1 and %d.",
                                                c->max_prompts);
                         p->prompts = (int) u;
-                } else {
-                        if (u < 1 || u > P3_PROMPT_BATCH_MAX)
-                                return invalid(error, "Option \"prompt_batch\" must be between 1 and %d.",
-                                               P3_PROMPT_BATCH_MAX);
+                } else { /* 0: auto, the engine's choice */
+                        if (u > P3_PROMPT_BATCH_MAX)
+                                return invalid(error, "Option \"prompt_batch\" must be between 1 and %d, "
+                                               "or 0 for auto.", P3_PROMPT_BATCH_MAX);
                         p->prompt_batch = (int) u;
                 }
                 break;

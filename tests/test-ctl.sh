@@ -156,7 +156,14 @@ check "an existing output is replaced by a new file, nothing left beside it" -- 
         eval '[ $rc -eq 0 ] && [ "$(stat -c %i "$tmp/out/a.ply")" != "$ino" ] && head -c3 "$tmp/out/a.ply" | grep -q ply && no_temp_files "$tmp/out"'
 run_ctl seg3 segment "$mesh" -o "$tmp/out/a.out" --format json --points 1000 --prompts 4 \
         --batch 2 --seed 7 --post-process --threshold 0.9
-check "--format json and every option" -- eval '[ $rc -eq 0 ] && grep -q "\"points\":1000" "$tmp/out/a.out"'
+check "--format json and every option" -- eval '[ $rc -eq 0 ] && grep -q "\"points\":1000" "$tmp/out/a.out" && grep -q "\"prompt_batch\":2," "$tmp/out/a.out"'
+# PromptBatch=4 in this daemon's file; --batch auto asks for the engine's choice (the CPU's 32)
+run_ctl seg4 segment "$mesh" -o "$tmp/out/auto.json" --points 1000 --prompts 4 --batch auto
+check "--batch auto: the engine's batch, reported (32 on the CPU)" -- \
+        eval '[ $rc -eq 0 ] && grep -q "\"prompt_batch\":32," "$tmp/out/auto.json"'
+run_ctl seg5 segment "$mesh" -o "$tmp/out/b5.json" --batch 5000
+check "--batch 5000: the daemon's sentence" -- \
+        eval '[ $rc -ne 0 ] && grep -q "prompt_batch.*between 1 and 4096, or 0 for auto" "$tmp/seg5.err"'
 if command -v script >/dev/null; then
         script -qfec "$P3SAMCTL segment $mesh -o $tmp/out/pty.glb" /dev/null >"$tmp/pty.log" 2>&1
         rc=$?

@@ -386,10 +386,11 @@ static void check_defaults(const daemon_conf *c) {
         CHECK(!c->points_set && !c->prompts_set);
 
         daemon_conf_segment_defaults(c, false, &g);
-        CHECK(g.points == 100000 && g.prompts == 400 && g.prompt_batch == 32 && g.seed == 42 &&
+        /* prompt batch 0: auto, the engine's choice for the backend */
+        CHECK(g.points == 100000 && g.prompts == 400 && g.prompt_batch == 0 && g.seed == 42 &&
               !g.post_process && g.threshold == 0.95);
         daemon_conf_segment_defaults(c, true, &p);
-        CHECK(p.points == 20000 && p.prompts == 64 && p.prompt_batch == 32 && p.seed == 42 &&
+        CHECK(p.points == 20000 && p.prompts == 64 && p.prompt_batch == 0 && p.seed == 42 &&
               !p.post_process && p.threshold == 0.95);
 }
 
@@ -548,6 +549,9 @@ static void test_reset(void) {
         CHECK(c.backend == DAEMON_BACKEND_CPU && c.threads == 3 && c.queue_max == 2);
         CHECK(c.points_set && c.prompts_set && c.cpu.points == 500);
         CHECK(c.gpu.prompt_batch == 2 && c.cpu.prompt_batch == 2 && c.cpu.seed == 1);
+        write_file(p, "[Segment]\nPromptBatch=auto\n"); /* a drop-in back to auto */
+        CHECK_LOAD(main_path, &c);
+        CHECK(c.gpu.prompt_batch == 0 && c.cpu.prompt_batch == 0);
 
         write_file(p, "[Model]\nPath=\nConfig=\nBackend=\nPrecision=\nThreads=\nGpuMemoryMax=\n"
                       "[Daemon]\nIdleTimeoutSec=\nQueueMax=\nQueuePerUserMax=\nJobTimeoutSec=\n"
@@ -687,7 +691,10 @@ static void test_bad_values(void) {
                 { "[Segment]\nPointNum=15\n", -ERANGE, { "[Segment] PointNum=15" } },
                 { "[Segment]\nPointNum=1e5\n", -EINVAL, { "PointNum=1e5" } },
                 { "[Segment]\nPromptNum=0\n", -ERANGE, { "PromptNum=0" } },
-                { "[Segment]\nPromptBatch=4097\n", -ERANGE, { "PromptBatch=4097", "1 to 4096" } },
+                { "[Segment]\nPromptBatch=4097\n", -ERANGE,
+                  { "PromptBatch=4097", "1 to 4096, or auto" } },
+                { "[Segment]\nPromptBatch=0\n", -ERANGE, { "PromptBatch=0", "or auto" } },
+                { "[Segment]\nPromptBatch=Auto\n", -EINVAL, { "PromptBatch=Auto" } },
                 { "[Segment]\nSeed=-3\n", -EINVAL, { "Seed=-3" } },
                 { "[Segment]\nSeed=18446744073709551616\n", -ERANGE, { "Seed=" } },
                 { "[Segment]\nPostProcess=maybe\n", -EINVAL, { "PostProcess=maybe", "yes or no" } },
@@ -821,7 +828,7 @@ static void test_env(void) {
                                               "P3SAM_POINT_NUM", "", "P3SAM_PROMPT_BS", "", NULL });
         CHECK(daemon_conf_apply_env(&c, fake_get, &e) == 0);
         daemon_conf_segment_defaults(&c, true, &p);
-        CHECK(p.points == 30000 && p.prompt_batch == 32);
+        CHECK(p.points == 30000 && p.prompt_batch == 0);
         daemon_conf_done(&c);
 
         /* Bad values name the variable and change nothing, even the good ones before. */

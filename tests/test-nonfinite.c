@@ -24,16 +24,6 @@ static p3_weights *weights_with_nan(const p3_config *cfg, const char *name) {
         return w;
 }
 
-/* A cloud in the unit cube, normals along z. */
-static void cloud(double *pts, double *normals) {
-        uint64_t s = 12345;
-        for (int i = 0; i < 3 * N; i++) {
-                s = s * 6364136223846793005ull + 1442695040888963407ull;
-                pts[i] = (double) (s >> 11) * 0x1p-53;
-                normals[i] = i % 3 == 2;
-        }
-}
-
 static void expect_error(int r, const p3_err *err, const char *what, const char *sentence) {
         const char *msg = p3_err_msg(err, r);
         bool ok = r == -ERANGE && strstr(msg, sentence);
@@ -49,7 +39,7 @@ static int run(const p3_weights *w, bool want_heads, p3_err *err) {
         CHECK_OK(p3_model_open(w, &p, &m, err));
         double *pts = malloc(sizeof(double) * 3 * N), *normals = malloc(sizeof(double) * 3 * N);
         CHECK(pts && normals);
-        cloud(pts, normals);
+        test_cloud(N, pts, normals);
         p3_features f = {};
         int r = p3_model_features(m, pts, normals, N, NULL, &f, err); /* f is {} on failure */
         if (r >= 0 && want_heads) {

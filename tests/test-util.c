@@ -155,3 +155,12 @@ bool test_equal_i64(const char *what, const int64_t *got, const int64_t *ref, in
         printf("%-28s n=%-9lld exact ok\n", what, (long long) n);
         return true;
 }
+
+void test_cloud(int64_t n, double *pts, double *normals) {
+        uint64_t s = 12345;
+        for (int64_t i = 0; i < 3 * n; i++) {
+                s = s * 6364136223846793005ull + 1442695040888963407ull;
+                pts[i] = (double) (s >> 11) * 0x1p-53;
+                normals[i] = i % 3 == 2;
+        }
+}

@@ -66,6 +66,9 @@ bool test_close_f32(const char *what, const float *got, const float *ref, int64_
                     double abs);
 bool test_equal_i64(const char *what, const int64_t *got, const int64_t *ref, int64_t n);
 
+/* n points in the unit cube (a fixed sequence), normals along z: pts and normals [n, 3]. */
+void test_cloud(int64_t n, double *pts, double *normals);
+
 #ifdef __cplusplus
 }
 #endif

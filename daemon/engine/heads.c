@@ -6,6 +6,7 @@
 
 #include "fps.h"
 #include "model-internal.h"
+#include "pipeline-limits.h"
 
 int p3_model_fps(p3_features *f, int64_t k, int64_t start, int64_t *out) {
         if (k <= 0 || k > f->n)
@@ -83,10 +84,21 @@ static int iou_finite(const float *iou, int kb) {
         return 0;
 }
 
+int p3_model_heads_batch(const p3_model *m, int batch, int k, int64_t n) {
+        if (batch > 0)
+                return batch;
+        if (strcmp(m->be->ops->name, "cuda") != 0)
+                return P3_CPU_PROMPT_BATCH;
+        int64_t b = P3_GPU_BATCH_PAIRS / MAX(n, (int64_t) 1);
+        return (int) MAX(MIN(b, (int64_t) MIN(k, P3_PROMPT_BATCH_MAX)), (int64_t) 1);
+}
+
 int p3_model_heads(p3_model *m, const p3_features *f, const float *prompts, int k, int batch,
                    const p3_run_opts *o, p3_heads_output *out, p3_err *err) {
-        if (k <= 0 || batch <= 0)
-                return p3_errf(err, -EINVAL, "prompt count and batch must be positive");
+        if (k <= 0 || batch < 0)
+                return p3_errf(err, -EINVAL, "the prompt count must be positive and the batch "
+                               "not negative");
+        batch = p3_model_heads_batch(m, batch, k, f->n);
         for (int j0 = 0; j0 < k;) {
                 if (o && o->abort && o->abort(o->userdata))
                         return p3_errf(err, -ECANCELED, "cancelled");

@@ -107,8 +107,13 @@ int p3_model_features(p3_model *m, double *pts, const double *normals, int64_t n
                       const p3_run_opts *o, p3_features *ret, p3_err *err);
 void p3_features_done(p3_model *m, p3_features *f);
 
+/* The prompts per heads call for a batch asked for (0: the engine's choice, auto; see
+ * P3_GPU_BATCH_PAIRS), k prompts and n points. */
+int p3_model_heads_batch(const p3_model *m, int batch, int k, int64_t n);
+
 /* The heads for k prompts (host [k, 3], coordinates of the shifted cloud), split into batches of
- * at most `batch` prompts; outputs as p3_heads_output for all k (each array sized for k). */
+ * at most `batch` prompts (0: p3_model_heads_batch's); outputs as p3_heads_output for all k
+ * (each array sized for k). An allocation the device refuses halves the batch. */
 int p3_model_heads(p3_model *m, const p3_features *f, const float *prompts, int k, int batch,
                    const p3_run_opts *o, p3_heads_output *out, p3_err *err);
 

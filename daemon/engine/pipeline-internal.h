@@ -13,6 +13,7 @@ typedef struct p3_job {
         p3_stage_time *timings;
         int *n_timings;
         const char *stage;
+        int prompt_batch; /* the masks' batch, once p3_job_masks chose it */
 } p3_job;
 
 /* What segment and predict share: the cleaned mesh sampled and through the backbone. */

@@ -33,9 +33,9 @@ int p3_pipeline_params_check(const p3_pipeline_params *p, p3_err *err) {
                                P3_POINTS_MAX);
         if (p->prompts < 1 || p->prompts > P3_PROMPTS_MAX)
                 return p3_errf(err, -EINVAL, "prompts must be between 1 and %d", P3_PROMPTS_MAX);
-        if (p->prompt_batch < 1 || p->prompt_batch > P3_PROMPT_BATCH_MAX)
-                return p3_errf(err, -EINVAL, "prompt_batch must be between 1 and %d",
-                               P3_PROMPT_BATCH_MAX);
+        if (p->prompt_batch < 0 || p->prompt_batch > P3_PROMPT_BATCH_MAX)
+                return p3_errf(err, -EINVAL, "prompt_batch must be between 1 and %d, or 0 "
+                               "(auto)", P3_PROMPT_BATCH_MAX);
         if (!(p->threshold > 0 && p->threshold <= 1))
                 return p3_errf(err, -EINVAL, "threshold must be in (0, 1]");
         return 0;
@@ -81,7 +81,8 @@ int p3_job_failed(const p3_job *j, const p3_pipeline_params *p, int k, int r, p3
                 return r;
         return p3_errf(err, r, "out of memory in the %s stage (%lld points, %d prompts, batches of "
                        "%d); fewer points, prompts or a smaller prompt batch need less",
-                       j->stage ? j->stage : "setup", (long long) p->points, k, p->prompt_batch);
+                       j->stage ? j->stage : "setup", (long long) p->points, k,
+                       j->prompt_batch ? j->prompt_batch : p->prompt_batch);
 }
 
 /* Enter a stage: report it, honour a cancel request. */
@@ -202,7 +203,8 @@ int p3_job_masks(p3_job *j, p3_model *m, p3_prepared *pr, const float *prompts, 
         p3_heads_output out = { .iou = iou, .mask_bits = bits };
         p3_run_opts o = { .seed = p->seed, .abort = job_abort, .progress = job_progress,
                           .userdata = j };
-        r = p3_model_heads(m, &pr->feat, prompts, k, p->prompt_batch, &o, &out, err);
+        j->prompt_batch = p3_model_heads_batch(m, p->prompt_batch, k, pr->feat.n);
+        r = p3_model_heads(m, &pr->feat, prompts, k, j->prompt_batch, &o, &out, err);
         p3_job_leave(j, t);
         return r;
 }
@@ -302,6 +304,7 @@ int p3_pipeline_segment(p3_model *m, const p3_mesh *input, const p3_pipeline_par
         if (r >= 0)
                 r = take_result(&pp, ret);
         ret->peak_device_bytes = be->peak_bytes;
+        ret->prompt_batch = j.prompt_batch;
         p3_pp_result_done(&pp);
         p3_prepared_done(&pr);
         if (r < 0) {

@@ -21,14 +21,15 @@
 typedef struct p3_pipeline_params {
         int64_t points;   /* surface samples (upstream: 100,000) */
         int prompts;      /* FPS prompts (upstream: 400) */
-        int prompt_batch; /* prompts per heads call (upstream: 32) */
+        int prompt_batch; /* prompts per heads call (upstream: 32); 0: auto, the engine's
+                           * choice for the backend (p3_model_heads_batch) */
         uint64_t seed;    /* 42 */
         bool post_process;
         double threshold; /* do_post_process threshold, 0.95 */
 } p3_pipeline_params;
 
-/* Upstream's defaults: 100,000 points, 400 prompts, batch 32, seed 42, no post-processing,
- * threshold 0.95. */
+/* Upstream's defaults: 100,000 points, 400 prompts, seed 42, no post-processing, threshold
+ * 0.95; the prompt batch auto (upstream's 32 on the CPU). */
 void p3_pipeline_params_default(p3_pipeline_params *p);
 /* Defaults for the CPU backend, where upstream's sizes cost ~1e14 FLOP in the heads (10+
  * minutes on 2 cores): 20,000 points and 64 prompts; the rest as upstream. */
@@ -56,6 +57,7 @@ typedef struct p3_segment_result {
         p3_stage_time timings[P3_PIPELINE_MAX_TIMINGS];
         int n_timings;
         size_t peak_device_bytes;
+        int prompt_batch;      /* the prompts per heads call it took (the auto batch resolved) */
 } p3_segment_result;
 
 int p3_pipeline_segment(p3_model *m, const p3_mesh *input, const p3_pipeline_params *p,

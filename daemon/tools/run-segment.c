@@ -53,7 +53,8 @@ static void usage(FILE *f, bool predict) {
                       "                         [--png-size N] [--png-boxes]\n"
                       "                         [--precision auto|fp32|bf16|fp16]\n"
                       "Segment MESH (glb, gltf, obj, ply, stl, off) into parts. CPU defaults: 20000\n"
-                      "points, 64 prompts (upstream: 100000 and 400), batch 32, seed 42.\n"
+                      "points, 64 prompts (upstream: 100000 and 400), seed 42, --batch auto (32\n"
+                      "on the CPU; on a GPU all the prompts, up to 4e7 prompt-point pairs).\n"
                       "Each -o is written in the format its name says (*.glb, *.ply, *.json,\n"
                       "*.png, *_face_ids.npy, *_aabb.npy, *_aabb.glb) or, with --format once\n"
                       "per -o in order, in glb, ply, json, png, face-ids, aabb or aabb-glb.\n"
@@ -166,7 +167,9 @@ static int parse_args(int argc, char **argv, bool predict, seg_args *a) {
                         a->p.prompts = (int) v;
                         break;
                 case 'b':
-                        if (!run_parse_int(optarg, 1, 4096, &v))
+                        if (strcmp(optarg, "auto") == 0)
+                                v = 0;
+                        else if (!run_parse_int(optarg, 1, 4096, &v))
                                 return bad_value("--batch", optarg, predict);
                         a->p.prompt_batch = (int) v;
                         break;
@@ -245,7 +248,7 @@ static int write_segmentation(const seg_args *a, const run_model *rm, const p3_s
                               .aabb = res->aabb, .colours = res->colours };
         p3_report rep = {
                 .input = a->mesh, .points = a->p.points, .prompts = a->p.prompts,
-                .prompt_batch = a->p.prompt_batch, .seed = (int64_t) a->p.seed,
+                .prompt_batch = res->prompt_batch, .seed = (int64_t) a->p.seed,
                 .post_process = a->p.post_process, .threshold = a->p.threshold,
                 .backend = rm->be->device, .weights = a->weights,
                 .weights_synthetic = run_model_synthetic(rm),

@@ -9,7 +9,10 @@
  *   submanifold conv       column slices r·cin of the [cout, 27·cin] weight (ldb = 27·cin)
  *   feature projection     level slices of the [512, 1232] first layer, then 512 × 512
  *   heads                  515- and 512-column slices of [512,518], [256,521], [256,777] at
- *                          columns 0 and 256; hidden layers; last layers of 1 and 3 rows
+ *                          columns 0 and 256, from x dense or in the GPU's tile (ld 520);
+ *                          hidden layers; last layers of 1 and 3 rows
+ *   the tiny config        (tests/data, what scripts/gpu-check.sh runs on a GPU) widths 16 to
+ *                          64: its Linear layers, stem, pooling, convolutions, projection
  *   attention              S = Q·Kᵀ (NT, k = 16) and O = P·V (NN) inside the qkv rows
  *
  * for m = 1, 7, 257 (w = 1, 7, 257, 1024 for attention), some accumulating and some with
@@ -188,7 +191,7 @@ static void linear(const char *what, int64_t in, int64_t out, bool acc) {
 
 static void sonata_linears(void) {
         /* The model's widths (48 … 512) and the 32-based ones of smaller configurations. */
-        static const int64_t widths[] = { 32, 48, 64, 96, 128, 192, 256, 384, 512 };
+        static const int64_t widths[] = { 16, 32, 48, 64, 96, 128, 192, 256, 384, 512 };
         char name[64];
         for (size_t i = 0; i < ELEMENTSOF(widths); i++) {
                 int64_t c = widths[i];
@@ -203,8 +206,10 @@ static void sonata_linears(void) {
         }
         linear("stem 9->48", 9, 48, false);
         linear("stem 6->32", 6, 32, false);
+        linear("stem 9->16 (tiny)", 9, 16, false);
         static const int64_t down[][2] = { { 48, 96 }, { 96, 192 }, { 192, 384 }, { 384, 512 },
-                                           { 32, 64 }, { 256, 512 } };
+                                           { 32, 64 }, { 256, 512 }, { 16, 16 }, { 16, 32 },
+                                           { 32, 32 } };
         for (size_t i = 0; i < ELEMENTSOF(down); i++) {
                 snprintf(name, sizeof(name), "pool %lld->%lld", (long long) down[i][0],
                          (long long) down[i][1]);
@@ -223,7 +228,7 @@ static void sonata_linears(void) {
 static void subm_conv(void) {
         static const int64_t ch[][2] = { { 6, 32 }, { 9, 48 }, { 32, 32 }, { 48, 48 },
                                          { 96, 96 }, { 192, 192 }, { 384, 384 }, { 512, 512 },
-                                         { 32, 64 } };
+                                         { 32, 64 }, { 9, 16 }, { 16, 16 }, { 64, 64 } };
         static const int64_t offsets[] = { 0, 13, 26 };
         char name[64];
         for (size_t i = 0; i < ELEMENTSOF(ch); i++)
@@ -256,6 +261,14 @@ static void projection_and_heads(void) {
                 slice(name, 512, 1232, col, widths[s], false);
         }
         linear("mlp.1/2 512", 512, 512, false);
+        /* the tiny config's projection: level slices of [512, 160] */
+        static const int64_t tiny[] = { 16, 16, 32, 32, 64 };
+        col = 0;
+        for (size_t s = 0; s < ELEMENTSOF(tiny); col += tiny[s], s++) {
+                char name[64];
+                snprintf(name, sizeof(name), "mlp.0 tiny level %zu", s);
+                slice(name, 512, 160, col, tiny[s], false);
+        }
 
         slice("seg w0 [512,518] 515", 512, 518, 0, 515, false);
         slice("seg w0 [512,518] 512", 512, 518, 0, 512, false);
@@ -264,6 +277,18 @@ static void projection_and_heads(void) {
         slice("s2 w0 [256,777] 0+256", 256, 777, 0, 256, true);
         slice("s2 w0 [256,777] 256+515", 256, 777, 256, 515, false);
         slice("s2 w0 [256,777] 256+512", 256, 777, 256, 512, false);
+        /* the GPU's heads read [feat | point] from its tile, rows of 520 floats (CU_XLD) */
+        static const struct {
+                const char *what;
+                int64_t n, cols, col;
+        } tile[] = { { "seg w0 from the tile", 512, 518, 0 },
+                     { "s2g w0 from the tile", 256, 521, 0 },
+                     { "s2 w0 from the tile", 256, 777, 256 } };
+        for (size_t t = 0; t < ELEMENTSOF(tile); t++)
+                for (size_t i = 0; i < ELEMENTSOF(rows_tested); i++)
+                        run_case(&(gemm_case) { tile[t].what, true, rows_tested[i], tile[t].n,
+                                                515, 520, 0, tile[t].cols, tile[t].col,
+                                                tile[t].n, 0, false });
         linear("head hidden 512", 512, 512, false);
         linear("head hidden 256", 256, 256, false);
         linear("seg last 512->1", 512, 1, false);
@@ -275,7 +300,7 @@ static void projection_and_heads(void) {
  * S[w,w] = Q·Kᵀ and O = P·V written into out [w, C] at the head's columns. */
 static void attention(void) {
         static const int64_t windows[] = { 1, 7, 257, 1024 };
-        static const int64_t channels[] = { 48, 512 };
+        static const int64_t channels[] = { 16, 48, 64, 512 };
         for (size_t ci = 0; ci < ELEMENTSOF(channels); ci++)
                 for (size_t wi = 0; wi < ELEMENTSOF(windows); wi++) {
                         int64_t c = channels[ci], w = windows[wi], h = c / 16 - 1;

@@ -70,6 +70,20 @@ expect 1 "output directory missing" -- "$run" infer --weights "$tmp/w.safetensor
         --out "$tmp/no/such/dir/o.safetensors"
 one_line_error "o.safetensors"
 
+# BF16 that neither the GPU (none here) nor the CPU (oneDNN held to AVX2) runs: both reasons
+if "$run" selftest --backend cuda >/dev/null 2>&1; then
+        echo "note: a CUDA device is here: bf16 on neither the GPU nor the CPU not checked"
+else
+        expect 1 "bf16 on neither the GPU nor the CPU" -- env ONEDNN_MAX_CPU_ISA=AVX2 "$run" \
+                infer --weights "$tmp/w.safetensors" --config "$data/tiny_config.json" \
+                --case "$data/tiny_case.safetensors" --out "$tmp/o6" --backend cuda \
+                --precision bf16
+        one_line_error "not on the GPU (no CUDA device.*), nor on the CPU: precision bf16"
+fi
+expect 1 "selftest --backend cpu --precision bf16 on a CPU without it" -- \
+        env ONEDNN_MAX_CPU_ISA=AVX2 "$run" selftest --backend cpu --precision bf16
+one_line_error "precision bf16 cannot run on this CPU (auto gives fp32"
+
 expect 0 "infer on the tiny case" -- "$run" infer --weights "$tmp/w.safetensors" \
         --config "$data/tiny_config.json" --case "$data/tiny_case.safetensors" \
         --out "$tmp/ok.safetensors" --batch 3 --threads 1

@@ -248,7 +248,14 @@ static int open_backend(const p3_model_params *p, p3_backend **ret, bool *fake, 
                 if (r == -ENODEV && p->backend == P3_BACKEND_AUTO)
                         why[0] = 0;
         }
-        return open_cpu(p, ret, err);
+        p3_err cpu_err = {};
+        int r = open_cpu(p, ret, &cpu_err);
+        /* neither runs it (BF16 asked of a GPU before sm_80 and of a CPU without BF16): both
+         * reasons, the GPU's first */
+        if (r < 0 && why[0])
+                return p3_errf(err, r, "not on the GPU (%s), nor on the CPU: %s", why,
+                               p3_err_msg(&cpu_err, r));
+        return r < 0 ? p3_errf(err, r, "%s", p3_err_msg(&cpu_err, r)) : 0;
 }
 
 /* The weights on the backend; on the GPU, a failure that is not the weights' own (a model over

@@ -38,6 +38,12 @@ static int open_backend(bool cuda, p3_precision precision, p3_backend **be) {
         p3_backend_options opt = { .precision = precision };
         int r = cuda ? p3_backend_cuda_new(&opt, why, sizeof(why), be)
                      : p3_backend_cpu_new(&opt, be);
+        if (r == -EOPNOTSUPP && !cuda) { /* BF16 asked of a CPU without it: say what it has */
+                char auto_why[128];
+                (void) p3_cpu_auto_precision(auto_why, sizeof(auto_why));
+                snprintf(why, sizeof(why), "precision %s cannot run on this CPU (auto gives %s)",
+                         p3_precision_to_string(precision), auto_why);
+        }
         if (r < 0)
                 return run_fail("selftest: %s", why[0] ? why : strerror(-r));
         fprintf(stderr, "device: %s, %s\n", (*be)->device,

@@ -47,6 +47,7 @@ daemon_pid=$!
 
 call() { busctl --address="$A" call org.p3sam.Segmenter1 /org/p3sam/Segmenter1 org.p3sam.Segmenter1 "$@"; }
 client() { "$P3_DAEMON_CLIENT" "$@"; }
+ctl_status() { "$P3_BUILD_ROOT/ctl/p3samctl" status 2>&1; }
 as_nobody() { setpriv --reuid=nobody --regid=nogroup --clear-groups "$@"; }
 fds() { ls "/proc/$daemon_pid/fd" | wc -l; }
 mesh=$P3_TEST_DATA/meshes/alien.glb
@@ -267,6 +268,9 @@ else
         check "... and Device says why (no CUDA device)" -- \
                 grep -q '^CPU .*; not CUDA: no CUDA device' <<<"$(prop Device)"
         check "... and so does the log" -- grep -q 'no CUDA device' "$tmp/cuda.log"
+        check "... Backend is cpu" -- [ "$(prop Backend)" = cpu ]
+        check "... and p3samctl status shows the reason" -- grep -qE \
+                '^ *Device: CPU .*; not CUDA: no CUDA device' <<<"$(ctl_status)"
         stop_daemon
 fi
 # A GPU whose self-test fails (a CPU backend standing in, one op's result perturbed): the CPU
@@ -276,6 +280,8 @@ check "a failing GPU self-test: the CPU serves" -- \
 echo "   Device=$(prop Device)"
 check "... and Device names the op (gelu)" -- \
         grep -q 'not CUDA: the CUDA self-test failed (gelu: max error' <<<"$(prop Device)"
+check "... Backend is cpu, and p3samctl status and the log name the op" -- eval \
+        '[ "$(prop Backend)" = cpu ] && grep -qE "^ *Device: CPU .*the CUDA self-test failed \(gelu" <<<"$(ctl_status)" && grep -q "self-test failed (gelu" "$tmp/fake.log"'
 client segment "$mesh" "$tmp/fake.glb" >"$tmp/c9" 2>&1
 check "... and jobs run" -- grep -q '^done' "$tmp/c9"
 stop_daemon

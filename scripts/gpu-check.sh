@@ -19,7 +19,7 @@ set -u
 build=${P3_GPU_BUILD:-build-gpu}
 # What the steps run, relative to a build folder (and the ptxas reports, kernels/cuda/*.log).
 programs="daemon/tools/p3sam-run tests/test-golden tests/gpu-residency tests/bench-engine
-tests/bench-structure tests/cuda/test-cuda-cudnn-sdpa"
+tests/bench-structure tests/bench-pipeline tests/cuda/test-cuda-cudnn-sdpa"
 # The files a build read (ninja's record of every compiler's dependencies: sources and headers
 # of the tree) and the build files, so that the GPU machine can tell a stale carried build; an
 # edit elsewhere (the service, the gateway, p3samctl) leaves it good.
@@ -139,7 +139,8 @@ build_here() {
                 -Dcuda=enabled -Dgpu_archs="${sm:-90}" "${jsonc[@]}" || exit 1
         # only what the steps run: the whole tree would not fit the budget
         step build 300 ninja -C "$dir" daemon/tools/p3sam-run tests/test-golden \
-                tests/gpu-residency tests/bench-engine tests/bench-structure || exit 1
+                tests/gpu-residency tests/bench-engine tests/bench-structure \
+                tests/bench-pipeline || exit 1
         build=$dir
 }
 # the folder of a shared library, wherever this image keeps it (ldconfig's cache, the CUDA
@@ -258,6 +259,13 @@ step bench-D 120 env P3_BENCH_BACKEND=cuda "$build/tests/bench-engine" D
 grep -v '^$' "$logs/bench-D.log" | sed 's/^/      /' >>"$report" # per stage, and the summaries
 step bench-C 200 env P3_BENCH_BACKEND=cuda "$build/tests/bench-engine" C
 grep -v '^$' "$logs/bench-C.log" | sed 's/^/      /' >>"$report"
+
+# -- the whole job as the service runs it: a real mesh (tests/data's Wuson.off), 100,000
+# points, 400 prompts, fp16 under GpuMemoryMax's 1G, the batch auto; per stage, the load (with
+# the self-test) and post-processing included (goal: the job <= 0.5 s on an H100) --
+step pipeline 120 env P3_BENCH_BACKEND=cuda P3_BENCH_POINTS=100000 P3_BENCH_PROMPTS=400 \
+        P3_TEST_DATA="$PWD/tests/data" "$build/tests/bench-pipeline"
+sed 's/^/      /' "$logs/pipeline.log" >>"$report"
 
 # -- residency: offload to 0 bytes (NVML), load again with identical outputs, fp16 against the
 # CPU, and a prompt batch larger than the memory cap allows halved instead of failed --

@@ -158,7 +158,7 @@ run_ctl seg3 segment "$mesh" -o "$tmp/out/a.out" --format json --points 1000 --p
         --batch 2 --seed 7 --post-process --threshold 0.9
 check "--format json and every option" -- eval '[ $rc -eq 0 ] && grep -q "\"points\":1000" "$tmp/out/a.out" && grep -q "\"prompt_batch\":2," "$tmp/out/a.out"'
 # PromptBatch=4 in this daemon's file; --batch auto asks for the engine's choice (the CPU's 32)
-run_ctl seg4 segment "$mesh" -o "$tmp/out/auto.json" --points 1000 --prompts 4 --batch auto
+run_ctl seg4 segment "$mesh" -o "$tmp/out/auto.json" --points 1000 --prompts 40 --batch auto
 check "--batch auto: the engine's batch, reported (32 on the CPU)" -- \
         eval '[ $rc -eq 0 ] && grep -q "\"prompt_batch\":32," "$tmp/out/auto.json"'
 run_ctl seg5 segment "$mesh" -o "$tmp/out/b5.json" --batch 5000

@@ -55,6 +55,7 @@ int main(void) {
         expect(p3_model_heads_batch(m, 0, 400, 100000) == P3_CPU_PROMPT_BATCH,
                "CPU, auto: upstream's 32");
         expect(p3_model_heads_batch(m, 7, 400, 100000) == 7, "a batch asked for is kept");
+        expect(p3_model_heads_batch(m, 0, 5, 100000) == 5, "CPU, auto: no more than the prompts");
         p3_backend *be = p3_model_backend(m);
         const p3_backend_ops *cpu_ops = be->ops;
         p3_backend_ops gpu_ops = *cpu_ops;

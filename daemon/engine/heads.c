@@ -88,7 +88,7 @@ int p3_model_heads_batch(const p3_model *m, int batch, int k, int64_t n) {
         if (batch > 0)
                 return batch;
         if (strcmp(m->be->ops->name, "cuda") != 0)
-                return P3_CPU_PROMPT_BATCH;
+                return MAX(MIN(P3_CPU_PROMPT_BATCH, k), 1);
         int64_t b = P3_GPU_BATCH_PAIRS / MAX(n, (int64_t) 1);
         return (int) MAX(MIN(b, (int64_t) MIN(k, P3_PROMPT_BATCH_MAX)), (int64_t) 1);
 }

@@ -188,17 +188,23 @@ static int conf_parse_integer(const conf_key *k, const char *value, void *ret, c
         return 0;
 }
 
-/* An integer, or "auto" (stored as 0) for the engine's choice. */
-static int conf_parse_integer_auto(const conf_key *k, const char *value, void *ret, char *why,
-                                   size_t why_len) {
+/* "auto" (stored as 0: the value is chosen elsewhere), or what parse takes. */
+static int conf_parse_or_auto(conf_parser parse, const conf_key *k, const char *value,
+                              void *ret, char *why, size_t why_len) {
         if (strcmp(value, "auto") == 0) {
                 store_integer(ret, k->size, 0);
                 return 0;
         }
-        int r = conf_parse_integer(k, value, ret, why, why_len);
+        int r = parse(k, value, ret, why, why_len);
         if (r < 0)
                 snprintf(why + strlen(why), why_len - strlen(why), ", or auto");
         return r;
+}
+
+/* An integer, or "auto" for the engine's choice. */
+static int conf_parse_integer_auto(const conf_key *k, const char *value, void *ret, char *why,
+                                   size_t why_len) {
+        return conf_parse_or_auto(conf_parse_integer, k, value, ret, why, why_len);
 }
 
 /* The bound of a size the way an admin writes it: "64M", not "67108864". */
@@ -234,17 +240,10 @@ static int conf_parse_size(const conf_key *k, const char *value, void *ret, char
         return 0;
 }
 
-/* A size, or "auto" (stored as 0) for one derived from another key. */
+/* A size, or "auto" for one derived from another key. */
 static int conf_parse_size_auto(const conf_key *k, const char *value, void *ret, char *why,
                                 size_t why_len) {
-        if (strcmp(value, "auto") == 0) {
-                store_integer(ret, k->size, 0);
-                return 0;
-        }
-        int r = conf_parse_size(k, value, ret, why, why_len);
-        if (r < 0)
-                snprintf(why + strlen(why), why_len - strlen(why), ", or auto");
-        return r;
+        return conf_parse_or_auto(conf_parse_size, k, value, ret, why, why_len);
 }
 
 static int conf_parse_timespan(const conf_key *k, const char *value, void *ret, char *why,

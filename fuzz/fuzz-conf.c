@@ -11,6 +11,7 @@
 #include "daemon-conf.h"
 #include "fuzz-util.h"
 #include "log.h"
+#include "pipeline-limits.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
@@ -25,7 +26,9 @@ static void check(const daemon_conf *c) {
         daemon_segment_defaults d;
         for (int cpu = 0; cpu < 2; cpu++) {
                 daemon_conf_segment_defaults(c, cpu, &d);
-                if (d.points < 1 || d.prompts < 1 || d.prompt_batch < 1)
+                /* prompt batch 0: auto */
+                if (d.points < 1 || d.prompts < 1 || d.prompt_batch < 0 ||
+                    d.prompt_batch > P3_PROMPT_BATCH_MAX)
                         abort();
                 if (!(d.threshold > 0 && d.threshold <= 1))
                         abort();

@@ -176,7 +176,7 @@ static void check_job(const manager *m, const job *j) {
                 abort();
         if (p->prompts < 1 || p->prompts > m->conf.max_prompts || p->prompts > p->points)
                 abort();
-        if (p->prompt_batch < 1 || p->prompt_batch > P3_PROMPT_BATCH_MAX)
+        if (p->prompt_batch < 0 || p->prompt_batch > P3_PROMPT_BATCH_MAX) /* 0: auto */
                 abort();
         if (!(p->threshold > 0 && p->threshold <= 1))
                 abort();

@@ -5,7 +5,7 @@
 # Debian's -dev packages, no ../shared). It builds what it needs there, unless a build made
 # here travels with it:
 #
-#   here:   scripts/gpu-check.sh --prepare  (builds build-gpu/: 16 MB, 31 with the full golden case)
+#   here:   scripts/gpu-check.sh --prepare  (builds build-gpu/: 19 MB, 34 with the full golden case)
 #   there:  scripts/gpu-check.sh            (the device tool's run, with carry: ["build-gpu"])
 #
 # The engine-only build needs neither oneDNN (plain FP32 loops stand in for the CPU reference)
@@ -17,6 +17,8 @@
 # are one file); the exit status is 0 only when every step passed.
 set -u
 build=${P3_GPU_BUILD:-build-gpu}
+# what --prepare carried besides the build (the full golden case), wherever the build is made
+carried_shared=$(realpath -m "$build/shared")
 # What the steps run, relative to a build folder (and the ptxas reports, kernels/cuda/*.log).
 programs="daemon/tools/p3sam-run tests/test-golden tests/gpu-residency tests/bench-engine
 tests/bench-structure tests/bench-pipeline tests/cuda/test-cuda-cudnn-sdpa"
@@ -217,13 +219,13 @@ grep -E 'voxels' "$logs/structure.log" | sed 's/^/      /' >>"$report"
 # half precision within 2e-2 × max|ref|. tiny from tests/data; full (the real config) from the
 # copy of ../shared/golden/full that --prepare carries in $build/shared --
 for c in tiny full; do
-        if [ $c = full ] && [ ! -f "$build/shared/golden/full/case.safetensors" ]; then
+        if [ $c = full ] && [ ! -f "$carried_shared/golden/full/case.safetensors" ]; then
                 say "note: golden-full not run: --prepare did not carry ../shared/golden/full"
                 continue
         fi
         for p in fp32 fp16; do
                 step "golden-$c-$p" 60 env P3_TEST_DATA="$PWD/tests/data" \
-                        P3_SHARED="$PWD/$build/shared" P3_GOLDEN_BACKEND=cuda \
+                        P3_SHARED="$carried_shared" P3_GOLDEN_BACKEND=cuda \
                         P3_GOLDEN_PRECISION=$p "$build/tests/test-golden" $c
                 grep -E 'FAIL|tensors compared|backend:' "$logs/golden-$c-$p.log" |
                         sed "s/^/      /" >>"$report"

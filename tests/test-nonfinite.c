@@ -1,8 +1,9 @@
 /* SPDX-License-Identifier: MIT */
 /* Values that are not finite fail a job with a sentence instead of returning garbage (reduced
  * precision overflowing, or a corrupt checkpoint): a NaN weight in the first stage stops the
- * features after that stage, and one in a mask head stops the heads, whose NaN logits would
- * otherwise pass for clear mask bits. The tiny config, synthetic weights, the CPU at FP32. */
+ * features after that stage, one in a mask head stops the heads (the backend's check of the
+ * mask logits, whose NaNs would otherwise pass for clear mask bits), and one in the IoU head
+ * stops them too (the engine's check of the IoUs). The tiny config, synthetic weights, the CPU at FP32. */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -82,6 +83,13 @@ int main(void) {
         test_failures += r != 0;
         err = (p3_err) {};
         expect_error(run(head, true, &err), &err, "a NaN weight in a mask head",
+                     "the mask heads produced values that are not finite (NaN or Inf) at fp32");
+
+        /* only the IoU head's last layer: the mask logits stay finite, the IoUs do not */
+        _cleanup_(p3_weights_freep) p3_weights *iou =
+                weights_with_nan(&cfg, "iou_mlp_out.4.bias");
+        err = (p3_err) {};
+        expect_error(run(iou, true, &err), &err, "a NaN weight in the IoU head",
                      "the mask heads produced values that are not finite (NaN or Inf) at fp32");
 
         printf("%d failure(s)\n", test_failures);

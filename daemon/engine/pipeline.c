@@ -79,10 +79,13 @@ static bool job_abort(void *userdata) {
 int p3_job_failed(const p3_job *j, const p3_pipeline_params *p, int k, int r, p3_err *err) {
         if (r != -ENOMEM)
                 return r;
-        return p3_errf(err, r, "out of memory in the %s stage (%lld points, %d prompts, batches of "
-                       "%d); fewer points, prompts or a smaller prompt batch need less",
-                       j->stage ? j->stage : "setup", (long long) p->points, k,
-                       j->prompt_batch ? j->prompt_batch : p->prompt_batch);
+        int batch = j->prompt_batch ? j->prompt_batch : p->prompt_batch;
+        char batches[32] = "the prompt batch auto";
+        if (batch)
+                snprintf(batches, sizeof(batches), "batches of %d", batch);
+        return p3_errf(err, r, "out of memory in the %s stage (%lld points, %d prompts, %s); "
+                       "fewer points, prompts or a smaller prompt batch need less",
+                       j->stage ? j->stage : "setup", (long long) p->points, k, batches);
 }
 
 /* Enter a stage: report it, honour a cancel request. */

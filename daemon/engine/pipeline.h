@@ -57,7 +57,8 @@ typedef struct p3_segment_result {
         p3_stage_time timings[P3_PIPELINE_MAX_TIMINGS];
         int n_timings;
         size_t peak_device_bytes;
-        int prompt_batch;      /* the prompts per heads call it took (the auto batch resolved) */
+        int prompt_batch;      /* the prompts per heads call it asked for, auto resolved (a
+                                * device short of memory may have halved it: p3_model_heads) */
 } p3_segment_result;
 
 int p3_pipeline_segment(p3_model *m, const p3_mesh *input, const p3_pipeline_params *p,

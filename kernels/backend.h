@@ -155,8 +155,7 @@ typedef struct p3_backend_ops {
         int (*to_host_f32)(p3_backend *be, const p3_tensor *x, float *host);
 
         /* One prompt batch through all heads (two passes over the points). -ERANGE when a
-         * stage-2 mask logit is NaN or ±Inf, checked where the mask bits or those logits are
-         * asked for; the outputs are then not to be used. */
+         * stage-2 mask logit is NaN or ±Inf; the outputs are then not to be used. */
         int (*heads)(p3_backend *be, const p3_heads_params *hp, const p3_heads_input *in,
                      p3_heads_output *out);
         /* 0 when every element of x is finite, -ERANGE when one is NaN or ±Inf: the engine

@@ -48,7 +48,7 @@ __global__ void __launch_bounds__(BLOCK) heads_dot(const cu_hk a, int64_t rows) 
                 for (int off = 16; off >= 1; off >>= 1)
                         s += __shfl_xor_sync(0xffffffffu, s, off);
                 if (lane == 0)
-                        *cu_hk_dot_dst(&a, r) = s + a.wb[0];
+                        cu_hk_dot_store(&a, r, s + a.wb[0]);
         }
 }
 

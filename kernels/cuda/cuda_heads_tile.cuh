@@ -83,15 +83,6 @@ __host__ __device__ static inline bool cu_mask_bit(float v) {
         return v > 0x1.8p-24f;
 }
 
-/* Whether the count logits v[e·stride] are all finite. */
-__host__ __device__ static inline bool cu_logits_finite(const float *v, int64_t stride,
-                                                        int count) {
-        for (int e = 0; e < count; e++)
-                if (!isfinite(v[e * stride]))
-                        return false;
-        return true;
-}
-
 /* Up to 8 logits v[e·stride] (e < count) as one byte: bit e set when cu_mask_bit. */
 __host__ __device__ static inline uint8_t cu_mask_pack8(const float *v, int64_t stride,
                                                         int count) {
@@ -140,13 +131,13 @@ enum {
         CU_HK_GATHER,    /* x[t] = [feat[inverse[p0+t]] | points[p0+t]]         np·515 items */
         CU_HK_FIRST,     /* y[t·kc+j] = GELU(a[t] + b + pj[j] + wm·m(t,j))       rows·width */
         CU_HK_BIAS_GELU, /* y[r] = GELU(y[r] + b), in place                      rows·width */
-        CU_HK_DOT,       /* m(t,j)[h] = GELU(x[r] + b)·w + wb, width-1 layer     rows (warps) */
+        CU_HK_DOT,       /* m(t,j)[h] = GELU(x[r] + b)·w + wb, width-1; nonfinite rows (warps) */
         CU_HK_MAX_INIT,  /* keys = key(-inf)                                     kc·width */
         CU_HK_BIAS_MAX,  /* keys[j] = max over the tile's t of key(x[t·kc+j] + b)  see items */
         CU_HK_KEYS_TO_F, /* y = float(keys)                                      kc·width */
         CU_HK_S1,        /* y[h][j][p] = m[(j·n + p)·3 + h]                       3·kc·n */
-        CU_HK_S2,        /* y[h][j][p0+t] = x[(t·kc + j)·3 + h]; nonfinite        3·kc·np */
-        CU_HK_BITS,      /* bits[h][j][p0/8 + i] = pack8 of the tile's x; nonfinite  3·kc·⌈np/8⌉ */
+        CU_HK_S2,        /* y[h][j][p0+t] = x[(t·kc + j)·3 + h]                   3·kc·np */
+        CU_HK_BITS,      /* bits[h][j][p0/8 + i] = pack8 of the tile's x          3·kc·⌈np/8⌉ */
         CU_HK_COLS,      /* y[i][c] = W[c][col + i], FP32                         3·width */
         CU_HK_PROMPT,    /* y[j][c] = wm[·][c]·q[j] (wm from CU_HK_COLS)          kc·width */
         CU_HK_SIGMOID,   /* y[j][c] = sigmoid(x[j][c] + b[c])                     kc·3 */
@@ -171,7 +162,7 @@ typedef struct cu_hk {
         float *y;
         int32_t *keys;
         uint8_t *bits;
-        int32_t *nonfinite;     /* S2, BITS: set to 1 where a logit is NaN or ±Inf */
+        int32_t *nonfinite;     /* DOT: set to 1 where a logit is NaN or ±Inf (or NULL) */
 } cu_hk;
 
 /* Items of a launch (DOT: rows, one warp each). */
@@ -247,10 +238,13 @@ __host__ __device__ static inline float cu_hk_dot_part(const cu_hk *a, int64_t r
         return s;
 }
 
-/* DOT: where row r's logit goes. */
-__host__ __device__ static inline float *cu_hk_dot_dst(const cu_hk *a, int64_t r) {
+/* DOT: row r's logit v (its sum and bias) to its place. One that is not finite raises the
+ * flag where there is one (every writer writes 1: no atomic needed). */
+__host__ __device__ static inline void cu_hk_dot_store(const cu_hk *a, int64_t r, float v) {
         int64_t t = r / a->kc, j = r % a->kc;
-        return a->y + (t * a->mt + j * a->mj) * 3 + a->h;
+        a->y[(t * a->mt + j * a->mj) * 3 + a->h] = v;
+        if (a->nonfinite && !isfinite(v))
+                *a->nonfinite = 1;
 }
 
 /* BIAS_MAX: item i covers channel c of prompt j over up to CU_MAX_TCH points of the tile;
@@ -274,10 +268,8 @@ __host__ __device__ static inline void cu_hk_bits(const cu_hk *a, int64_t i) {
         int64_t h = row / a->kc, j = row % a->kc, t0 = byte * 8;
         int count = (int) (a->np - t0 < 8 ? a->np - t0 : 8);
         /* p0 is a multiple of 8: the tile owns whole bytes */
-        const float *v = a->x + (t0 * a->kc + j) * 3 + h;
-        a->bits[row * a->nb + a->p0 / 8 + byte] = cu_mask_pack8(v, a->kc * 3, count);
-        if (!cu_logits_finite(v, a->kc * 3, count))
-                *a->nonfinite = 1; /* every writer writes 1: no atomic needed */
+        a->bits[row * a->nb + a->p0 / 8 + byte] =
+                cu_mask_pack8(a->x + (t0 * a->kc + j) * 3 + h, a->kc * 3, count);
 }
 
 /* BIAS_GELU: channel c of row r. */
@@ -312,10 +304,7 @@ __host__ __device__ static inline void cu_hk_item_k(int kind, const cu_hk *a, in
         }
         case CU_HK_S2: {
                 int64_t t = i % a->np, row = i / a->np, h = row / a->kc, j = row % a->kc;
-                float v = a->x[(t * a->kc + j) * 3 + h];
-                a->y[row * a->n + a->p0 + t] = v;
-                if (!isfinite(v))
-                        *a->nonfinite = 1;
+                a->y[row * a->n + a->p0 + t] = a->x[(t * a->kc + j) * 3 + h];
                 break;
         }
         case CU_HK_BITS:
@@ -563,9 +552,10 @@ static int cu_heads_layer1(const cu_heads_job *jb, const p3_mlp3 *mlp, int64_t c
 }
 
 /* From h1 (first layer done): the hidden layer, then the width-1 last layer into logit h of
- * pair (t, j) at y[(t·mt + j·mj)·3 + h]. */
+ * pair (t, j) at y[(t·mt + j·mj)·3 + h]; a logit that is not finite sets *nonfinite (if not
+ * NULL). */
 static int cu_heads_logit(const cu_heads_job *jb, const p3_mlp3 *mlp, int64_t np, float *y,
-                          int64_t mt, int64_t mj, int h) {
+                          int64_t mt, int64_t mj, int h, int32_t *nonfinite) {
         int64_t width = mlp->w[1].rows, rows = np * jb->kcur;
         int r = cu_heads_gemm(jb, rows, width, jb->b.h1, width, &mlp->w[1], 0, jb->b.h2, width,
                               false);
@@ -577,7 +567,7 @@ static int cu_heads_logit(const cu_heads_job *jb, const p3_mlp3 *mlp, int64_t np
         a.x = jb->b.h2, a.b = (const float *) mlp->b[1].data;
         a.w = mlp->w[2].data, a.wdtype = mlp->w[2].dtype;
         a.wb = (const float *) mlp->b[2].data;
-        a.y = y, a.mt = mt, a.mj = mj, a.h = h;
+        a.y = y, a.mt = mt, a.mj = mj, a.h = h, a.nonfinite = nonfinite;
         return cu_hk_go(jb, &a);
 }
 
@@ -632,7 +622,7 @@ static int cu_heads_pass1_tile(const cu_heads_job *jb, int64_t p0, int64_t np) {
                 r = cu_heads_layer1(jb, &hp->seg[h], 0, b->bq_seg + h * kc * CU_FEAT, NULL,
                                     NULL, 0, 0, np);
                 if (r >= 0)
-                        r = cu_heads_logit(jb, &hp->seg[h], np, m1, 1, n, h);
+                        r = cu_heads_logit(jb, &hp->seg[h], np, m1, 1, n, h, NULL);
         }
         const float *wm = b->cols + cu_col_offset(CU_COL_S2G_M);
         if (r >= 0)
@@ -652,11 +642,11 @@ static int cu_heads_pass2_tile(const cu_heads_job *jb, int64_t p0, int64_t np) {
                 r = cu_heads_layer1(jb, &hp->s2[h], CU_S2_FP, b->c_s2 + h * kc * CU_G, wm,
                                     b->m1 + p0 * 3, 1, n, np);
                 if (r >= 0)
-                        r = cu_heads_logit(jb, &hp->s2[h], np, b->s, kc, 1, h);
+                        r = cu_heads_logit(jb, &hp->s2[h], np, b->s, kc, 1, h, b->nonfinite);
         }
         cu_hk a = {};
         a.np = np, a.kc = kc, a.n = n, a.p0 = p0, a.nb = (n + 7) / 8;
-        a.x = b->s, a.nonfinite = b->nonfinite;
+        a.x = b->s;
         if (r >= 0 && b->s2) {
                 a.kind = CU_HK_S2, a.y = b->s2;
                 r = cu_hk_go(jb, &a);

@@ -156,7 +156,7 @@ static int h_run(void *ctx, const cu_hk *a, int64_t items) {
                         float p[32];
                         for (int l = 0; l < 32; l++)
                                 p[l] = cu_hk_dot_part(a, r, l, 32);
-                        *cu_hk_dot_dst(a, r) = cu_lane_tree_sum(p) + a->wb[0];
+                        cu_hk_dot_store(a, r, cu_lane_tree_sum(p) + a->wb[0]);
                 }
         } else if (a->kind == CU_HK_BIAS_MAX) {
                 for (int64_t i = 0; i < items; i++) {

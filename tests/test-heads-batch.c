@@ -41,12 +41,10 @@ static int batches(p3_model *m, const p3_features *f, int batch) {
 }
 
 int main(void) {
-        _cleanup_free_ char *path = test_data_path("tiny_config.json");
         p3_config cfg;
         p3_err err = {};
-        CHECK_OK(p3_config_load(path, &cfg, &err));
-        _cleanup_(p3_weights_freep) p3_weights *w = NULL;
-        CHECK_OK(p3_weights_synth(&cfg, &w, &err));
+        test_tiny_config(&cfg);
+        _cleanup_(p3_weights_freep) p3_weights *w = test_synth_weights(&cfg);
         p3_model_params p = { .backend = P3_BACKEND_CPU, .precision = P3_PRECISION_FP32 };
         _cleanup_(p3_model_freep) p3_model *m = NULL;
         CHECK_OK(p3_model_open(w, &p, &m, &err));

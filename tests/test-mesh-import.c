@@ -18,6 +18,7 @@
 #include <sys/mman.h>
 #include <sys/stat.h>
 
+#include "mesh-off.h"
 #include "mesh_import.h"
 #include "test-util.h"
 
@@ -987,6 +988,23 @@ static void test_threads(const char *dir) {
         n_checks++;
 }
 
+/* The benchmarks' OFF reader (tests/mesh-off.c, where no assimp is built) reads Wuson.off as
+ * the import does: the same faces, corner by corner (assimp parses into FP32, to about an
+ * ulp). */
+static void test_off_reader(void) {
+        _cleanup_free_ char *path = test_data_path("meshes/Wuson.off");
+        p3_mesh a = {}, b = {};
+        p3_err err = {};
+        CHECK_OK(p3_mesh_import_file(path, NULL, NULL, &a, &err));
+        CHECK_OK(test_mesh_read_off(path, &b, &err));
+        CHECK(a.nf == b.nf && a.nf == 3732);
+        for (int64_t i = 0; i < 3 * a.nf; i++)
+                for (int d = 0; d < 3; d++)
+                        CHECK(fabs(a.v[3 * a.f[i] + d] - b.v[3 * b.f[i] + d]) <= 1e-6);
+        p3_mesh_done(&a), p3_mesh_done(&b);
+        n_checks++;
+}
+
 /* The synthetic and tests/data cases (mesh-import), or with "shared" the meshes of
  * ../shared (mesh-import-shared, which skips without them): a fresh clone runs the first
  * in full instead of seeing it reported as skipped. */
@@ -1007,6 +1025,8 @@ static int run_core(void) {
         test_trimesh_triangulation();
         printf("glTF scenes in trimesh's order (the pipeline replays' input mesh):\n");
         test_trimesh_scene_order();
+        printf("the benchmarks' OFF reader against the import:\n");
+        test_off_reader();
 
         printf("%d checks passed\n", n_checks);
         return EXIT_SUCCESS;

@@ -14,9 +14,7 @@
 enum { N = 2000, K = 4 };
 
 static p3_weights *weights_with_nan(const p3_config *cfg, const char *name) {
-        p3_err err = {};
-        p3_weights *w = NULL;
-        CHECK_OK(p3_weights_synth(cfg, &w, &err));
+        p3_weights *w = test_synth_weights(cfg);
         if (name) {
                 float *v = (float *) p3_weights_get(w, name); /* the synthetic copy is ours */
                 CHECK(v);
@@ -59,10 +57,9 @@ static int run(const p3_weights *w, bool want_heads, p3_err *err) {
 }
 
 int main(void) {
-        _cleanup_free_ char *path = test_data_path("tiny_config.json");
         p3_config cfg;
         p3_err err = {};
-        CHECK_OK(p3_config_load(path, &cfg, &err));
+        test_tiny_config(&cfg);
 
         _cleanup_(p3_weights_freep) p3_weights *good = weights_with_nan(&cfg, NULL);
         int r = run(good, true, &err);

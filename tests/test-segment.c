@@ -267,13 +267,11 @@ static void check_predict(const char *path) {
 
 int main(int argc, char **argv) {
         p3_omp_env_setup(argv);
-        _cleanup_free_ char *config = test_data_path("tiny_config.json");
         _cleanup_free_ char *meshes = test_data_path("meshes");
         p3_config cfg;
         p3_err err = {};
-        CHECK_OK(p3_config_load(config, &cfg, &err));
-        _cleanup_(p3_weights_freep) p3_weights *w = NULL;
-        CHECK_OK(p3_weights_synth(&cfg, &w, &err));
+        test_tiny_config(&cfg);
+        _cleanup_(p3_weights_freep) p3_weights *w = test_synth_weights(&cfg);
         p3_backend *be = NULL;
         CHECK_OK(p3_backend_cpu_new(NULL, &be));
         CHECK_OK(p3_model_new(be, w, &model, &err));

@@ -3,6 +3,7 @@
 #include <time.h>
 
 #include "test-util.h"
+#include "weights.h"
 
 int test_failures;
 
@@ -163,4 +164,18 @@ void test_cloud(int64_t n, double *pts, double *normals) {
                 pts[i] = (double) (s >> 11) * 0x1p-53;
                 normals[i] = i % 3 == 2;
         }
+}
+
+void test_tiny_config(p3_config *cfg) {
+        char *path = test_data_path("tiny_config.json");
+        p3_err err = {};
+        CHECK_OK(p3_config_load(path, cfg, &err));
+        free(path);
+}
+
+p3_weights *test_synth_weights(const p3_config *cfg) {
+        p3_weights *w = NULL;
+        p3_err err = {};
+        CHECK_OK(p3_weights_synth(cfg, &w, &err));
+        return w;
 }

@@ -69,6 +69,13 @@ bool test_equal_i64(const char *what, const int64_t *got, const int64_t *ref, in
 /* n points in the unit cube (a fixed sequence), normals along z: pts and normals [n, 3]. */
 void test_cloud(int64_t n, double *pts, double *normals);
 
+/* tests/data/tiny_config.json into *cfg, and synthetic weights for a config (the recipe of
+ * golden/SYNTH.md), or the test fails. */
+struct p3_config;
+struct p3_weights;
+void test_tiny_config(struct p3_config *cfg);
+struct p3_weights *test_synth_weights(const struct p3_config *cfg);
+
 #ifdef __cplusplus
 }
 #endif
